@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+/**
+ * `tessera <command>`: one entry point, one sub-command per role (simulate, receiver, merger,
+ * offline, start, …). Each command lives in src/commands/<name>.ts and registers itself here.
+ */
+import { Command, CommanderError } from 'commander';
+import { isTesseraError } from './errors.js';
+import { registerConfigCommand } from './commands/config.js';
+
+export function buildProgram(): Command {
+  const program = new Command('tessera')
+    .description('Live acquisition and reduction server for sector-split electron detectors (Gatan K2 IS)')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+  registerConfigCommand(program);
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (isTesseraError(err)) {
+      process.stderr.write(`tessera: error ${err.code}: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+}
+
+await main(process.argv);
