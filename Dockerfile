@@ -1,0 +1,33 @@
+# Tessera: one image for every role (receiver, merger, shuffle, worker, simulator); the
+# command picks the role, e.g. `docker run tessera receiver --sector 3 --config /etc/tessera.json`.
+
+# --- build: compile TypeScript and the WebAssembly kernels ------------------------------
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: the build runs below, once the sources are there
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY scripts ./scripts
+COPY config ./config
+COPY src ./src
+COPY receivers ./receivers
+COPY bench ./bench
+RUN npm run build && npm prune --omit=dev
+
+# --- runtime: compiled code and production dependencies only, as a non-root user ---------
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production TESSERA_LOG_JSON=1
+WORKDIR /app
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/config ./config
+RUN mkdir -p /data && chown node:node /data
+USER node
+# the K2 IS sectors' UDP ports and the merger's HTTP port (see config/default.json)
+EXPOSE 2001-2008/udp 8080/tcp
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD node dist/src/cli.js config > /dev/null || exit 1
+ENTRYPOINT ["node", "dist/src/cli.js"]
+CMD ["--help"]
