@@ -21,6 +21,7 @@ export const ERRORS = {
   TESSERA_ERR_BAD_DATAGRAM: { message: 'bad datagram (%s): %s' },
   TESSERA_ERR_BAD_HEADER: { message: 'bad block header: %s' },
   TESSERA_ERR_BAD_PACKED_LENGTH: { message: 'packed 12-bit data length %s is not a multiple of 3 bytes' },
+  TESSERA_ERR_WASM_MODULE: { message: 'cannot load WebAssembly module %s: %s' },
 
   // recorded K2 IS files
   TESSERA_ERR_SECTOR_FILES: { message: 'sector files: %s' },
