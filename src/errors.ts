@@ -29,6 +29,7 @@ export const ERRORS = {
   TESSERA_ERR_GTG: { message: 'cannot read scan shape from %s: %s' },
   TESSERA_ERR_DM4: { message: 'DM4 file %s: %s' },
   TESSERA_ERR_NO_SCAN_SHAPE: { message: 'no scan shape: %s' },
+  TESSERA_ERR_BAD_BLOCK: { message: 'bad block in %s: %s' },
 
   // UDFs
   TESSERA_ERR_UNKNOWN_UDF: { message: 'unknown UDF "%s" (known: %s)', statusCode: 400 },
