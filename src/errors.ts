@@ -48,6 +48,11 @@ export const ERRORS = {
   TESSERA_ERR_ACQUISITION_STATE: { message: 'cannot %s: acquisition is %s', statusCode: 409 },
   TESSERA_ERR_NOT_FOUND: { message: '%s not found', statusCode: 404 },
   TESSERA_ERR_UNAUTHORIZED: { message: 'this action needs a valid token', statusCode: 401 },
+  TESSERA_ERR_PAYLOAD_TOO_LARGE: { message: 'request body larger than %s bytes', statusCode: 413 },
+  TESSERA_ERR_INTERNAL: { message: 'internal error: %s', statusCode: 500 },
+
+  // merger -> browser stream
+  TESSERA_ERR_SLOW_CLIENT: { message: 'client read nothing for %s ms' },
 
   // files written by Tessera
   TESSERA_ERR_OUTPUT: { message: 'cannot write %s: %s' },
