@@ -1,7 +1,8 @@
 /**
  * The fast K2 IS 12-bit decoder (spec A.4): a WebAssembly SIMD kernel (decode12.wat) that
- * turns 24 packed bytes into one 16-pixel block row with two byte shuffles, two shifts and
- * two bitselects. `decodeUint12` in uint12.ts is the plain reference it is tested against.
+ * turns 24 packed bytes into one 16-pixel block row with two byte swizzles, two multiplies and
+ * two shifts (the .wat explains why). `decodeUint12` in uint12.ts is the plain reference it
+ * is tested against. Figures: `npm run bench decode`.
  *
  * The kernel works on its own linear memory, so data lives there rather than being copied in
  * and out on the hot path. `Uint12Decoder` owns one memory and a bump arena in it:
@@ -27,12 +28,12 @@
  *   Writes sector rows [rowStart, rowStart + rowCount) as rowCount x 256 uint16, row-major.
  *   The loops over blocks and rows run inside wasm: one call per tile.
  *
- * Source and destination must not overlap (checked). Arguments are checked before the
+ * Source and destination must not overlap, and destinations are 2-byte aligned (checked). Arguments are checked before the
  * kernel runs, so a bad pointer is a TesseraError, never a half-written tile. The kernel
  * never reads past the bytes it decodes: buffers need no padding.
  *
  * `decodeUint12Fast(packed, out?)` copies in and out of a shared decoder: for tools and
- * tests, not the hot path.
+ * tests, not the hot path; its memory stays at the largest size it has needed.
  */
 import { readFileSync } from 'node:fs';
 import { TesseraError } from '../errors.js';
@@ -110,11 +111,6 @@ export class Uint12Decoder {
     return new Uint12Decoder(memory, instance.exports as unknown as KernelExports);
   }
 
-  /** Bytes allocated so far, including the reserved first 16. */
-  get used(): number {
-    return this.#top;
-  }
-
   alloc(bytes: number): number {
     checkCount('bytes', bytes);
     const ptr = this.#top;
@@ -131,6 +127,7 @@ export class Uint12Decoder {
     return ptr;
   }
 
+  /** The arena's current top: `release(mark)` frees everything allocated after this call. */
   mark(): number {
     return this.#top;
   }
@@ -142,11 +139,11 @@ export class Uint12Decoder {
     this.#top = mark;
   }
 
-  bytes(ptr: number, length: number): Uint8Array {
+  bytes(ptr: number, length: number): Uint8Array<ArrayBuffer> {
     return new Uint8Array(this.memory.buffer, ptr, length);
   }
 
-  u16(ptr: number, length: number): Uint16Array {
+  u16(ptr: number, length: number): Uint16Array<ArrayBuffer> {
     return new Uint16Array(this.memory.buffer, ptr, length);
   }
 
