@@ -58,7 +58,7 @@
         (local.set $src (i32.add (local.get $src) (i32.const 48)))
         (local.set $dst (i32.add (local.get $dst) (i32.const 64)))
         (br_if $rows (i32.lt_u (local.get $src) (local.get $end))))))
-    ;; 0..47 bytes left: one more row if there are 24, then the last 24 bytes of the buffer
+    ;; 0..47 bytes left: one more row if 24 or more are left, then the last 24 bytes of the buffer
     ;; again if bytes are still left, ending exactly at its end (the overlap is rewritten with
     ;; the same values)
     (local.set $n (i32.rem_u (local.get $n) (i32.const 48)))
