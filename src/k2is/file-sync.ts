@@ -4,8 +4,9 @@
  *
  * 1. align the sectors on the largest first block_count; skip a frame the files start in the
  *    middle of; cut the end to whole blocks, to the smallest last block_count, and before a
- *    final incomplete frame. What remains is `imageCount` complete frames, numbered 0.. here
- *    ("complete-frame index").
+ *    final incomplete frame (found by block_count arithmetic: convention 2). What remains is
+ *    `imageCount` complete frames, numbered 0.. here ("complete-frame index"). A damaged first
+ *    or last frame is dropped with a warning (at most a few), where LiberTEM would assert.
  * 2. find the first frame with the shutter-active flag, per sector (header by header, one
  *    positioned 40-byte read per frame: files can be tens of GB), and check they agree.
  * 3. validate: the first, last and flag-edge frames have 32 good blocks with one frame_id, the
@@ -51,6 +52,8 @@ export interface BlockInfo {
 const MAX_ALIGN_SCAN_BLOCKS = 64 * BLOCKS_PER_SECTOR_FRAME;
 /** Invalid whole blocks tolerated at the very end of a file (an interrupted write). */
 const MAX_TRAILING_INVALID_BLOCKS = BLOCKS_PER_SECTOR_FRAME;
+/** Damaged frames dropped at either end before sync gives up. */
+const MAX_DROPPED_EDGE_FRAMES = 4;
 
 /** Reads one block header at a time into a reused buffer. */
 export class BlockHeaderReader {
@@ -126,12 +129,6 @@ function findBackward(r: BlockHeaderReader, from: number, to: number, limit: num
   return undefined;
 }
 
-function distinctFrameIds(r: BlockHeaderReader, from: number, to: number): number {
-  const ids = new Set<number>();
-  for (let i = from; i <= to; i++) ids.add(r.read(i).frameId);
-  return ids.size;
-}
-
 /**
  * Check that complete frame `c` is whole in every sector: 32 good blocks, one frame_id shared
  * by all sectors, block_counts as convention 2 says. Returns that frame_id.
@@ -180,22 +177,36 @@ export function synchroniseSectors(files: readonly SectorFileHandle[]): SyncResu
     return at;
   });
 
-  // 1b. a start in the middle of a frame: move every sector to the next frame
-  const midFrame = readers.some((r, s) => {
-    const last = Math.min(r.file.blocks - 1, first[s]! + BLOCKS_PER_SECTOR_FRAME - 1);
-    return distinctFrameIds(r, first[s]!, last) > 1;
+  // 1b. a start in the middle of a frame: skip to the next frame. Every sector skips the same
+  // number of blocks (the one most sectors agree on), so that they stay aligned on block_count
+  // even when one sector has a damaged block there.
+  const toNextFrame = readers.map((r, s) => {
+    const id = r.read(first[s]!).frameId;
+    const at = findForward(r, first[s]!, r.file.blocks - 1, BLOCKS_PER_SECTOR_FRAME + 1, (b) => b.frameId !== id);
+    return at === undefined ? undefined : at - first[s]!;
   });
-  if (midFrame) {
-    const partialId = readers[0]!.read(first[0]!).frameId;
-    for (const r of readers) {
-      const s = r.file.sector;
-      const at = findForward(r, first[s]!, r.file.blocks - 1, BLOCKS_PER_SECTOR_FRAME + 1, (b) => b.frameId !== partialId);
-      if (at === undefined) syncError(`sector ${s} (${r.file.path}) ends before the first complete frame`);
-      first[s] = at;
+  if (toNextFrame.some((n) => n !== undefined && n < BLOCKS_PER_SECTOR_FRAME)) {
+    const votes = new Map<number, number>();
+    for (const n of toNextFrame) if (n !== undefined) votes.set(n, (votes.get(n) ?? 0) + 1);
+    const skip = [...votes.entries()].sort((a, b) => b[1] - a[1] || (a[0] === toNextFrame[0] ? -1 : b[0] === toNextFrame[0] ? 1 : a[0] - b[0]))[0]![0];
+    if (votes.size > 1 || toNextFrame.includes(undefined)) {
+      warnings.push(
+        `sectors disagree on where the first complete frame starts (blocks to the next frame_id per sector: ${toNextFrame.join(', ')}); using ${skip}`,
+      );
+    }
+    if (skip < BLOCKS_PER_SECTOR_FRAME) {
+      for (const r of readers) {
+        const s = r.file.sector;
+        if (first[s]! + skip >= r.file.blocks) syncError(`sector ${s} (${r.file.path}) ends before the first complete frame`);
+        first[s]! += skip;
+      }
     }
   }
 
-  // 1c. the ends: whole blocks only, past any invalid trailing blocks
+  // 1c. the ends: whole blocks only (a truncated block is left out), past invalid trailing
+  // blocks. block_count is one counter shared by the sectors (convention 2), so the last complete
+  // frame is the last whole frame at or before the smallest last block_count.
+  let firstBlockCount = readers[0]!.read(first[0]!).blockCount;
   const last = readers.map((r) => {
     const s = r.file.sector;
     const at = findBackward(r, r.file.blocks - 1, first[s]!, MAX_TRAILING_INVALID_BLOCKS, (b) => b.rejection === null);
@@ -207,42 +218,49 @@ export function synchroniseSectors(files: readonly SectorFileHandle[]): SyncResu
     }
     return at;
   });
-  const minLast = Math.min(...readers.map((r, s) => r.read(last[s]!).blockCount));
-  for (const r of readers) {
-    const s = r.file.sector;
-    const at = findBackward(r, last[s]!, first[s]!, MAX_ALIGN_SCAN_BLOCKS, (b) => b.blockCount === minLast);
-    if (at === undefined) {
-      syncError(`sector ${s} (${r.file.path}) has no block with block_count ${minLast} (the smallest last block_count) near its end`);
-    }
-    last[s] = at;
-  }
-  const midFrameAtEnd = readers.some((r, s) => {
-    const from = Math.max(first[s]!, last[s]! - BLOCKS_PER_SECTOR_FRAME + 1);
-    return distinctFrameIds(r, from, last[s]!) > 1;
-  });
-  if (midFrameAtEnd) {
-    const partialId = readers[0]!.read(last[0]!).frameId;
-    for (const r of readers) {
-      const s = r.file.sector;
-      const at = findBackward(r, last[s]!, first[s]!, BLOCKS_PER_SECTOR_FRAME + 1, (b) => b.frameId !== partialId);
-      if (at === undefined) syncError(`sector ${s} (${r.file.path}) has no complete frame`);
-      last[s] = at;
-    }
-  }
-
-  const spans = readers.map((_, s) => last[s]! - first[s]! + 1);
-  const imageCount = Math.min(...spans.map((n) => Math.floor(n / BLOCKS_PER_SECTOR_FRAME)));
-  if (imageCount < 1 || spans.some((n) => n < BLOCKS_PER_SECTOR_FRAME)) {
-    syncError(`no complete frame common to all sectors (blocks between start and end: ${spans.join(', ')})`);
-  }
-  spans.forEach((n, s) => {
-    if (n !== imageCount * BLOCKS_PER_SECTOR_FRAME) {
+  const lastCounts = readers.map((r, s) => r.read(last[s]!).blockCount);
+  readers.forEach((r, s) => {
+    const expected = (firstBlockCount + last[s]! - first[s]!) >>> 0;
+    if (lastCounts[s] !== expected) {
       warnings.push(
-        `sector ${s} has ${n} blocks between its first and last complete frame, not ${imageCount} x 32: blocks are missing or extra in the middle of ${files[s]!.path}`,
+        `sector ${s} (${r.file.path}): the last block has block_count ${lastCounts[s]}, expected ${expected} from its position: ` +
+          'blocks are missing or extra in the middle of the file',
       );
     }
   });
-  const firstBlockCount = readers[0]!.read(first[0]!).blockCount;
+  const minLast = Math.min(...lastCounts);
+  const byCount = Math.floor((((minLast - firstBlockCount) >>> 0) + 1) / BLOCKS_PER_SECTOR_FRAME);
+  let imageCount = Math.min(byCount, ...readers.map((_, s) => Math.floor((last[s]! - first[s]! + 1) / BLOCKS_PER_SECTOR_FRAME)));
+  if (imageCount < 1) {
+    syncError(`no complete frame common to all sectors (blocks from the aligned start to the end: ${readers.map((_, s) => last[s]! - first[s]! + 1).join(', ')})`);
+  }
+
+  // 1d. a damaged first or last frame is dropped (a few at most, each with a warning)
+  let firstFrameId = 0;
+  let lastFrameId = 0;
+  for (let dropped = 0; ; dropped++) {
+    try {
+      firstFrameId = validateFrame(readers, first, 0, firstBlockCount, 'first complete frame');
+      break;
+    } catch (err) {
+      if (dropped >= MAX_DROPPED_EDGE_FRAMES || imageCount <= 1) throw err;
+      warnings.push(`dropped the first complete frame: ${(err as Error).message}`);
+      for (let s = 0; s < first.length; s++) first[s]! += BLOCKS_PER_SECTOR_FRAME;
+      firstBlockCount = (firstBlockCount + BLOCKS_PER_SECTOR_FRAME) >>> 0;
+      imageCount--;
+    }
+  }
+  for (let dropped = 0; ; dropped++) {
+    try {
+      lastFrameId = validateFrame(readers, first, imageCount - 1, firstBlockCount, 'last complete frame');
+      break;
+    } catch (err) {
+      if (dropped >= MAX_DROPPED_EDGE_FRAMES || imageCount <= 1) throw err;
+      warnings.push(`dropped the last complete frame: ${(err as Error).message}`);
+      imageCount--;
+    }
+  }
+  for (let s = 0; s < last.length; s++) last[s] = first[s]! + imageCount * BLOCKS_PER_SECTOR_FRAME - 1;
 
   // 2. the first shutter-active frame, frame by frame on each sector's frame starts
   const flagged = readers.map((r) => {
@@ -261,11 +279,9 @@ export function synchroniseSectors(files: readonly SectorFileHandle[]): SyncResu
     syncError(`the sectors disagree on the first shutter-active frame (complete-frame index per sector: ${flagged.join(', ')})`);
   }
 
-  // 3. validate the frames that anchor the mapping
-  const firstFrameId = validateFrame(readers, first, 0, firstBlockCount, 'first complete frame');
+  // 3. validate the frames around the flag edge, which anchor the nav mapping
   if (firstFlaggedFrame > 0) validateFrame(readers, first, firstFlaggedFrame - 1, firstBlockCount, 'frame before the first flagged frame');
   const firstFlaggedFrameId = validateFrame(readers, first, firstFlaggedFrame, firstBlockCount, 'first flagged frame');
-  const lastFrameId = validateFrame(readers, first, imageCount - 1, firstBlockCount, 'last complete frame');
 
   return {
     firstBlock: first,
