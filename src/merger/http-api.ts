@@ -1,0 +1,141 @@
+/**
+ * The merger's HTTP control API (fastify plugin, register it with `{ prefix: '/api' }`).
+ *
+ * The routes validate and normalise requests and hand them to an `AcquisitionController`,
+ * which the merger core implements (it owns acquisitions, UDFs and receivers). Every error
+ * reply is `{ code, message, statusCode }` with a code from src/errors.ts.
+ */
+import { Ajv } from 'ajv';
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { TesseraError } from '../errors.js';
+import {
+  acquisitionIdParamsSchema,
+  acquisitionRequestSchema,
+  acquisitionSummarySchema,
+  errorReplySchema,
+  mergerStatusSchema,
+  normalizeAcquisitionRequest,
+  udfListSchema,
+  udfParamsBodySchema,
+  udfParamsChangeSchema,
+  udfParamsPathSchema,
+  type AcquisitionDefinition,
+  type AcquisitionRequest,
+  type AcquisitionSummary,
+  type MergerStatus,
+  type UdfDescription,
+  type UdfParamsChange,
+} from './acquisition-schema.js';
+
+type Awaitable<T> = T | Promise<T>;
+
+/**
+ * What the HTTP API needs from the merger core. Methods throw TesseraErrors: NOT_FOUND for an
+ * unknown acquisition or UDF id, ACQUISITION_STATE for a transition the state does not allow,
+ * UNKNOWN_UDF / UDF_PARAMS for names and parameters the UDF engine rejects.
+ */
+export interface AcquisitionController {
+  /** the UDFs an acquisition can run */
+  listUdfs(): Awaitable<UdfDescription[]>;
+  /** define an acquisition (state 'defined'); resolves UDF names and validates parameters */
+  define(definition: AcquisitionDefinition): Awaitable<AcquisitionSummary>;
+  get(id: string): Awaitable<AcquisitionSummary>;
+  start(id: string): Awaitable<AcquisitionSummary>;
+  /** finish after the frames in flight (state 'stopping', then 'done') */
+  stop(id: string): Awaitable<AcquisitionSummary>;
+  /** drop everything in flight at once (state 'aborted') */
+  abort(id: string): Awaitable<AcquisitionSummary>;
+  /** new parameters for one UDF, applied from the next chunk */
+  updateUdfParams(id: string, udfId: string, params: Record<string, unknown>): Awaitable<UdfParamsChange>;
+  status(): Awaitable<MergerStatus>;
+}
+
+export interface HttpApiOptions {
+  controller: AcquisitionController;
+  /** largest acquisition definition accepted (a ROI mask is one JSON entry per scan position) */
+  defineBodyLimit?: number;
+}
+
+export interface ErrorReply {
+  code: string;
+  message: string;
+  statusCode: number;
+}
+
+/** Map any error to the API's `{ code, message, statusCode }`. */
+export function errorReplyOf(error: unknown): ErrorReply {
+  if (error instanceof TesseraError) {
+    return { code: error.code, message: error.message, statusCode: error.statusCode ?? 500 };
+  }
+  const e = error as Partial<FastifyError>;
+  if (e.validation) {
+    return { code: 'TESSERA_ERR_BAD_ARGUMENT', message: e.message ?? 'invalid request', statusCode: 400 };
+  }
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    return { code: 'TESSERA_ERR_PAYLOAD_TOO_LARGE', message: e.message ?? 'request body too large', statusCode: 413 };
+  }
+  if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
+    // fastify's own client errors (bad JSON, wrong content type, …)
+    return { code: 'TESSERA_ERR_BAD_ARGUMENT', message: e.message ?? 'bad request', statusCode: e.statusCode };
+  }
+  return { code: 'TESSERA_ERR_INTERNAL', message: new TesseraError('TESSERA_ERR_INTERNAL', e.message ?? String(error)).message, statusCode: 500 };
+}
+
+/** Fastify error handler: every error as `{ code, message, statusCode }`, 5xx logged as errors. */
+export function tesseraErrorHandler(this: FastifyInstance, error: unknown, request: FastifyRequest, reply: FastifyReply): void {
+  const body = errorReplyOf(error);
+  if (body.statusCode >= 500) request.log.error({ err: error }, 'request failed');
+  else request.log.info({ code: body.code, url: request.url }, body.message);
+  void reply.code(body.statusCode).send(body);
+}
+
+/** Fastify not-found handler in the same shape. */
+export function tesseraNotFoundHandler(request: FastifyRequest, reply: FastifyReply): void {
+  const error = new TesseraError('TESSERA_ERR_NOT_FOUND', `route ${request.method} ${request.url.split('?')[0]}`);
+  void reply.code(404).send(errorReplyOf(error));
+}
+
+const errorReplies = { '4xx': errorReplySchema, '5xx': errorReplySchema };
+
+export const httpApiPlugin: FastifyPluginAsync<HttpApiOptions> = async (fastify, options) => {
+  const { controller } = options;
+  // strict validation: an unknown key is an error, not silently dropped or coerced
+  const ajv = new Ajv({ allErrors: false, removeAdditional: false, useDefaults: false, coerceTypes: false });
+  fastify.setValidatorCompiler(({ schema }) => ajv.compile(schema));
+  fastify.setErrorHandler(tesseraErrorHandler);
+  fastify.setNotFoundHandler(tesseraNotFoundHandler);
+
+  type IdParams = { Params: { id: string } };
+  const byId = { params: acquisitionIdParamsSchema, response: { 200: acquisitionSummarySchema, ...errorReplies } };
+
+  fastify.get('/udfs', { schema: { response: { 200: udfListSchema, ...errorReplies } } }, async () => ({
+    udfs: await controller.listUdfs(),
+  }));
+
+  fastify.post<{ Body: AcquisitionRequest }>(
+    '/acquisitions',
+    {
+      bodyLimit: options.defineBodyLimit ?? 32 * 1024 * 1024,
+      schema: { body: acquisitionRequestSchema, response: { 201: acquisitionSummarySchema, ...errorReplies } },
+    },
+    async (request, reply) => {
+      const summary = await controller.define(normalizeAcquisitionRequest(request.body));
+      return reply.code(201).header('location', `${request.url.replace(/\/$/, '')}/${summary.id}`).send(summary);
+    },
+  );
+
+  fastify.get<IdParams>('/acquisitions/:id', { schema: byId }, async (request) => controller.get(request.params.id));
+
+  for (const action of ['start', 'stop', 'abort'] as const) {
+    fastify.post<IdParams>(`/acquisitions/:id/${action}`, { schema: byId }, async (request) => controller[action](request.params.id));
+  }
+
+  fastify.patch<{ Params: { id: string; udfId: string }; Body: { params: Record<string, unknown> } }>(
+    '/acquisitions/:id/udfs/:udfId',
+    { schema: { params: udfParamsPathSchema, body: udfParamsBodySchema, response: { 200: udfParamsChangeSchema, ...errorReplies } } },
+    async (request) => controller.updateUdfParams(request.params.id, request.params.udfId, request.body.params),
+  );
+
+  fastify.get('/status', { schema: { response: { 200: mergerStatusSchema, ...errorReplies } } }, async () => controller.status());
+};
+

@@ -1,0 +1,114 @@
+/**
+ * The merger's web server: the HTTP control API under /api, the live WebSocket stream at /ws,
+ * and the browser UI's files at / when there are any to serve.
+ */
+import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
+import { extname, resolve, sep } from 'node:path';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
+import { TesseraError } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import { httpApiPlugin, tesseraErrorHandler, tesseraNotFoundHandler, type AcquisitionController } from './http-api.js';
+import { LiveStore, LiveStoreRegistry } from './live-store.js';
+import { LiveStream, wsStreamPlugin, type LiveStreamOptions } from './ws-stream.js';
+
+export interface MergerServerOptions {
+  controller: AcquisitionController;
+  /** the live stores (a single store is put into a registry of its own, as the current one) */
+  stores: LiveStoreRegistry | LiveStore;
+  logger?: Logger;
+  host?: string;
+  /** 0 picks a free port */
+  port?: number;
+  /** directory of the browser UI's built files; served at / only if it holds files */
+  staticDir?: string | null;
+  ws?: Omit<LiveStreamOptions, 'registry' | 'logger'>;
+}
+
+export interface MergerServer {
+  fastify: FastifyInstance;
+  stream: LiveStream;
+  registry: LiveStoreRegistry;
+  host: string;
+  port: number;
+  /** http://host:port */
+  url: string;
+  /** ws://host:port/ws */
+  wsUrl: string;
+  close(): Promise<void>;
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.map': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.wasm': 'application/wasm',
+};
+
+/** GET /* from `root` (index.html for /), never outside it. */
+const staticFilesPlugin: FastifyPluginAsync<{ root: string }> = async (fastify, { root }) => {
+  const base = resolve(root);
+  fastify.get('/*', async (request, reply) => {
+    const wanted = decodeURIComponent(request.url.split('?')[0]!);
+    const path = resolve(base, '.' + (wanted.endsWith('/') ? wanted + 'index.html' : wanted));
+    if ((path !== base && !path.startsWith(base + sep)) || !existsSync(path) || !statSync(path).isFile()) {
+      throw new TesseraError('TESSERA_ERR_NOT_FOUND', `file ${wanted}`);
+    }
+    return reply.type(CONTENT_TYPES[extname(path)] ?? 'application/octet-stream').send(createReadStream(path));
+  });
+};
+
+function hasFiles(dir: string | null | undefined): dir is string {
+  try {
+    return !!dir && readdirSync(dir).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Build, register and start the merger's web server. */
+export async function buildMergerServer(options: MergerServerOptions): Promise<MergerServer> {
+  const logger = options.logger ?? createLogger('merger-web');
+  let registry: LiveStoreRegistry;
+  if (options.stores instanceof LiveStore) {
+    registry = new LiveStoreRegistry();
+    registry.add(options.stores);
+  } else registry = options.stores;
+
+  // pino's Logger is a FastifyBaseLogger; the cast keeps fastify's instance type the default one
+  const fastify = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // per-request lines would drown the log when the UI polls /api/status
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+  fastify.setErrorHandler(tesseraErrorHandler);
+  fastify.setNotFoundHandler(tesseraNotFoundHandler);
+  const stream = new LiveStream({ ...options.ws, registry, logger: logger.child({ part: 'ws' }) });
+  await fastify.register(wsStreamPlugin, { stream });
+  await fastify.register(httpApiPlugin, { prefix: '/api', controller: options.controller });
+  if (hasFiles(options.staticDir)) await fastify.register(staticFilesPlugin, { root: options.staticDir });
+
+  const host = options.host ?? '127.0.0.1';
+  await fastify.listen({ host, port: options.port ?? 0 });
+  const address = fastify.server.address();
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  logger.info({ url: `http://${urlHost}:${port}` }, 'merger web server listening');
+  return {
+    fastify,
+    stream,
+    registry,
+    host,
+    port,
+    url: `http://${urlHost}:${port}`,
+    wsUrl: `ws://${urlHost}:${port}/ws`,
+    close: async () => {
+      await fastify.close();
+    },
+  };
+}
