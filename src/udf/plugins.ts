@@ -1,0 +1,3 @@
+/** placeholder, replaced below */
+export function loadedPluginSources(): string[] { return []; }
+export async function loadUdfPlugins(_p: string): Promise<string[]> { return []; }
