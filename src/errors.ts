@@ -56,6 +56,7 @@ export const ERRORS = {
 
   // files written by Tessera
   TESSERA_ERR_OUTPUT: { message: 'cannot write %s: %s' },
+  TESSERA_ERR_NPY: { message: 'npy file %s: %s' },
   TESSERA_ERR_PATH_OUTSIDE_DATA_DIR: { message: 'path %s is outside the data directory %s', statusCode: 400 },
 } as const satisfies Record<string, ErrorSpec>;
 
