@@ -7,7 +7,7 @@ import { extname, resolve, sep } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import { TesseraError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { httpApiPlugin, tesseraErrorHandler, tesseraNotFoundHandler, type AcquisitionController } from './http-api.js';
+import { httpApiPlugin, tesseraErrorHandler, tesseraNotFoundHandler, type AcquisitionController, type HttpApiOptions } from './http-api.js';
 import { LiveStore, LiveStoreRegistry } from './live-store.js';
 import { LiveStream, wsStreamPlugin, type LiveStreamOptions } from './ws-stream.js';
 
@@ -22,6 +22,7 @@ export interface MergerServerOptions {
   /** directory of the browser UI's built files; served at / only if it holds files */
   staticDir?: string | null;
   ws?: Omit<LiveStreamOptions, 'registry' | 'logger'>;
+  api?: Omit<HttpApiOptions, 'controller'>;
 }
 
 export interface MergerServer {
@@ -90,7 +91,7 @@ export async function buildMergerServer(options: MergerServerOptions): Promise<M
   fastify.setNotFoundHandler(tesseraNotFoundHandler);
   const stream = new LiveStream({ ...options.ws, registry, logger: logger.child({ part: 'ws' }) });
   await fastify.register(wsStreamPlugin, { stream });
-  await fastify.register(httpApiPlugin, { prefix: '/api', controller: options.controller });
+  await fastify.register(httpApiPlugin, { ...options.api, prefix: '/api', controller: options.controller });
   if (hasFiles(options.staticDir)) await fastify.register(staticFilesPlugin, { root: options.staticDir });
 
   const host = options.host ?? '127.0.0.1';
