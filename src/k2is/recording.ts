@@ -97,12 +97,19 @@ export interface DamageReport {
 let defaultLogger: Logger | undefined;
 const logger = (): Logger => (defaultLogger ??= createLogger('k2is-recording'));
 
+/**
+ * Frames per positioned read in the tile iterator: small enough that what was just read is still
+ * in cache when it is decoded (measured from the page cache: one frame, 715 KB, per read beats
+ * 2 frames by ~10% and 4 or 16 frames by 1.2x to 2.5x).
+ */
+const READ_GROUP_FRAMES = 1;
+
 /** Frame kinds after checking the blocks of one sector frame. */
 const FRAME_BLANK = 0; // outside the files: zeros
 const FRAME_DIRECT = 1; // 32 good blocks in send order: decode in place
 const FRAME_REORDERED = 2; // out of order or damaged: payloads gathered into send order first
 
-/** Wasm memory and buffers for reading up to `depth` sector frames and decoding `rows` rows of each. */
+/** Wasm memory for reading up to `frames` sector frames at once and decoding `outPixels` pixels. */
 class SectorReadBuffers {
   readonly dec: Uint12Decoder;
   readonly raw: number;
@@ -113,25 +120,25 @@ class SectorReadBuffers {
   readonly slots: Int32Array;
 
   constructor(
-    readonly depth: number,
-    readonly rows: number,
+    readonly frames: number,
+    readonly outPixels: number,
   ) {
-    const need = depth * SECTOR_FRAME_BYTES + SECTOR_FRAME_PAYLOAD_BYTES + depth * rows * SECTOR_WIDTH * 2 + 1024;
+    const need = frames * SECTOR_FRAME_BYTES + SECTOR_FRAME_PAYLOAD_BYTES + outPixels * 2 + 1024;
     this.dec = Uint12Decoder.create({ initialBytes: need });
     // allocated once: the memory never grows afterwards, so views handed out stay attached
-    this.raw = this.dec.alloc(depth * SECTOR_FRAME_BYTES);
+    this.raw = this.dec.alloc(frames * SECTOR_FRAME_BYTES);
     this.gathered = this.dec.alloc(SECTOR_FRAME_PAYLOAD_BYTES);
-    this.out = this.dec.alloc(depth * rows * SECTOR_WIDTH * 2);
-    this.kinds = new Uint8Array(depth);
-    this.slots = new Int32Array(depth * BLOCKS_PER_SECTOR_FRAME);
+    this.out = this.dec.alloc(outPixels * 2);
+    this.kinds = new Uint8Array(frames);
+    this.slots = new Int32Array(frames * BLOCKS_PER_SECTOR_FRAME);
   }
 
   heap(): Uint8Array {
     return new Uint8Array(this.dec.memory.buffer);
   }
 
-  outView(pixels: number): Uint16Array {
-    return this.dec.u16(this.out, pixels);
+  outView(pixels: number, offset = 0): Uint16Array {
+    return this.dec.u16(this.out + offset * 2, pixels);
   }
 }
 
@@ -298,7 +305,8 @@ export class K2ISRecording {
 
   /**
    * Sector tiles over nav range [start, stop): for each chunk of `depth` frames, for each sector,
-   * for each band of `rows` rows. One positioned read per chunk and sector.
+   * for each band of `rows` rows. Each frame is read once (two frames per positioned read) and
+   * decoded into all its row bands while it is in cache.
    */
   *tiles(options: TileOptions = {}): Generator<SectorTile> {
     const start = options.start ?? 0;
@@ -315,15 +323,27 @@ export class K2ISRecording {
       throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'rows', `${rows} is not within 1..${SECTOR_HEIGHT}`);
     }
     for (const s of sectors) this.#checkSector(s);
-    const b = new SectorReadBuffers(Math.min(depth, Math.max(1, stop - start)), rows);
+    const maxDepth = Math.min(depth, Math.max(1, stop - start));
+    const group = Math.min(READ_GROUP_FRAMES, maxDepth);
+    // out holds every row band of one chunk: band at row0 starts at pixel depth * row0 * 256
+    const b = new SectorReadBuffers(group, maxDepth * SECTOR_HEIGHT * SECTOR_WIDTH);
     for (let k0 = start; k0 < stop; k0 += depth) {
       const d = Math.min(depth, stop - k0);
       for (const sector of sectors) {
-        this.#load(b, sector, k0, d);
+        for (let g0 = 0; g0 < d; g0 += group) {
+          const gd = Math.min(group, d - g0);
+          this.#load(b, sector, k0 + g0, gd);
+          for (let jj = 0; jj < gd; jj++) {
+            const j = g0 + jj;
+            for (let row0 = 0; row0 < SECTOR_HEIGHT; row0 += rows) {
+              const r = Math.min(rows, SECTOR_HEIGHT - row0);
+              this.#decodeRows(b, jj, row0, r, (d * row0 + j * r) * SECTOR_WIDTH);
+            }
+          }
+        }
         for (let row0 = 0; row0 < SECTOR_HEIGHT; row0 += rows) {
           const r = Math.min(rows, SECTOR_HEIGHT - row0);
-          for (let j = 0; j < d; j++) this.#decodeRows(b, j, row0, r, j * r * SECTOR_WIDTH);
-          const view = b.outView(d * r * SECTOR_WIDTH);
+          const view = b.outView(d * r * SECTOR_WIDTH, d * row0 * SECTOR_WIDTH);
           yield {
             data: reuse ? view : view.slice(),
             sector,
@@ -345,7 +365,7 @@ export class K2ISRecording {
   }
 
   #singleBuffers(): SectorReadBuffers {
-    return (this.#single ??= new SectorReadBuffers(1, SECTOR_HEIGHT));
+    return (this.#single ??= new SectorReadBuffers(1, SECTOR_PIXELS));
   }
 
   #checkNav(navIndex: number, count: number): void {
