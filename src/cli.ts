@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { isTesseraError } from './errors.js';
 import { registerConfigCommand } from './commands/config.js';
+import { registerSimulateCommand } from './commands/simulate.js';
 
 export function buildProgram(): Command {
   const program = new Command('tessera')
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerConfigCommand(program);
+  registerSimulateCommand(program);
   return program;
 }
 

@@ -1,0 +1,237 @@
+/**
+ * `tessera simulate`: the K2 IS camera stand-in. Streams a synthetic 4D-STEM scan with known
+ * ground truth as the camera's UDP datagrams (8 sectors, BASEPORT + sector), and/or writes it as
+ * the camera software's recording (8 .bin files + .gtg), and/or writes the truth as .npy.
+ */
+import type { Command } from 'commander';
+import { loadConfig, type TesseraConfig } from '../config.js';
+import { TesseraError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { runSimulation, type SimulationOptions } from '../k2is/simulator/simulation.js';
+
+export interface RawSimulateOptions {
+  config?: string;
+  scan?: string;
+  seed?: string;
+  fps?: string;
+  udp?: string;
+  multicast?: string;
+  multicastInterface?: string;
+  sectors?: string;
+  continuous?: boolean;
+  maxFrames?: string;
+  framesBefore?: string;
+  framesAfter?: string;
+  padAfter?: string;
+  frameIdStart?: string;
+  frameIdReset?: string;
+  blockCountStart?: string;
+  drop?: string;
+  duplicate?: string;
+  reorder?: string;
+  burstDrop?: string;
+  corrupt?: string;
+  faultLog?: string;
+  writeBin?: string;
+  name?: string;
+  leadingGarbage?: boolean;
+  incompleteEnd?: boolean;
+  truth?: string;
+}
+
+const U32_MAX = 0xffffffff;
+
+function badArg(option: string, why: string): never {
+  throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', option, why);
+}
+
+function parseInteger(option: string, text: string, min: number, max: number): number {
+  if (!/^\s*[+-]?\d+\s*$/.test(text)) badArg(option, `"${text}" is not an integer`);
+  const v = Number(text);
+  if (v < min || v > max) badArg(option, `${v} is outside [${min}, ${max}]`);
+  return v;
+}
+
+function parseNumber(option: string, text: string, min: number, max: number): number {
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v)) badArg(option, `"${text}" is not a number`);
+  if (v < min || v > max) badArg(option, `${v} is outside [${min}, ${max}]`);
+  return v;
+}
+
+function parseScan(text: string): [number, number] {
+  const m = /^\s*(\d+)\s*[xX]\s*(\d+)\s*$/.exec(text);
+  if (!m) badArg('--scan', `"${text}" is not HxW (e.g. 32x32)`);
+  const h = Number(m[1]);
+  const w = Number(m[2]);
+  if (h < 1 || w < 1 || h * w > 0x3fffffff) badArg('--scan', `${h}x${w} is not a usable scan shape`);
+  return [h, w];
+}
+
+function parseHostPort(option: string, text: string): { host: string; port: number } {
+  const i = text.lastIndexOf(':');
+  if (i <= 0 || i === text.length - 1) badArg(option, `"${text}" is not HOST:PORT`);
+  return { host: text.slice(0, i), port: parseInteger(option, text.slice(i + 1), 1, 65535) };
+}
+
+function parseSectors(text: string): number[] {
+  const parts = text.split(',').map((s) => s.trim());
+  const sectors = parts.map((p) => parseInteger('--sectors', p, 0, 7));
+  if (new Set(sectors).size !== sectors.length) badArg('--sectors', `"${text}" names a sector twice`);
+  return sectors.sort((a, b) => a - b);
+}
+
+function isMulticastAddress(host: string): boolean {
+  const m = /^(\d+)\.\d+\.\d+\.\d+$/.exec(host);
+  return m !== null && Number(m[1]) >= 224 && Number(m[1]) <= 239;
+}
+
+/** Turn command-line strings and the config into validated simulation options. */
+export function resolveSimulateOptions(raw: RawSimulateOptions, config: TesseraConfig): SimulationOptions {
+  const sim = config.simulator;
+  const scanShape = raw.scan !== undefined ? parseScan(raw.scan) : (sim.scan as [number, number]);
+  const seed = raw.seed !== undefined ? parseInteger('--seed', raw.seed, -0x80000000, U32_MAX) : sim.seed;
+  const fps = raw.fps !== undefined ? parseNumber('--fps', raw.fps, 0, 1e6) : sim.fps;
+  const framesBefore = raw.framesBefore !== undefined ? parseInteger('--frames-before', raw.framesBefore, 1, 1e9) : sim.framesBeforeScan;
+  const framesAfter = raw.framesAfter !== undefined ? parseInteger('--frames-after', raw.framesAfter, 0, 1e9) : sim.framesAfterScan;
+  const padAfter = raw.padAfter !== undefined ? parseInteger('--pad-after', raw.padAfter, 0, 1e9) : 0;
+  const frameIdStart = raw.frameIdStart !== undefined ? parseInteger('--frame-id-start', raw.frameIdStart, 0, U32_MAX) : sim.frameIdStart;
+  const frameIdReset = raw.frameIdReset !== undefined ? parseInteger('--frame-id-reset', raw.frameIdReset, 0, U32_MAX) : null;
+  const blockCountStart = raw.blockCountStart !== undefined ? parseInteger('--block-count-start', raw.blockCountStart, 0, U32_MAX) : 0;
+  const maxFrames = raw.maxFrames !== undefined ? parseInteger('--max-frames', raw.maxFrames, 1, Number.MAX_SAFE_INTEGER) : null;
+  const sectors = raw.sectors !== undefined ? parseSectors(raw.sectors) : [0, 1, 2, 3, 4, 5, 6, 7];
+
+  const faults = {
+    drop: raw.drop !== undefined ? parseNumber('--drop', raw.drop, 0, 1) : 0,
+    duplicate: raw.duplicate !== undefined ? parseNumber('--duplicate', raw.duplicate, 0, 1) : 0,
+    corrupt: raw.corrupt !== undefined ? parseNumber('--corrupt', raw.corrupt, 0, 1) : 0,
+    reorder: raw.reorder !== undefined ? parseInteger('--reorder', raw.reorder, 0, 1 << 20) : 0,
+    burstDrop: raw.burstDrop !== undefined ? parseInteger('--burst-drop', raw.burstDrop, 0, Number.MAX_SAFE_INTEGER) : 0,
+  };
+  if (faults.drop + faults.corrupt > 1) badArg('--drop', '--drop plus --corrupt must not exceed 1');
+
+  if (raw.udp !== undefined && raw.multicast !== undefined && isMulticastAddress(parseHostPort('--udp', raw.udp).host)) {
+    badArg('--udp', 'give the group with --multicast and only the port with --udp');
+  }
+  // Multicast leaves through loopback unless an interface is named: a simulator must never
+  // spray the site network by accident.
+  const multicastInterface = raw.multicastInterface ?? config.detector.udp.interface ?? '127.0.0.1';
+  if (!/^\d+\.\d+\.\d+\.\d+$/.test(multicastInterface)) badArg('--multicast-interface', `"${multicastInterface}" is not an IPv4 address`);
+  let udp: SimulationOptions['udp'] = null;
+  const wantsFiles = raw.writeBin !== undefined || raw.truth !== undefined;
+  if (raw.multicast !== undefined) {
+    const group = raw.multicast.trim();
+    if (!isMulticastAddress(group)) badArg('--multicast', `"${group}" is not an IPv4 multicast group (224.0.0.0 - 239.255.255.255)`);
+    const basePort = raw.udp !== undefined ? parseHostPort('--udp', raw.udp).port : config.detector.udp.basePort;
+    udp = { host: group, basePort, multicast: true, multicastInterface };
+  } else if (raw.udp !== undefined || !wantsFiles) {
+    const { host, port } =
+      raw.udp !== undefined ? parseHostPort('--udp', raw.udp) : { host: config.detector.udp.host, port: config.detector.udp.basePort };
+    udp = { host, basePort: port, multicast: isMulticastAddress(host), multicastInterface };
+  }
+  if (udp && udp.basePort + sectors[sectors.length - 1]! > 65535) badArg('--udp', `base port ${udp.basePort} + sector exceeds 65535`);
+
+  if (raw.name !== undefined && raw.writeBin === undefined) badArg('--name', 'only applies with --write-bin');
+  if ((raw.leadingGarbage || raw.incompleteEnd) && raw.writeBin === undefined) {
+    badArg(raw.leadingGarbage ? '--leading-garbage' : '--incomplete-end', 'only applies with --write-bin');
+  }
+  const bin = raw.writeBin !== undefined
+    ? { dir: raw.writeBin, name: raw.name ?? 'sim', leadingGarbage: raw.leadingGarbage ?? false, incompleteEnd: raw.incompleteEnd ?? false }
+    : null;
+  if (bin && !/^[A-Za-z0-9._-]+$/.test(bin.name)) badArg('--name', `"${bin.name}": use letters, digits, '.', '_' and '-' only`);
+  if (bin && raw.continuous && maxFrames === null) badArg('--continuous', 'with --write-bin needs --max-frames');
+  if (bin?.leadingGarbage && framesBefore < 2) badArg('--leading-garbage', 'needs --frames-before >= 2');
+
+  return {
+    scene: { scanShape, seed },
+    stream: {
+      framesBeforeScan: framesBefore,
+      framesAfterScan: framesAfter + padAfter,
+      continuous: raw.continuous ?? false,
+      frameIdStart,
+      frameIdReset,
+      blockCountStart,
+    },
+    sectors,
+    fps,
+    maxFrames,
+    faults,
+    faultLogPath: raw.faultLog ?? null,
+    udp,
+    bin,
+    truthPath: raw.truth ?? null,
+    settings: {
+      options: { ...raw },
+      framesAfter,
+      padAfter,
+    },
+  };
+}
+
+export function registerSimulateCommand(program: Command): void {
+  program
+    .command('simulate')
+    .description(
+      'stand-in for the K2 IS camera: stream a synthetic 4D-STEM scan with known ground truth as UDP datagrams ' +
+        '(sector i to BASEPORT+i), and/or write it as a camera recording (8 .bin + .gtg) and the truth as .npy',
+    )
+    .option('-c, --config <file>', 'config file overlaid on config/default.json')
+    .option('--scan <HxW>', 'scan shape, e.g. 32x32 (default: config simulator.scan)')
+    .option('--seed <n>', 'seed of the scene, the noise and the faults (default: config simulator.seed)')
+    .option('--fps <n>', 'frames per second on UDP, all sectors of frame f before f+1; 0 = as fast as possible (default: config simulator.fps)')
+    .option('--udp <host:port>', 'send sector i to HOST:PORT+i (default: config detector.udp, 127.0.0.1:2001)')
+    .option('--multicast <group>', 'send to this multicast group (e.g. 225.1.1.1), port BASEPORT+i (BASEPORT from --udp or config); loopback on, TTL 1')
+    .option('--multicast-interface <addr>', 'local interface address multicast leaves through (default: config detector.udp.interface, else 127.0.0.1: loopback only)')
+    .option('--sectors <list>', 'emit only these sectors, e.g. 0,3 (default: all 8)')
+    .option('--continuous', 'repeat the scan forever (epochs), shutter flag staying on; Ctrl-C stops')
+    .option('--max-frames <n>', 'stop after this many stream frames')
+    .option('--frames-before <n>', 'frames with the shutter flag off; the last one carries scan position 0 (convention 1) (default: config simulator.framesBeforeScan)')
+    .option('--frames-after <n>', 'parked-beam frames after the scan, flag still on (default: config simulator.framesAfterScan)')
+    .option('--pad-after <n>', 'more flag-on frames after those; LiberTEM probes for the flag 400 frames in, so --pad-after 400 makes --write-bin recordings readable by LiberTEM (default 0)')
+    .option('--frame-id-start <n>', 'frame_id of the first stream frame; counts up by one and wraps at 2^32 (default: config simulator.frameIdStart)')
+    .option('--frame-id-reset <n>', 'restart frame_id at this value on the first flagged frame, as real cameras do (e.g. 284990 -> 2)')
+    .option('--block-count-start <n>', 'block_count of the first block; one counter shared by all sectors, wraps at 2^32 (default 0)')
+    .option('--drop <p>', 'drop each datagram with probability p')
+    .option('--duplicate <p>', 'send each datagram twice with probability p')
+    .option('--reorder <w>', 'reorder within a sliding window of w datagrams (none late by more than 2w)')
+    .option('--burst-drop <n>', 'drop one burst of n consecutive datagrams per sector at a seeded place (one per epoch when --continuous)')
+    .option('--corrupt <p>', 'replace a datagram with a broken one with probability p: bad sync word, truncated, oversized, or wrong coordinates')
+    .option('--fault-log <file>', 'write every fault as a JSON line: sector, streamFrame, frameId, blockCount, blockIndex, kind')
+    .option('--write-bin <dir>', 'write the camera recording: <NAME>_1.bin .. <NAME>_8.bin, <NAME>_.gtg (DM4, scan shape) and <NAME>.json (settings)')
+    .option('--name <name>', 'recording name for --write-bin (default "sim")')
+    .option('--leading-garbage', 'with --write-bin: each sector file starts with a different number of blocks of an earlier, incomplete frame')
+    .option('--incomplete-end', 'with --write-bin: each sector file ends with an incomplete frame and a truncated block')
+    .option('--truth <file.npy>', 'write the ground-truth frames of the scan positions, uint16 (N, 1860, 2048), NumPy .npy')
+    .addHelpText(
+      'after',
+      `
+Outputs: UDP is used when --udp or --multicast is given, or when no file output is asked for.
+Faults apply to everything emitted (UDP and --write-bin). Stream layout: --frames-before frames
+with the flag off (the last is scan position 0), then scan positions 1..N-1 with the flag on,
+then --frames-after + --pad-after parked-beam frames, flag on.
+
+Examples:
+  tessera simulate --scan 16x16 --fps 400
+  tessera simulate --udp 127.0.0.1:3001 --fps 0 --drop 0.1 --reorder 16 --fault-log faults.jsonl
+  tessera simulate --scan 8x8 --write-bin ./rec --name Capture1 --pad-after 400 --truth ./rec/truth.npy`,
+    )
+    .action(async (raw: RawSimulateOptions) => {
+      const config = loadConfig(raw.config);
+      const options = resolveSimulateOptions(raw, config);
+      const log = createLogger('simulate');
+      const ac = new AbortController();
+      const stop = () => {
+        log.info('stopping');
+        ac.abort();
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      try {
+        await runSimulation({ ...options, signal: ac.signal }, log);
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        await new Promise<void>((resolve) => log.flush(() => resolve()));
+      }
+    });
+}
