@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { allTags, dmText, getEntry, getNumber, getTag, parseDm, readDmFile, type DmFile } from '../../src/k2is/dm4-reader.js';
 import { buildDm, dm, gtgBytes, type DmNode } from './fixtures.js';
+import { dm as w, encodeDm4, k2isGtgTags } from '../../src/k2is/dm4-writer.js';
 
 const dm4Error = expect.objectContaining({ code: 'TESSERA_ERR_DM4' });
 
@@ -211,5 +212,53 @@ describe('DM4 tag reader', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  it("round-trips the simulator's DM4 writer (src/k2is/dm4-writer.ts)", () => {
+    const bytes = encodeDm4(
+      k2isGtgTags([34, 35], {
+        Types: {
+          i16: w.int16(-3),
+          u16: w.uint16(65535),
+          u32: w.uint32(4_000_000_000),
+          f32: w.float32(0.25),
+          f64: 1.5,
+          i32: -7,
+          b: true,
+          i8: w.int8(-128),
+          u8: w.uint8(255),
+          i64: w.int64(-(2n ** 50n)),
+          u64: w.uint64(2n ** 63n),
+          text: 'Gatan K2 IS',
+          pixels: new Uint16Array([1, 2, 65535]),
+          floats: new Float64Array([0.5, -1e300]),
+          list: [1, 'two', { three: 3 }],
+        },
+      }),
+    );
+    const f = parseDm(bytes, 'writer');
+    expect(f.version).toBe(4);
+    expect(getNumber(f, 'SI Dimensions.Size Y')).toBe(34);
+    expect(getNumber(f, 'SI Dimensions.Size X')).toBe(35);
+    expect(getNumber(f, 'SI Image Tags.SI.Acquisition.Spatial Sampling.Height (pixels)')).toBe(34);
+    expect(getNumber(f, 'SI Image Tags.SI.Acquisition.Spatial Sampling.Width (pixels)')).toBe(35);
+    expect(getTag(f, 'Types.i16')).toBe(-3);
+    expect(getTag(f, 'Types.u16')).toBe(65535);
+    expect(getTag(f, 'Types.u32')).toBe(4_000_000_000);
+    expect(getTag(f, 'Types.f32')).toBe(0.25);
+    expect(getTag(f, 'Types.f64')).toBe(1.5);
+    expect(getTag(f, 'Types.i32')).toBe(-7);
+    expect(getTag(f, 'Types.b')).toBe(true);
+    expect(getTag(f, 'Types.i8')).toBe(-128);
+    expect(getTag(f, 'Types.u8')).toBe(255);
+    expect(getTag(f, 'Types.i64')).toBe(-(2 ** 50));
+    expect(getTag(f, 'Types.u64')).toBe(2n ** 63n);
+    expect(dmText(getTag(f, 'Types.text'))).toBe('Gatan K2 IS');
+    expect(Array.from(getTag(f, 'Types.pixels') as Uint16Array)).toEqual([1, 2, 65535]);
+    expect(Array.from(getTag(f, 'Types.floats') as Float64Array)).toEqual([0.5, -1e300]);
+    expect(getTag(f, 'Types.list.1')).toBe(1);
+    expect(dmText(getTag(f, 'Types.list.2'))).toBe('two');
+    expect(getTag(f, 'Types.list.3.three')).toBe(3);
+    expect(getEntry(f, 'SI Dimensions')).toMatchObject({ kind: 'group', sorted: true, open: false });
   });
 });
