@@ -13,6 +13,7 @@ import { CLI_PATH } from '../../src/paths.js';
 import { loadConfig } from '../../src/config.js';
 import { resolveSimulateOptions } from '../../src/commands/simulate.js';
 import { NpyFile } from '../../src/k2is/npy.js';
+import { K2ISRecording } from '../../src/k2is/recording.js';
 import { SimulatedScan } from '../../src/k2is/simulator/scene.js';
 import { K2ISStream, type Datagram } from '../../src/k2is/simulator/stream.js';
 import { SectorFaultInjector, type FaultOptions, type FaultRecord } from '../../src/k2is/simulator/faults.js';
@@ -225,6 +226,20 @@ describe('tessera simulate --write-bin and --truth', () => {
     }
     npy.close();
     expect(statSync(truth).size).toBe(128 + 6 * 1860 * 2048 * 2);
+
+    // Tessera's recording reader (written independently, LiberTEM's sync rules) opens it from a
+    // sector file, finds the .gtg by the camera's naming and gives back the truth frames.
+    const rec = K2ISRecording.open(join(out, 'Cap_3.bin'));
+    try {
+      expect(rec.navShape).toEqual([2, 3]);
+      for (let i = 0; i < 6; i++) {
+        const a = rec.readFrame(i);
+        const b = scan.frame(i);
+        expect(Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer)), `recording frame ${i}`).toBe(0);
+      }
+    } finally {
+      rec.close();
+    }
   });
 });
 
