@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { PROJECT_ROOT } from '../../src/paths.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { K2ISRecording, type SectorTile } from '../../src/k2is/recording.js';
@@ -243,6 +245,34 @@ describe('K2ISRecording on a synthetic recording', () => {
     } finally {
       r.close();
     }
+  });
+
+  const compiled = join(PROJECT_ROOT, 'dist', 'src', 'k2is', 'recording.js');
+  it.skipIf(!existsSync(compiled))('works in worker threads, two at once (compiled code, no shared state)', async () => {
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      import(workerData.module).then(({ K2ISRecording }) => {
+        const rec = K2ISRecording.open(workerData.path);
+        let sum = 0;
+        for (const t of rec.tiles({ depth: 2, rows: 930, sectors: [workerData.sector] })) for (const v of t.data) sum += v;
+        rec.close();
+        parentPort.postMessage(sum);
+      }, (err) => parentPort.postMessage('error: ' + err.message));`;
+    const sumIn = (sector: number): Promise<unknown> =>
+      new Promise((resolve, reject) => {
+        const w = new Worker(code, { eval: true, workerData: { module: compiled, path: syn.gtgPath, sector } });
+        w.once('message', (m) => {
+          resolve(m);
+          void w.terminate();
+        });
+        w.once('error', reject);
+      });
+    const expected = (sector: number): number => {
+      let sum = 0;
+      for (let k = 0; k < 6; k++) for (const v of expectedSectorFrame(k + FLAGGED_FROM - 1, sector)) sum += v;
+      return sum;
+    };
+    expect(await Promise.all([sumIn(2), sumIn(5)])).toEqual([expected(2), expected(5)]);
   });
 
   it('rejects bad arguments to the readers', () => {
