@@ -19,3 +19,6 @@ export { WorkerPool, type WorkerPoolOptions } from './worker-pool.js';
 export { createUdf, getUdfClass, registerUdf, registeredUdfNames } from './registry.js';
 export { loadUdfPlugins, loadedPluginSources } from './plugins.js';
 export * from './lib/index.js';
+export { AutoUDF, type AutoParams, type FrameFunction } from './auto.js';
+export { map } from './map.js';
+export { fft, ifft, rfft2, irfft2, FFTPlan } from './fft.js';

@@ -91,7 +91,7 @@ export interface UDFClass<U extends UDF<any> = UDF<any>> {
 const ajv = new Ajv({ allErrors: true, strict: false });
 const compiled = new WeakMap<object, ValidateFunction>();
 
-export abstract class UDF<P extends object = Record<string, unknown>> {
+export abstract class UDF<P extends object = object> {
   /** Brand for plugin discovery (works across module copies, unlike instanceof). */
   static readonly isTesseraUDF = true as const;
   /** Registry name; defaults to the class name. */

@@ -1,10 +1,27 @@
 /** The standard UDF library, one UDF per file; registry.ts registers these by name. */
+import { AutoUDF } from '../auto.js';
 import type { UDFClass } from '../udf.js';
 import { ApplyMasksUDF } from './apply-masks.js';
 import { CoMUDF } from './com.js';
+import { CrystallinityUDF } from './crystallinity.js';
+import { FEMUDF } from './fem.js';
+import { LogsumUDF } from './logsum.js';
+import { PickUDF } from './pick.js';
+import { StdDevUDF } from './stddev.js';
 import { SumSigUDF } from './sum-sig.js';
 import { SumUDF } from './sum.js';
 
-export { ApplyMasksUDF, CoMUDF, SumSigUDF, SumUDF };
+export { ApplyMasksUDF, CoMUDF, CrystallinityUDF, FEMUDF, LogsumUDF, PickUDF, StdDevUDF, SumSigUDF, SumUDF };
 
-export const STANDARD_UDFS: UDFClass[] = [SumUDF, SumSigUDF, ApplyMasksUDF, CoMUDF];
+export const STANDARD_UDFS: UDFClass[] = [
+  SumUDF,
+  SumSigUDF,
+  StdDevUDF,
+  ApplyMasksUDF,
+  CoMUDF,
+  LogsumUDF,
+  PickUDF,
+  FEMUDF,
+  CrystallinityUDF,
+  AutoUDF,
+];
