@@ -151,6 +151,29 @@ describe('tessera simulate over real UDP', () => {
     expect(written[0]).toEqual(expect.objectContaining({ sector: expect.any(Number), streamFrame: expect.any(Number), frameId: expect.any(Number), blockIndex: expect.any(Number) }));
   });
 
+  it('continuous mode repeats the scan in epochs until SIGINT, then exits cleanly', async () => {
+    const { base, got } = await sectorSockets();
+    const child = spawn(process.execPath, [CLI_PATH, 'simulate', '--udp', `127.0.0.1:${base}`, '--sectors', '2', '--scan', '1x3', '--seed', '6',
+      '--frame-id-start', '0', '--frames-before', '2', '--continuous', '--fps', '200'], { env: { ...process.env, TESSERA_LOG_JSON: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const deadline = Date.now() + 20_000;
+    while (got[2]!.length < 32 * 12 && Date.now() < deadline) await settle(20);
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    expect(stderr).toContain('simulation done');
+    const stream = new K2ISStream(new SimulatedScan({ scanShape: [1, 3], seed: 6 }), { framesBeforeScan: 2, framesAfterScan: 0, continuous: true });
+    const frames = Math.floor(got[2]!.length / 32);
+    expect(frames).toBeGreaterThanOrEqual(12);
+    expectSameDatagrams(got[2]!.slice(0, 32 * frames), [...stream.datagrams(2, 0, frames)].map((d) => d.data), 'sector 2');
+    // epoch 2 shows scan position 1 with the same pixels as epoch 0 (and the flag on)
+    expect(Buffer.compare(got[2]![32 * stream.streamFrameOfScan(1, 2) + 5]!.subarray(40), got[2]![32 * stream.streamFrameOfScan(1, 0) + 5]!.subarray(40))).toBe(0);
+    expect(got[2]![32 * stream.streamFrameOfScan(1, 2)]![9]).toBe(1);
+    expect(stderr.split('\n').some((l) => l.includes('"stoppedEarly":true'))).toBe(true);
+  });
+
   it('sends to a multicast group through loopback', async () => {
     const group = '225.1.1.1';
     const { base, socks, got } = await sectorSockets('0.0.0.0', true);

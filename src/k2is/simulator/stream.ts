@@ -9,7 +9,8 @@
  *   B .. B+N-2          scan positions 1 .. N-1, flag on
  *   B+N-1 ..            `framesAfterScan` parked-beam frames, flag still on
  * Continuous mode repeats the scan forever after the pre-scan frames (epoch e shows scan
- * position i at stream frame B-1 + e N + i), and the flag stays on.
+ * position i at stream frame B-1 + e N + i, with exactly the pixels of epoch 0: one truth frame
+ * per scan position), and the flag stays on.
  *
  * Header fields: frame_id = frameIdStart + f (mod 2^32), or, with frameIdReset, the first
  * flagged frame restarts at frameIdReset (as in real data, 284990 -> 2). block_count of block i
@@ -17,6 +18,8 @@
  * (convention 2).
  */
 import {
+  BLOCK_COLS,
+  BLOCK_ROWS,
   BLOCK_SIZE,
   BLOCKS_PER_SECTOR_FRAME,
   HEADER_SIZE,
@@ -175,20 +178,25 @@ export class K2ISStream {
       throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'sector', `must be 0..7, got ${sector}`);
     }
     const flags = info.shutter ? SHUTTER_ACTIVE_MASK : 0;
+    // Block 0's header is encoded in full; the others copy it and patch what differs
+    // (block_count and the coordinates), big-endian like every header field.
+    const first = BLOCK_ORDER[0]!;
+    encodeHeader(
+      headerFor({ flags, blockCount: info.blockCountBase, frameId: info.frameId, pixelXStart: first.x, pixelYStart: first.y }),
+      out,
+      offset,
+    );
     for (let i = 0; i < BLOCKS_PER_SECTOR_FRAME; i++) {
       const o = offset + i * BLOCK_SIZE;
-      const origin = BLOCK_ORDER[i]!;
-      encodeHeader(
-        headerFor({
-          flags,
-          blockCount: (info.blockCountBase + i) % U32,
-          frameId: info.frameId,
-          pixelXStart: origin.x,
-          pixelYStart: origin.y,
-        }),
-        out,
-        o,
-      );
+      if (i > 0) {
+        out.copyWithin(o, offset, offset + HEADER_SIZE);
+        const origin = BLOCK_ORDER[i]!;
+        putU32(out, o + 16, (info.blockCountBase + i) % U32);
+        putU16(out, o + 28, origin.x);
+        putU16(out, o + 30, origin.y);
+        putU16(out, o + 32, origin.x + BLOCK_COLS - 1);
+        putU16(out, o + 34, origin.y + BLOCK_ROWS - 1);
+      }
       this.scan.renderer.renderBlock(plan, sector, i, out, o + HEADER_SIZE);
     }
   }
@@ -239,6 +247,18 @@ export class K2ISStream {
       yield* this.datagramsOf(info, sector, buf, 0);
     }
   }
+}
+
+function putU32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = (v >>> 16) & 0xff;
+  b[o + 2] = (v >>> 8) & 0xff;
+  b[o + 3] = v & 0xff;
+}
+
+function putU16(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 8;
+  b[o + 1] = v & 0xff;
 }
 
 export const ALL_SECTORS: readonly number[] = Object.freeze([0, 1, 2, 3, 4, 5, 6, 7]);
