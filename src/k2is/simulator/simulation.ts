@@ -119,7 +119,8 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
   const stream = new K2ISStream(scan, o.stream);
   const sectors = [...o.sectors];
   const maxFrames = o.maxFrames ?? Infinity;
-  const total = Math.min(stream.totalFrames, maxFrames);
+  // Only the truth asked for: no stream to produce.
+  const total = o.udp || o.bin ? Math.min(stream.totalFrames, maxFrames) : 0;
   if (!Number.isFinite(total) && o.bin) {
     throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', '--continuous', 'writing files from a continuous stream needs --max-frames');
   }
@@ -256,7 +257,8 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
       const now = performance.now();
       if (pace) {
         const due = start + ((f + 1) * 1000) / o.fps;
-        if (due > now + 1) await sleep(due - now);
+        // short naps, so that a stop request is seen even at very low frame rates
+        for (let t = now; due > t + 1 && !o.signal?.aborted; t = performance.now()) await sleep(Math.min(due - t, 100));
       } else if ((f & 7) === 7) {
         await yieldToEventLoop(); // let signals and log writes through
       }
