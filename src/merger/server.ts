@@ -12,7 +12,8 @@ import { LiveStore, LiveStoreRegistry } from './live-store.js';
 import { LiveStream, wsStreamPlugin, type LiveStreamOptions } from './ws-stream.js';
 
 export interface MergerServerOptions {
-  controller: AcquisitionController;
+  /** the merger core's control side; without one there is no /api (a stream-only server) */
+  controller?: AcquisitionController | null;
   /** the live stores (a single store is put into a registry of its own, as the current one) */
   stores: LiveStoreRegistry | LiveStore;
   logger?: Logger;
@@ -91,7 +92,7 @@ export async function buildMergerServer(options: MergerServerOptions): Promise<M
   fastify.setNotFoundHandler(tesseraNotFoundHandler);
   const stream = new LiveStream({ ...options.ws, registry, logger: logger.child({ part: 'ws' }) });
   await fastify.register(wsStreamPlugin, { stream });
-  await fastify.register(httpApiPlugin, { ...options.api, prefix: '/api', controller: options.controller });
+  if (options.controller) await fastify.register(httpApiPlugin, { ...options.api, prefix: '/api', controller: options.controller });
   if (hasFiles(options.staticDir)) await fastify.register(staticFilesPlugin, { root: options.staticDir });
 
   const host = options.host ?? '127.0.0.1';

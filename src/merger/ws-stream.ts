@@ -16,9 +16,11 @@ import type { WebSocket } from 'ws';
 import { TesseraError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
+  allocMessageBuffer,
   CLIENT_MESSAGE_SCHEMAS,
   decodeMessage,
   encodeMessage,
+  messageBufferBytes,
   updatePayloadBytes,
   WS_PROTOCOL_VERSION,
   type ClientMessage,
@@ -44,6 +46,9 @@ export interface LiveStreamOptions {
   serverVersion?: string;
 }
 
+/** Updates with at least this many payload bytes are encoded into the client's own buffer. */
+const REUSE_OUTPUT_FROM = 256 * 1024;
+
 export const WS_CLOSE_SLOW_CLIENT = 4008;
 export const WS_CLOSE_BAD_MESSAGES = 1008;
 export const WS_CLOSE_GOING_AWAY = 1001;
@@ -67,6 +72,8 @@ interface Client {
   /** when the update now in the socket was handed over; null if none is */
   inFlightSince: number | null;
   timer: NodeJS.Timeout | null;
+  /** output buffer of large updates, reused once the previous update has been written out */
+  out: Uint8Array | null;
   closed: boolean;
   badInARow: number;
   updates: number;
@@ -146,6 +153,7 @@ export class LiveStream {
       lastSentAt: 0,
       inFlightSince: null,
       timer: null,
+      out: null,
       closed: false,
       badInARow: 0,
       updates: 0,
@@ -252,7 +260,12 @@ export class LiveStream {
     }
     const body = store.diffSince(snapshot ? 0 : c.lastVersion, { filter: c.sub.filter });
     const message: UpdateMessage = { v: WS_PROTOCOL_VERSION, type: snapshot ? 'snapshot' : 'diff', t: Date.now(), ...body };
-    const bytes = encodeMessage(message, updatePayloadBytes(body));
+    const payloadBytes = updatePayloadBytes(body);
+    // a fresh 15 MB buffer per update costs page faults and GC; one per client is enough
+    if (payloadBytes >= REUSE_OUTPUT_FROM && (!c.out || c.out.byteLength < messageBufferBytes(payloadBytes))) {
+      c.out = allocMessageBuffer(messageBufferBytes(payloadBytes));
+    }
+    const bytes = encodeMessage(message, payloadBytes, c.out ?? undefined);
     c.store = store;
     c.lastVersion = body.version;
     c.lastSentAt = now;

@@ -322,24 +322,35 @@ export const CLIENT_MESSAGE_SCHEMAS = {
 const packr = new Packr({ useRecords: false, moreTypes: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 
-const HEADER_SLACK = 64 * 1024;
+/** Room for everything but the binary parts of a large message (keys, layout, status). */
+export const HEADER_SLACK = 64 * 1024;
 const SMALL_BUFFER = 8192;
 // msgpackr writes strings with Buffer#utf8Write when Node's Buffer exists: give it Buffers there
 const NodeBuffer = (globalThis as { Buffer?: { allocUnsafeSlow(n: number): Uint8Array } }).Buffer;
-const allocBytes = (n: number): Uint8Array => (NodeBuffer ? NodeBuffer.allocUnsafeSlow(n) : new Uint8Array(n));
+
+/** An output buffer for `encodeMessage` (a Buffer in Node, a Uint8Array elsewhere). */
+export function allocMessageBuffer(bytes: number): Uint8Array {
+  return NodeBuffer ? NodeBuffer.allocUnsafeSlow(bytes) : new Uint8Array(bytes);
+}
+
+/** Bytes an output buffer needs for a message whose binary parts weigh `payloadBytes`. */
+export const messageBufferBytes = (payloadBytes: number): number => payloadBytes + HEADER_SLACK;
 
 /**
- * Encode a message. `payloadBytes` (the bytes of its binary parts) gives a large message an
- * output buffer of its own, sized to fit: while it waits in a slow socket it then holds its own
- * memory only, not a shared encoder buffer several times its size. The encoder never writes
- * over bytes it returned before, so a returned message stays valid while a socket holds it.
+ * Encode a message. A large one (`payloadBytes`: its binary parts) goes into an output buffer
+ * of its own: `target` if given and big enough (from `allocMessageBuffer`, and no longer in use:
+ * the sender reuses one per client), else a new one sized to fit. While it waits in a slow
+ * socket it then holds its own memory only, not a shared encoder buffer several times its
+ * size. The shared encoder never writes over bytes it returned, so small messages stay valid
+ * while a socket holds them.
  */
-export function encodeMessage(message: ServerMessage | ClientMessage, payloadBytes = 0): Uint8Array {
+export function encodeMessage(message: ServerMessage | ClientMessage, payloadBytes = 0, target?: Uint8Array): Uint8Array {
   if (payloadBytes < SMALL_BUFFER) return packr.pack(message);
-  packr.useBuffer(allocBytes(payloadBytes + HEADER_SLACK));
+  const need = messageBufferBytes(payloadBytes);
+  packr.useBuffer(target && target.byteLength >= need ? target : allocMessageBuffer(need));
   const out = packr.pack(message);
   // small messages continue in a fresh small buffer, not in the rest of this one
-  packr.useBuffer(allocBytes(SMALL_BUFFER));
+  packr.useBuffer(allocMessageBuffer(SMALL_BUFFER));
   return out;
 }
 
