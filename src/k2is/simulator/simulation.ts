@@ -60,6 +60,8 @@ export interface SimulationSummary extends RateFigures {
   stoppedEarly: boolean;
   faults: Record<FaultKind, number>;
   udpErrors: number;
+  /** sends that met an ICMP "port unreachable" (nobody listening) */
+  udpRefused: number;
   firstScanFrame: number;
   firstShutterFrame: number;
   bin: BinLayout | null;
@@ -305,12 +307,13 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
       stoppedEarly,
       faults: faultCounts,
       udpErrors: udp?.stats.errors ?? 0,
+      udpRefused: udp?.stats.refused ?? 0,
       firstScanFrame: stream.firstScanFrame,
       firstShutterFrame: stream.firstShutterFrame,
       bin: layout,
       truthFrames,
     };
-    log?.info({ ...rateLog(summary), seconds: round(summary.seconds, 3), stoppedEarly, faults: hasFaults(faultOptions) ? faultCounts : undefined, udpErrors: summary.udpErrors }, 'simulation done');
+    log?.info({ ...rateLog(summary), seconds: round(summary.seconds, 3), stoppedEarly, faults: hasFaults(faultOptions) ? faultCounts : undefined, udpErrors: summary.udpErrors, udpRefused: summary.udpRefused }, 'simulation done');
     return summary;
   } catch (err) {
     bin?.abort();

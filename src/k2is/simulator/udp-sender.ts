@@ -3,8 +3,12 @@
  * a multicast group (loopback on, TTL 1, so it never leaves the machine by accident).
  *
  * One socket per sector: measured on loopback it is as fast as one shared socket (about 150 000
- * datagrams/s either way on this machine) and keeps per-sector sources apart, as the camera's
- * are. Sends are asynchronous; `idle()` resolves once every send issued so far has completed,
+ * datagrams/s either way on this machine, to a sink that drops) and keeps per-sector sources
+ * apart, as the camera's are. Each socket is connected to its destination, which spares the
+ * address lookup per send (about 13 % more datagrams/s). A connected socket reports an earlier
+ * ICMP "port unreachable" as ECONNREFUSED on a later send, which then did not go out: such a
+ * send is retried once, so a receiver that starts late loses nothing it could have received.
+ * Sends are asynchronous; `idle()` resolves once every send issued so far has completed,
  * which is how callers bound the memory in flight and know when a buffer may be reused.
  */
 import dgram from 'node:dgram';
@@ -25,16 +29,15 @@ export interface UdpSenderOptions {
 
 export class UdpSectorSender {
   private readonly sockets = new Map<number, dgram.Socket>();
-  private readonly host: string;
   private readonly basePort: number;
   private pendingSends = 0;
   private waiters: Array<() => void> = [];
   private closed = false;
-  readonly stats = { datagrams: 0, bytes: 0, errors: 0 };
+  /** errors: failed sends; refused: sends that met a "nobody listening" report (retried once) */
+  readonly stats = { datagrams: 0, bytes: 0, errors: 0, refused: 0 };
   private readonly log: Logger | undefined;
 
   private constructor(options: UdpSenderOptions, log?: Logger) {
-    this.host = options.host;
     this.basePort = options.basePort;
     this.log = log;
   }
@@ -72,6 +75,13 @@ export class UdpSectorSender {
           // loopback unless told otherwise: never send to the site network by accident
           sock.setMulticastInterface(options.multicastInterface ?? '127.0.0.1');
         }
+        await new Promise<void>((resolve, reject) => {
+          sock.once('error', reject);
+          sock.connect(options.basePort + s, options.host, () => {
+            sock.off('error', reject);
+            resolve();
+          });
+        });
         sender.sockets.set(s, sock);
       }
     } catch (err) {
@@ -86,10 +96,19 @@ export class UdpSectorSender {
     const sock = this.sockets.get(sector);
     if (!sock || this.closed) return;
     this.pendingSends++;
-    sock.send(data, this.basePort + sector, this.host, (err) => {
+    this.sendOn(sock, sector, data, true);
+  }
+
+  private sendOn(sock: dgram.Socket, sector: number, data: Uint8Array, retry: boolean): void {
+    sock.send(data, (err) => {
+      if (err && (err as NodeJS.ErrnoException).code === 'ECONNREFUSED' && retry) {
+        if (this.stats.refused++ === 0) this.log?.warn({ sector, port: this.basePort + sector }, 'no receiver listening (yet)');
+        this.sendOn(sock, sector, data, false);
+        return;
+      }
       if (err) {
-        this.stats.errors++;
-        if (this.stats.errors <= 5) this.log?.warn({ sector, err: err.message }, 'UDP send failed');
+        if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED') this.stats.refused++;
+        else if (this.stats.errors++ < 5) this.log?.warn({ sector, err: err.message }, 'UDP send failed');
       } else {
         this.stats.datagrams++;
         this.stats.bytes += data.length;
