@@ -56,7 +56,12 @@ const CONTENT_TYPES: Record<string, string> = {
 const staticFilesPlugin: FastifyPluginAsync<{ root: string }> = async (fastify, { root }) => {
   const base = resolve(root);
   fastify.get('/*', async (request, reply) => {
-    const wanted = decodeURIComponent(request.url.split('?')[0]!);
+    let wanted: string;
+    try {
+      wanted = decodeURIComponent(request.url.split('?')[0]!);
+    } catch {
+      throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'path', 'malformed percent-encoding');
+    }
     const path = resolve(base, '.' + (wanted.endsWith('/') ? wanted + 'index.html' : wanted));
     if ((path !== base && !path.startsWith(base + sep)) || !existsSync(path) || !statSync(path).isFile()) {
       throw new TesseraError('TESSERA_ERR_NOT_FOUND', `file ${wanted}`);

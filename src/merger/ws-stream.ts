@@ -52,6 +52,7 @@ const REUSE_OUTPUT_FROM = 256 * 1024;
 export const WS_CLOSE_SLOW_CLIENT = 4008;
 export const WS_CLOSE_BAD_MESSAGES = 1008;
 export const WS_CLOSE_GOING_AWAY = 1001;
+export const WS_CLOSE_INTERNAL_ERROR = 1011;
 
 interface Subscription {
   acquisition: string;
@@ -258,16 +259,27 @@ export class LiveStream {
       }, wait);
       return;
     }
-    const body = store.diffSince(snapshot ? 0 : c.lastVersion, { filter: c.sub.filter });
-    const message: UpdateMessage = { v: WS_PROTOCOL_VERSION, type: snapshot ? 'snapshot' : 'diff', t: Date.now(), ...body };
-    const payloadBytes = updatePayloadBytes(body);
-    // a fresh 15 MB buffer per update costs page faults and GC; one per client is enough
-    if (payloadBytes >= REUSE_OUTPUT_FROM && (!c.out || c.out.byteLength < messageBufferBytes(payloadBytes))) {
-      c.out = allocMessageBuffer(messageBufferBytes(payloadBytes));
+    let bytes: Uint8Array;
+    let version: number;
+    try {
+      const body = store.diffSince(snapshot ? 0 : c.lastVersion, { filter: c.sub.filter });
+      const message: UpdateMessage = { v: WS_PROTOCOL_VERSION, type: snapshot ? 'snapshot' : 'diff', t: Date.now(), ...body };
+      const payloadBytes = updatePayloadBytes(body);
+      // a fresh 15 MB buffer per update costs page faults and GC; one per client is enough
+      if (payloadBytes >= REUSE_OUTPUT_FROM && (!c.out || c.out.byteLength < messageBufferBytes(payloadBytes))) {
+        c.out = allocMessageBuffer(messageBufferBytes(payloadBytes));
+      }
+      bytes = encodeMessage(message, payloadBytes, c.out ?? undefined);
+      version = body.version;
+    } catch (err) {
+      // a bug or an allocation failure: lose this client, never the server
+      this.log.error({ client: c.id, err }, 'cannot build a ws update: closing the client');
+      c.socket.close(WS_CLOSE_INTERNAL_ERROR, 'TESSERA_ERR_INTERNAL: cannot build an update');
+      this.forget(c);
+      return;
     }
-    const bytes = encodeMessage(message, payloadBytes, c.out ?? undefined);
     c.store = store;
-    c.lastVersion = body.version;
+    c.lastVersion = version;
     c.lastSentAt = now;
     c.inFlightSince = now;
     c.updates++;

@@ -3,6 +3,9 @@
  * backed by the in-memory controller: each route's happy path and its 4xx replies, all of
  * them `{ code, message, statusCode }` with codes from the error catalogue.
  */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import { LiveStoreRegistry } from '../../src/merger/live-store.js';
@@ -187,6 +190,44 @@ describe('HTTP control API', () => {
       expect((await fetch(`${failing.url}/api/udfs`)).status).toBe(200);
     } finally {
       await failing.close();
+    }
+  });
+});
+
+describe('static UI files', () => {
+  it('serves the files of staticDir at / (never outside it), and no static route when it is empty', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-ui-'));
+    const empty = mkdtempSync(join(tmpdir(), 'tessera-ui-empty-'));
+    writeFileSync(join(dir, 'index.html'), '<h1>Tessera</h1>');
+    writeFileSync(join(dir, 'app.js'), 'export const x = 1;');
+    mkdirSync(join(dir, 'sub'));
+    const registry = new LiveStoreRegistry();
+    const server = await buildMergerServer({ controller: new InMemoryController(registry), stores: registry, logger, staticDir: dir });
+    const bare = await buildMergerServer({ stores: registry, logger, staticDir: empty });
+    try {
+      const index = await fetch(`${server.url}/`);
+      expect(index.status).toBe(200);
+      expect(index.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(await index.text()).toBe('<h1>Tessera</h1>');
+      const js = await fetch(`${server.url}/app.js?v=2`);
+      expect(js.headers.get('content-type')).toMatch(/^text\/javascript/);
+      expect(await js.text()).toBe('export const x = 1;');
+      for (const path of ['/sub/', '/missing.js', '/%2e%2e/package.json', '/..%2fpackage.json']) {
+        const reply = await fetch(server.url + path);
+        expect(reply.status, path).toBe(404);
+        expect(await reply.json()).toMatchObject({ code: 'TESSERA_ERR_NOT_FOUND' });
+      }
+      expect((await fetch(`${server.url}/%E0%A4%A`)).status).toBe(400);
+      expect((await fetch(`${server.url}/api/udfs`)).status).toBe(200);
+      expect(await (await fetch(`${server.url}/api/nothing`)).json()).toMatchObject({ code: 'TESSERA_ERR_NOT_FOUND' });
+      // no files, no static route; no controller, no API
+      expect((await fetch(`${bare.url}/`)).status).toBe(404);
+      expect((await fetch(`${bare.url}/api/udfs`)).status).toBe(404);
+    } finally {
+      await server.close();
+      await bare.close();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(empty, { recursive: true, force: true });
     }
   });
 });
