@@ -21,7 +21,7 @@ import {
   DAMAGE_UDF,
   dtypeScalars,
   elementsOf,
-  isDtype,
+  isDType,
   productOf,
   bytesOf,
   type AcquisitionInfo,
@@ -30,7 +30,7 @@ import {
   type BufferKind,
   type BufferRange,
   type BufferUpdate,
-  type Dtype,
+  type DType,
   type Progress,
   type SectorStatus,
   type StateInfo,
@@ -49,7 +49,7 @@ export interface BufferSpec {
   udfId: string;
   name: string;
   kind: BufferKind;
-  dtype: Dtype;
+  dtype: DType;
   /** full shape; for nav buffers [...scanShape, ...extraShape] */
   shape: readonly number[];
 }
@@ -185,7 +185,7 @@ export class LiveStore {
   /** Declare (or re-declare, e.g. after a parameter change alters its shape) a buffer: zeroed. */
   defineBuffer(spec: BufferSpec): LiveBuffer {
     const { udfId, name, kind, dtype, shape } = spec;
-    if (!isDtype(dtype)) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'dtype', JSON.stringify(dtype));
+    if (!isDType(dtype)) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'dtype', JSON.stringify(dtype));
     if (!shape.every((d) => Number.isInteger(d) && d >= 0)) {
       throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'shape', JSON.stringify(shape));
     }

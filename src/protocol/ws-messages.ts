@@ -17,7 +17,8 @@ import { Packr, Unpackr } from 'msgpackr';
 export const WS_PROTOCOL_VERSION = 1;
 
 // ---------------------------------------------------------------------------------------------
-// dtypes and typed arrays
+// dtypes and typed arrays: numpy's names, as in src/udf/dtype.ts (whose result dtypes are a
+// subset), plus the 64-bit integers and complex types that results of other origins may carry
 
 export const DTYPES = [
   'bool',
@@ -34,7 +35,7 @@ export const DTYPES = [
   'complex64',
   'complex128',
 ] as const;
-export type Dtype = (typeof DTYPES)[number];
+export type DType = (typeof DTYPES)[number];
 
 export type TypedArray =
   | Int8Array
@@ -58,7 +59,7 @@ interface DtypeInfo {
   bytes: number;
 }
 
-const DTYPE_INFO: Record<Dtype, DtypeInfo> = {
+const DTYPE_INFO: Record<DType, DtypeInfo> = {
   bool: { ctor: Uint8Array, scalars: 1, bytes: 1 },
   int8: { ctor: Int8Array, scalars: 1, bytes: 1 },
   uint8: { ctor: Uint8Array, scalars: 1, bytes: 1 },
@@ -74,28 +75,28 @@ const DTYPE_INFO: Record<Dtype, DtypeInfo> = {
   complex128: { ctor: Float64Array, scalars: 2, bytes: 16 },
 };
 
-export function isDtype(value: unknown): value is Dtype {
+export function isDType(value: unknown): value is DType {
   return typeof value === 'string' && Object.hasOwn(DTYPE_INFO, value);
 }
 
 /** Bytes of one element of `dtype` (a complex element is its real and imaginary part). */
-export function dtypeBytes(dtype: Dtype): number {
+export function dtypeBytes(dtype: DType): number {
   return DTYPE_INFO[dtype].bytes;
 }
 
 /** Typed-array scalars per element of `dtype` (2 for complex, else 1). */
-export function dtypeScalars(dtype: Dtype): number {
+export function dtypeScalars(dtype: DType): number {
   return DTYPE_INFO[dtype].scalars;
 }
 
 /** A zeroed typed array holding `elements` elements of `dtype`. */
-export function allocateTyped(dtype: Dtype, elements: number): TypedArray {
+export function allocateTyped(dtype: DType, elements: number): TypedArray {
   const info = DTYPE_INFO[dtype];
   return new info.ctor(elements * info.scalars);
 }
 
 /** True if `array` is the typed-array class that holds `dtype`. */
-export function matchesDtype(array: TypedArray, dtype: Dtype): boolean {
+export function matchesDtype(array: TypedArray, dtype: DType): boolean {
   return array.constructor === DTYPE_INFO[dtype].ctor;
 }
 
@@ -105,12 +106,12 @@ export function bytesOf(array: TypedArray): Uint8Array {
 }
 
 /** Elements of `dtype` held by a typed array (scalars / 2 for complex). */
-export function elementsOf(array: TypedArray, dtype: Dtype): number {
+export function elementsOf(array: TypedArray, dtype: DType): number {
   return array.length / DTYPE_INFO[dtype].scalars;
 }
 
 /** A typed array of `dtype` over (a copy of) received bytes. */
-export function typedFromBytes(dtype: Dtype, bytes: Uint8Array): TypedArray {
+export function typedFromBytes(dtype: DType, bytes: Uint8Array): TypedArray {
   const info = DTYPE_INFO[dtype];
   const scalarBytes = info.bytes / info.scalars;
   if (bytes.byteLength % info.bytes !== 0) {
@@ -141,7 +142,7 @@ export interface BufferDeclaration {
   udf: string;
   name: string;
   kind: BufferKind;
-  dtype: Dtype;
+  dtype: DType;
   /** full logical shape; nav buffers: [...scanShape, ...extraShape] */
   shape: number[];
   /** store version at which the buffer was (re)declared: a different value means "reallocate" */

@@ -10,13 +10,13 @@ import { LiveMirror, MirrorSyncError, TesseraApiError, TesseraClient, type WebSo
 import { createLogger } from '../../src/log.js';
 import { LiveStore, LiveStoreRegistry } from '../../src/merger/live-store.js';
 import { buildMergerServer, type MergerServer } from '../../src/merger/server.js';
-import { decodeMessage, DTYPES, encodeMessage, WS_PROTOCOL_VERSION, type Dtype, type UpdateMessage } from '../../src/protocol/ws-messages.js';
+import { decodeMessage, DTYPES, encodeMessage, WS_PROTOCOL_VERSION, type DType, type UpdateMessage } from '../../src/protocol/ws-messages.js';
 import { InMemoryController } from '../merger/in-memory-controller.js';
 
 const logger = createLogger('test-client', { level: 'silent' });
 
 /** Values of a dtype with its extremes, and the typed array class the mirror must use. */
-const SAMPLES: Record<Dtype, [unknown[], string]> = {
+const SAMPLES: Record<DType, [unknown[], string]> = {
   bool: [[0, 1, 1, 0], 'Uint8Array'],
   int8: [[-128, 127, 0, -1], 'Int8Array'],
   uint8: [[0, 255, 7, 128], 'Uint8Array'],

@@ -10,7 +10,7 @@ import { TesseraClient, type AppliedUpdate, type WebSocketConstructor } from '..
 import { LiveStoreRegistry, type LiveStore } from '../../src/merger/live-store.js';
 import { buildMergerServer, type MergerServer } from '../../src/merger/server.js';
 import { createLogger } from '../../src/log.js';
-import { DAMAGE_BLOCKS, DAMAGE_SECTORS, DAMAGE_UDF, dtypeScalars, productOf, type Dtype } from '../../src/protocol/ws-messages.js';
+import { DAMAGE_BLOCKS, DAMAGE_SECTORS, DAMAGE_UDF, dtypeScalars, productOf, type DType } from '../../src/protocol/ws-messages.js';
 import { InMemoryController } from './in-memory-controller.js';
 
 const logger = createLogger('test-ws', { level: 'warn' });
@@ -28,7 +28,7 @@ function mulberry32(seed: number): () => number {
 
 /** The expected state: plain arrays, updated by the test next to the store. */
 interface ModelBuffer {
-  dtype: Dtype;
+  dtype: DType;
   shape: number[];
   values: Array<number | bigint>;
 }
@@ -38,14 +38,14 @@ const NAV = SCAN[0] * SCAN[1];
 
 class Model {
   readonly buffers = new Map<string, ModelBuffer>();
-  define(key: string, dtype: Dtype, shape: number[]): void {
+  define(key: string, dtype: DType, shape: number[]): void {
     const n = productOf(shape) * dtypeScalars(dtype);
     const zero = dtype === 'int64' || dtype === 'uint64' ? 0n : 0;
     this.buffers.set(key, { dtype, shape, values: new Array(n).fill(zero) });
   }
 }
 
-function randomValue(dtype: Dtype, rnd: () => number): number | bigint {
+function randomValue(dtype: DType, rnd: () => number): number | bigint {
   switch (dtype) {
     case 'float32':
     case 'complex64':
@@ -67,7 +67,7 @@ function randomValue(dtype: Dtype, rnd: () => number): number | bigint {
   }
 }
 
-function typedOf(dtype: Dtype, values: Array<number | bigint>) {
+function typedOf(dtype: DType, values: Array<number | bigint>) {
   switch (dtype) {
     case 'float32':
     case 'complex64':
@@ -89,7 +89,7 @@ function typedOf(dtype: Dtype, values: Array<number | bigint>) {
   }
 }
 
-const BUFFERS: Array<[string, string, 'nav' | 'sig' | 'single', Dtype, number[]]> = [
+const BUFFERS: Array<[string, string, 'nav' | 'sig' | 'single', DType, number[]]> = [
   ['vd', 'intensity', 'nav', 'float32', [...SCAN]],
   ['masks', 'intensity', 'nav', 'int32', [...SCAN, 3]],
   ['field', 'shift', 'nav', 'complex64', [...SCAN]],
