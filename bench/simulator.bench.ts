@@ -5,8 +5,10 @@
  *  - render + pack: one full stream frame (256 blocks with headers, 5.7 MB) per call, against
  *    memcpy of the same bytes and against the detector's real-time rate (400 frames/s);
  *  - truth frame: the same frame composed as 1860 x 2048 uint16 pixels (the ground truth);
- *  - UDP send: runSimulation at --fps 0 to eight sink sockets in a child process, in datagrams/s
- *    against the detector's real-time rate (102 400 datagrams/s for all eight sectors).
+ *  - UDP send: runSimulation at --fps 0 to eight sockets in a child process, rendering inline
+ *    or in a worker thread, to a sink that never reads (the sender alone) and to one Node
+ *    process that reads, in datagrams/s against the detector's real-time rate (102 400
+ *    datagrams/s for all eight sectors). Rendering in a worker needs the compiled bench.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -20,32 +22,38 @@ const REALTIME_FPS = 400;
 const FRAME_BYTES = NUM_SECTORS * SECTOR_FRAME_BYTES;
 const TIMING = { runs: 5, minTimeMs: 300, warmupMs: 300 };
 
+// A receiver process that reads and counts (what a real receiver costs), or one that binds
+// and never reads (the kernel drops what overflows: measures the sender alone).
 const SINK = `
 const dgram = require('node:dgram');
 const base = Number(process.argv[1]);
+const deaf = process.argv[2] === 'deaf';
 let n = 0;
-const socks = [];
 let bound = 0;
 for (let s = 0; s < 8; s++) {
   const r = dgram.createSocket('udp4');
   r.on('message', () => n++);
-  r.bind(base + s, '127.0.0.1', () => { try { r.setRecvBufferSize(4 << 20); } catch {} if (++bound === 8) process.stdout.write('ready\\n'); });
-  socks.push(r);
+  r.bind(base + s, '127.0.0.1', () => {
+    try { r.setRecvBufferSize(4 << 20); } catch {}
+    if (deaf) r.setRecvBufferSize(4096);
+    if (++bound === 8) process.stdout.write('ready\\n');
+  });
 }
 process.stdin.on('data', () => { process.stdout.write(n + '\\n'); process.exit(0); });
 `;
 
-async function udpRate(scanSide: number): Promise<{ sent: number; received: number }> {
+async function udpRate(renderWorker: boolean, deaf: boolean): Promise<{ sent: number; received: number }> {
   const base = 20000 + Math.floor(Math.random() * 20000);
-  const sink = spawn(process.execPath, ['-e', SINK, String(base)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const sink = spawn(process.execPath, ['-e', SINK, String(base), deaf ? 'deaf' : 'read'], { stdio: ['pipe', 'pipe', 'inherit'] });
   try {
     const [first] = (await once(sink.stdout!, 'data')) as [Buffer];
     if (!first.toString().includes('ready')) throw new Error('sink did not start');
     const summary = await runSimulation({
-      scene: { scanShape: [scanSide, scanSide], seed: 1 },
+      scene: { scanShape: [20, 20], seed: 1 },
       stream: { framesBeforeScan: 2, framesAfterScan: 0 },
       sectors: [0, 1, 2, 3, 4, 5, 6, 7],
       fps: 0,
+      renderWorker,
       udp: { host: '127.0.0.1', basePort: base, multicast: false },
     });
     await new Promise((r) => setTimeout(r, 200));
@@ -73,15 +81,20 @@ export async function run(): Promise<void> {
   const truthRate = measure(() => scan.frame(k++ % 1024, truth), { ...TIMING, bytes: FRAME_PIXELS * 2 });
   report('simulator truth frame (uint16 pixels)', (FRAME_PIXELS * 2) / (truthRate * 1e6), 'ms/frame');
 
-  const sends: number[] = [];
-  const received: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    const r = await udpRate(16);
-    sends.push(r.sent);
-    received.push(r.received);
+  const realtime = REALTIME_FPS * 256;
+  for (const renderWorker of [false, true]) {
+    for (const deaf of [true, false]) {
+      const sends: number[] = [];
+      const received: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await udpRate(renderWorker, deaf);
+        sends.push(r.sent);
+        received.push(r.received);
+      }
+      const sent = median(sends);
+      const name = `simulator UDP send --fps 0, 8 sectors, render ${renderWorker ? 'in a worker' : 'inline'}, ${deaf ? 'sink not reading' : 'one Node receiver reading'}`;
+      report(name, sent, 'datagrams/s', sent / realtime, 'real time (102 400 datagrams/s)');
+      if (!deaf) report(`${name}: received`, median(received), 'datagrams/s', median(received) / sent, 'sent');
+    }
   }
-  const sent = median(sends);
-  report('simulator UDP send, --fps 0, 8 sectors', sent, 'datagrams/s', sent / (REALTIME_FPS * 256), 'real time (102 400 datagrams/s)');
-  report('simulator UDP send, --fps 0, 8 sectors', (sent * 22360) / 1e6, 'MB/s');
-  report('one Node receiver process, 8 sockets, at that rate', median(received), 'datagrams/s', median(received) / sent, 'sent');
 }

@@ -125,7 +125,7 @@ describe('tessera simulate over real UDP', () => {
     const r = await runCli([
       '--udp', `127.0.0.1:${base}`, '--scan', '2x2', '--seed', '8', '--fps', '100', '--frames-before', '2', '--frames-after', '1',
       '--frame-id-start', '7', '--sectors', '1,4', '--drop', '0.04', '--duplicate', '0.04', '--corrupt', '0.04', '--reorder', '5', '--burst-drop', '12',
-      '--fault-log', log,
+      '--fault-log', log, '--no-render-worker', // the first test renders in a worker, this one inline
     ]);
     expect(r.code, r.stderr).toBe(0);
     await settle(200);

@@ -20,6 +20,7 @@ import { hasFaults, SectorFaultInjector, type FaultKind, type FaultOptions, type
 import { SimulatedScan, type SimulatedScanOptions } from './scene.js';
 import { K2ISStream, type Datagram, type StreamOptions } from './stream.js';
 import { UdpSectorSender } from './udp-sender.js';
+import { InlineFrameSource, WorkerFrameSource, type FrameSource } from './frame-source.js';
 
 export interface SimulationOptions {
   scene: SimulatedScanOptions;
@@ -41,6 +42,8 @@ export interface SimulationOptions {
   bin?: { dir: string; name: string; leadingGarbage?: boolean; incompleteEnd?: boolean } | null;
   truthPath?: string | null;
   progressIntervalMs?: number;
+  /** render in a worker thread, overlapping with sending (when the compiled worker exists) */
+  renderWorker?: boolean;
   signal?: AbortSignal;
   /** extra settings recorded in the sidecar (e.g. the command line) */
   settings?: Record<string, unknown>;
@@ -212,7 +215,15 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
     'simulation starting',
   );
 
-  const frameBuf = new Uint8Array(sectors.length * SECTOR_FRAME_BYTES);
+  let source: FrameSource;
+  try {
+    source = (o.renderWorker && total > 0 ? await WorkerFrameSource.start(o.scene, o.stream, sectors, total) : null) ?? new InlineFrameSource(stream, sectors);
+  } catch (err) {
+    bin?.abort();
+    await udp?.close();
+    throw err;
+  }
+  log?.debug({ render: source.kind }, 'frame source');
   const out: Datagram[] = [];
   let datagrams = 0;
   let bytes = 0;
@@ -238,7 +249,8 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
         stoppedEarly = true;
         break;
       }
-      const info = stream.writeFrame(f, frameBuf, sectors);
+      const frameBuf = await source.get(f);
+      const info = stream.frameInfo(f);
       // The camera's sectors send in parallel: interleave them block by block, so that no
       // receiver gets a whole sector frame in one burst.
       const perSector = sectors.map((s, k) => stream.datagramsOf(info, s, frameBuf, k * SECTOR_FRAME_BYTES));
@@ -252,8 +264,9 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
         emit();
       }
       bin?.flush();
-      // The frame buffer is reused for the next frame: wait for the kernel to take this one.
+      // The frame buffer is reused for a later frame: wait for the kernel to take this one.
       if (udp) await udp.idle();
+      source.release(f);
       frames++;
 
       const now = performance.now();
@@ -319,6 +332,7 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
     bin?.abort();
     throw err;
   } finally {
+    await source.close();
     await udp?.close();
     if (faultLog) {
       const fl = faultLog;
