@@ -38,7 +38,13 @@ export class AutoUDF extends UDF<AutoParams> {
 
   getResultBuffers() {
     const [h, w] = this.meta.sigShape;
-    const probe = this.fn(ndarray(allocate(this.meta.inputDtype, h * w).fill(1), [h, w]));
+    let probe: ReturnType<FrameFunction>;
+    try {
+      probe = this.fn(ndarray(allocate(this.meta.inputDtype, h * w).fill(1), [h, w]));
+    } catch (err) {
+      const hint = typeof this.rawParams.fn === 'string' ? ' (a function sent as source must not use variables from its closure)' : '';
+      throw new TesseraError('TESSERA_ERR_UDF_PARAMS', 'AutoUDF', `fn failed on a frame of ones: ${(err as Error).message}${hint}`);
+    }
     if (typeof probe === 'number') return { result: this.buffer({ kind: 'nav', dtype: 'float64' }) };
     if (isTypedArray(probe)) {
       const shape = (probe as Partial<NDArray>).shape ?? [probe.length];

@@ -169,7 +169,10 @@ function makeExecutor(dataset: DataSet, udfs: UDF[], context: RunContext, opts: 
 export async function* runUdfIter(dataset: DataSet, udfs: UDF | UDF[], opts: RunOptions = {}): AsyncGenerator<RunStep, void, undefined> {
   const list = checkUdfs(udfs);
   const plan = planRun(dataset, list, opts);
-  const results = new DatasetResults(list, plan.context);
+  const threaded = opts.pool !== undefined || (opts.workers !== undefined && opts.workers !== 0);
+  // with workers the merging side also re-creates the UDFs from their specs, so that a UDF that
+  // cannot be rebuilt from name + params fails here, before any work starts
+  const results = new DatasetResults(threaded ? specsFor(list) : list, plan.context);
   const { chunks, slices, tileShapes } = plan;
   const tasksTotal = chunks.length * slices.length;
   let tasksDone = 0;
@@ -197,7 +200,11 @@ export async function* runUdfIter(dataset: DataSet, udfs: UDF | UDF[], opts: Run
   }
 
   const abort = new AbortController();
-  const onAbort = () => abort.abort(opts.signal!.reason);
+  let wake: (() => void) | null = null;
+  const onAbort = () => {
+    abort.abort(opts.signal!.reason);
+    wake?.();
+  };
   opts.signal?.throwIfAborted();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   const executor = makeExecutor(dataset, list, plan.context, opts);
@@ -205,7 +212,6 @@ export async function* runUdfIter(dataset: DataSet, udfs: UDF | UDF[], opts: Run
   type Done = { chunk: number; result?: PartitionResult; error?: unknown };
   const done: Done[] = [];
   const inflight = new Set<Promise<void>>();
-  let wake: (() => void) | null = null;
   let next = 0;
   const launch = () => {
     while (inflight.size < executor.concurrency && next < tasksTotal && !abort.signal.aborted) {
@@ -228,8 +234,12 @@ export async function* runUdfIter(dataset: DataSet, udfs: UDF | UDF[], opts: Run
   };
   try {
     while (tasksDone < tasksTotal) {
+      opts.signal?.throwIfAborted();
       launch();
-      while (done.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+      while (done.length === 0) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        opts.signal?.throwIfAborted();
+      }
       wake = null;
       const d = done.shift()!;
       tasksDone++;
