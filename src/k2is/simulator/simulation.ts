@@ -199,6 +199,7 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
     throw err;
   }
 
+  if (o.bin && sectors.length < 8) log?.warn({ sectors }, 'writing only some sector files: readers that need all eight (LiberTEM, Tessera) will not open this recording');
   log?.info(
     {
       scan: scan.scanShape,
