@@ -37,7 +37,6 @@ export interface RawSimulateOptions {
   leadingGarbage?: boolean;
   incompleteEnd?: boolean;
   truth?: string;
-  /** commander sets this from --no-render-worker (default true) */
   renderWorker?: boolean;
 }
 
@@ -162,7 +161,7 @@ export function resolveSimulateOptions(raw: RawSimulateOptions, config: TesseraC
     udp,
     bin,
     truthPath: raw.truth ?? null,
-    renderWorker: raw.renderWorker !== false,
+    renderWorker: raw.renderWorker ?? false,
     settings: {
       options: { ...raw },
       framesAfter,
@@ -204,7 +203,7 @@ export function registerSimulateCommand(program: Command): void {
     .option('--name <name>', 'recording name for --write-bin (default "sim")')
     .option('--leading-garbage', 'with --write-bin: each sector file starts with a different number of blocks of an earlier, incomplete frame')
     .option('--incomplete-end', 'with --write-bin: each sector file ends with an incomplete frame and a truncated block')
-    .option('--no-render-worker', 'render in the sending thread instead of a worker thread (the worker overlaps rendering with sending: about 115 000 instead of 75 000 datagrams/s with --fps 0 when a second core is free)')
+    .option('--render-worker', 'render in a worker thread, overlapping with sending: up to about 115 000 instead of 75 000 datagrams/s with --fps 0 when a core is free, but slower when receivers share the cores (default: render in the sending thread)')
     .option('--truth <file.npy>', 'write the ground-truth frames of the scan positions, uint16 (N, 1860, 2048), NumPy .npy')
     .addHelpText(
       'after',

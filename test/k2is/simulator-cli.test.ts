@@ -114,7 +114,7 @@ describe('tessera simulate over real UDP', () => {
     for (let s = 0; s < 8; s++) expectSameDatagrams(got[s]!, [...stream.datagrams(s)].map((d) => d.data), `sector ${s}`);
     // the run logs its achieved rate at the end
     const done = r.stderr.split('\n').filter((l) => l.includes('simulation done')).map((l) => JSON.parse(l));
-    expect(done[0]).toMatchObject({ frames: stream.totalFrames, udpErrors: 0 });
+    expect(done[0]).toMatchObject({ frames: stream.totalFrames, udpErrors: 0, render: 'inline' });
     expect(done[0].datagramsPerSecond).toBeGreaterThan(0);
   });
 
@@ -125,9 +125,10 @@ describe('tessera simulate over real UDP', () => {
     const r = await runCli([
       '--udp', `127.0.0.1:${base}`, '--scan', '2x2', '--seed', '8', '--fps', '100', '--frames-before', '2', '--frames-after', '1',
       '--frame-id-start', '7', '--sectors', '1,4', '--drop', '0.04', '--duplicate', '0.04', '--corrupt', '0.04', '--reorder', '5', '--burst-drop', '12',
-      '--fault-log', log, '--no-render-worker', // the first test renders in a worker, this one inline
+      '--fault-log', log, '--render-worker', // the other tests render inline, this one in a worker
     ]);
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('"render":"worker"');
     await settle(200);
     const stream = new K2ISStream(new SimulatedScan({ scanShape: [2, 2], seed: 8 }), { framesBeforeScan: 2, framesAfterScan: 1, frameIdStart: 7 });
     const expectedLog: FaultRecord[] = [];

@@ -42,7 +42,10 @@ export interface SimulationOptions {
   bin?: { dir: string; name: string; leadingGarbage?: boolean; incompleteEnd?: boolean } | null;
   truthPath?: string | null;
   progressIntervalMs?: number;
-  /** render in a worker thread, overlapping with sending (when the compiled worker exists) */
+  /**
+   * render in a worker thread, overlapping with sending (when the compiled worker exists):
+   * faster when a core is free, slower when receivers on the same machine need the cores
+   */
   renderWorker?: boolean;
   signal?: AbortSignal;
   /** extra settings recorded in the sidecar (e.g. the command line) */
@@ -224,7 +227,6 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
     await udp?.close();
     throw err;
   }
-  log?.debug({ render: source.kind }, 'frame source');
   const out: Datagram[] = [];
   let datagrams = 0;
   let bytes = 0;
@@ -327,7 +329,7 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
       bin: layout,
       truthFrames,
     };
-    log?.info({ ...rateLog(summary), seconds: round(summary.seconds, 3), stoppedEarly, faults: hasFaults(faultOptions) ? faultCounts : undefined, udpErrors: summary.udpErrors, udpRefused: summary.udpRefused }, 'simulation done');
+    log?.info({ ...rateLog(summary), seconds: round(summary.seconds, 3), stoppedEarly, faults: hasFaults(faultOptions) ? faultCounts : undefined, udpErrors: summary.udpErrors, udpRefused: summary.udpRefused, render: source.kind }, 'simulation done');
     return summary;
   } catch (err) {
     bin?.abort();
