@@ -171,7 +171,8 @@ export class SectorFrameAssembler {
     const d = (key - next) | 0;
     if (d % STEP !== 0) return this.outOfWindow(buf, key);
     if (d < 0) {
-      if (!this.emittedAny && ((this.head - key) | 0) <= this.window) {
+      const behindHead = (this.head - key) | 0;
+      if (!this.emittedAny && behindHead >= 0 && behindHead <= this.window) {
         // still at the start: an earlier frame arrived late, so the stream begins there
         this.nextKey = key;
         this.seq = 0;
@@ -243,8 +244,17 @@ export class SectorFrameAssembler {
 
   /** Emit every pending frame now (end of stream, shutdown), damaged where blocks are missing. */
   flush(): void {
-    if (this.nextKey === null) return;
-    while (this.pending.size > 0) this.emitNext();
+    if (this.nextKey === null || this.pending.size === 0) return;
+    let last = -1;
+    for (const key of this.pending.keys()) last = Math.max(last, (key - this.nextKey) | 0);
+    for (let n = last / STEP; n >= 0; n--) this.emitNext();
+    if (this.pending.size > 0) {
+      // cannot happen (pending frames are on the grid, at or after nextKey); never loop on it
+      this.log?.error({ keys: [...this.pending.keys()], nextKey: this.nextKey }, 'pending frames off the sequence: dropped');
+      for (const p of this.pending.values()) this.pool.release(p.slot);
+      this.pending.clear();
+      this.counters.pendingFrames = 0;
+    }
   }
 
   private startStream(key: number): void {

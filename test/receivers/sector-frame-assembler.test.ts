@@ -329,6 +329,19 @@ describe('SectorFrameAssembler', () => {
     expectBalanced(h.c);
   });
 
+  it('a block exactly 2^31 keys away at the start is out of window, not a new start', () => {
+    const h = harness({ maxFramesInFlight: 4 });
+    const f0 = frameDatagrams({ key: 0, frameId: 1, shutter: false, pixels: PIX[0]! });
+    h.push(f0[0]!);
+    const far = Uint8Array.from(f0[1]!);
+    new DataView(far.buffer).setUint32(16, 2 ** 31 + 1);
+    expect(h.push(far)).toBe('out_of_window');
+    for (const d of f0.slice(1)) h.push(d);
+    expect(h.frames.map((f) => [f.key, f.damage])).toEqual([[0, 0]]);
+    h.asm.flush();
+    expect(h.frames).toHaveLength(1);
+  });
+
   it('survives a consumer that throws, reclaiming the slot', () => {
     const W = 2;
     const dec = Uint12Decoder.create({ initialBytes: 8 * SECTOR_FRAME_PAYLOAD_BYTES });
