@@ -45,14 +45,31 @@ function bad(why: string): TesseraError {
   return new TesseraError('TESSERA_ERR_UDF_PARAMS', 'ApplyMasksUDF', why);
 }
 
-/** Non-zero pixels of a mask over the whole frame, as [flat index, value] lists (unsorted, may repeat). */
-function entries(m: MaskSpec, sig: readonly [number, number]): { idx: number[]; val: number[] } | Float64Array {
+/**
+ * A mask's non-zero pixels inside `slice`, as local (slice) flat indices and values, or dense
+ * values of the slice. Shapes are generated over their bounding box within the slice only.
+ */
+function sliceEntries(m: MaskSpec, sig: readonly [number, number], slice: SigSlice): { idx: number[]; val: number[]; sorted: boolean } | Float64Array {
   const [h, w] = sig;
+  const [y0, x0] = slice.origin;
+  const [sh, sw] = slice.shape;
   const idx: number[] = [];
   const val: number[] = [];
   const num = (v: unknown, what: string) => {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(`${m.type} mask: ${what} must be a finite number`);
     return v;
+  };
+  /** rows and columns of the slice within [ya, yb] x [xa, xb] (frame coordinates, inclusive) */
+  const box = (ya: number, yb: number, xa: number, xb: number, take: (y: number, x: number) => boolean) => {
+    for (let y = Math.max(y0, Math.ceil(ya)); y <= Math.min(y0 + sh - 1, Math.floor(yb)); y++) {
+      for (let x = Math.max(x0, Math.ceil(xa)); x <= Math.min(x0 + sw - 1, Math.floor(xb)); x++) {
+        if (take(y, x)) {
+          idx.push((y - y0) * sw + (x - x0));
+          val.push(1);
+        }
+      }
+    }
+    return { idx, val, sorted: true };
   };
   switch (m.type) {
     case 'disk':
@@ -62,68 +79,49 @@ function entries(m: MaskSpec, sig: readonly [number, number]): { idx: number[]; 
       const ro = m.type === 'disk' ? num(m.r, 'r') : num(m.ro, 'ro');
       const ri = m.type === 'ring' ? num(m.ri, 'ri') : -1;
       if (m.type === 'ring' && ri >= ro) throw bad('ring mask: ri must be less than ro');
-      const y0 = Math.max(0, Math.floor(cy - ro));
-      const y1 = Math.min(h - 1, Math.ceil(cy + ro));
-      for (let y = y0; y <= y1; y++) {
-        for (let x = 0; x < w; x++) {
-          const d2 = (y - cy) ** 2 + (x - cx) ** 2;
-          if (d2 <= ro * ro && (ri < 0 || d2 > ri * ri)) {
-            idx.push(y * w + x);
-            val.push(1);
-          }
-        }
-      }
-      return { idx, val };
+      return box(cy - ro, cy + ro, cx - ro, cx + ro, (y, x) => {
+        const d2 = (y - cy) ** 2 + (x - cx) ** 2;
+        return d2 <= ro * ro && (ri < 0 || d2 > ri * ri);
+      });
     }
     case 'point': {
       const y = num(m.y, 'y');
       const x = num(m.x, 'x');
       if (!Number.isInteger(y) || !Number.isInteger(x) || y < 0 || y >= h || x < 0 || x >= w) throw bad(`point mask (${y}, ${x}) is not a pixel of the ${h} x ${w} frame`);
-      return { idx: [y * w + x], val: [1] };
+      return box(y, y, x, x, () => true);
     }
     case 'rectangle': {
       const [y, x, rh, rw] = [num(m.y, 'y'), num(m.x, 'x'), num(m.h, 'h'), num(m.w, 'w')];
       if (![y, x, rh, rw].every(Number.isInteger) || rh < 1 || rw < 1) throw bad('rectangle mask needs integer y, x and positive h, w');
-      for (let yy = Math.max(0, y); yy < Math.min(h, y + rh); yy++) {
-        for (let xx = Math.max(0, x); xx < Math.min(w, x + rw); xx++) {
-          idx.push(yy * w + xx);
-          val.push(1);
-        }
-      }
-      return { idx, val };
+      return box(y, y + rh - 1, x, x + rw - 1, () => true);
     }
     case 'dense': {
       if (!m.data || m.data.length !== h * w) throw bad(`dense mask needs ${h * w} values (one per pixel)`);
-      return Float64Array.from(m.data);
+      const out = new Float64Array(sh * sw);
+      for (let r = 0; r < sh; r++) for (let c = 0; c < sw; c++) out[r * sw + c] = m.data[(y0 + r) * w + x0 + c]!;
+      return out;
     }
     case 'sparse': {
+      const add = (y: number, x: number, v: number) => {
+        if (!Number.isInteger(y) || !Number.isInteger(x) || y < 0 || y >= h || x < 0 || x >= w) throw bad(`sparse mask entry (${y}, ${x}) is outside the frame`);
+        if (y < y0 || y >= y0 + sh || x < x0 || x >= x0 + sw) return;
+        idx.push((y - y0) * sw + (x - x0));
+        val.push(v);
+      };
       if (m.format === 'coo') {
         const n = m.rows?.length;
         if (typeof n !== 'number' || m.cols?.length !== n || (m.values !== undefined && m.values.length !== n)) {
           throw bad('COO mask needs rows, cols (and values) of equal length');
         }
-        for (let k = 0; k < n; k++) {
-          const y = m.rows[k]!;
-          const x = m.cols[k]!;
-          if (!Number.isInteger(y) || !Number.isInteger(x) || y < 0 || y >= h || x < 0 || x >= w) throw bad(`COO mask entry (${y}, ${x}) is outside the frame`);
-          idx.push(y * w + x);
-          val.push(m.values ? m.values[k]! : 1);
-        }
-        return { idx, val };
+        for (let k = 0; k < n; k++) add(m.rows[k]!, m.cols[k]!, m.values ? m.values[k]! : 1);
+        return { idx, val, sorted: false };
       }
       if (m.format === 'csr') {
         if (m.indptr?.length !== h + 1 || m.indices?.length !== m.values?.length || m.indptr[h] !== m.indices.length) {
           throw bad(`CSR mask needs indptr of ${h + 1} entries ending at the number of indices, and one value per index`);
         }
-        for (let y = 0; y < h; y++) {
-          for (let k = m.indptr[y]!; k < m.indptr[y + 1]!; k++) {
-            const x = m.indices[k]!;
-            if (!Number.isInteger(x) || x < 0 || x >= w) throw bad(`CSR mask column ${x} is outside the frame`);
-            idx.push(y * w + x);
-            val.push(m.values[k]!);
-          }
-        }
-        return { idx, val };
+        for (let y = 0; y < h; y++) for (let k = m.indptr[y]!; k < m.indptr[y + 1]!; k++) add(y, m.indices[k]!, m.values[k]!);
+        return { idx, val, sorted: false };
       }
       throw bad(`unknown sparse format ${JSON.stringify((m as { format?: unknown }).format)}`);
     }
@@ -132,36 +130,47 @@ function entries(m: MaskSpec, sig: readonly [number, number]): { idx: number[]; 
   }
 }
 
+function compileOne(m: MaskSpec, sig: readonly [number, number], slice: SigSlice): SliceMask {
+  const [sh, sw] = slice.shape;
+  const e = sliceEntries(m, sig, slice);
+  if (e instanceof Float64Array) return { kind: 'dense', data: e };
+  let idx: Int32Array;
+  let val: Float64Array;
+  if (e.sorted) {
+    idx = Int32Array.from(e.idx);
+    val = Float64Array.from(e.val);
+  } else {
+    // user-given sparse masks: sum duplicates, drop zeros, sort
+    const local = new Map<number, number>();
+    e.idx.forEach((i, k) => local.set(i, (local.get(i) ?? 0) + e.val[k]!));
+    const keys = [...local.keys()].filter((k) => local.get(k) !== 0).sort((a, b) => a - b);
+    idx = Int32Array.from(keys);
+    val = Float64Array.from(keys, (k) => local.get(k)!);
+  }
+  const rowStart = new Int32Array(sh + 1);
+  let k = 0;
+  for (let r = 0; r <= sh; r++) {
+    while (k < idx.length && idx[k]! < r * sw) k++;
+    rowStart[r] = k;
+  }
+  return { kind: 'sparse', idx, val, rowStart };
+}
+
+// Compiled masks per mask list (by identity) and slice: partitions of one run reuse them.
+const cache = new WeakMap<readonly MaskSpec[], Map<string, SliceMask[]>>();
+
 /** Compile masks for one slice of the frame. */
 export function compileMasks(masks: readonly MaskSpec[], sig: readonly [number, number], slice: SigSlice): SliceMask[] {
-  const w = sig[1];
-  const [y0, x0] = slice.origin;
-  const [sh, sw] = slice.shape;
-  return masks.map((m) => {
-    const e = entries(m, sig);
-    if (e instanceof Float64Array) {
-      const data = new Float64Array(sh * sw);
-      for (let r = 0; r < sh; r++) data.set(e.subarray((y0 + r) * w + x0, (y0 + r) * w + x0 + sw), r * sw);
-      return { kind: 'dense', data };
-    }
-    // keep the slice's entries, in local coordinates; sum duplicates; drop zeros
-    const local = new Map<number, number>();
-    for (let k = 0; k < e.idx.length; k++) {
-      const y = Math.floor(e.idx[k]! / w) - y0;
-      const x = (e.idx[k]! % w) - x0;
-      if (y < 0 || y >= sh || x < 0 || x >= sw) continue;
-      const li = y * sw + x;
-      local.set(li, (local.get(li) ?? 0) + e.val[k]!);
-    }
-    const keys = [...local.keys()].filter((k) => local.get(k) !== 0).sort((a, b) => a - b);
-    const idx = Int32Array.from(keys);
-    const val = Float64Array.from(keys, (k) => local.get(k)!);
-    const rowStart = new Int32Array(sh + 1);
-    let k = 0;
-    for (let r = 0; r <= sh; r++) {
-      while (k < idx.length && idx[k]! < r * sw) k++;
-      rowStart[r] = k;
-    }
-    return { kind: 'sparse', idx, val, rowStart };
-  });
+  const key = `${sig.join('x')}:${slice.origin.join(',')}:${slice.shape.join('x')}`;
+  let bySlice = cache.get(masks);
+  if (!bySlice) {
+    bySlice = new Map();
+    cache.set(masks, bySlice);
+  }
+  let compiledMasks = bySlice.get(key);
+  if (!compiledMasks) {
+    compiledMasks = masks.map((m) => compileOne(m, sig, slice));
+    bySlice.set(key, compiledMasks);
+  }
+  return compiledMasks;
 }

@@ -6,6 +6,7 @@ import { TesseraError } from '../errors.js';
 import { type BufferDeclaration, BufferSet, type ViewCursor } from './buffers.js';
 import type { CorrectionSet } from './corrections.js';
 import { dtypeOf, sameKind, type DType, type TypedArray } from './dtype.js';
+import type { TileKernels } from './kernels.js';
 import { shapeSize, unravel } from './ndarray.js';
 import type { SigSlice, TileShape } from './partition.js';
 import type { NavSelection } from './roi.js';
@@ -19,6 +20,8 @@ export interface RunContext {
   inputDtype: DType;
   roi: Uint8Array | null;
   corrections: CorrectionSet | null;
+  /** use the SIMD tile kernels where UDFs can (default true; false forces the JavaScript loops) */
+  kernels?: boolean;
 }
 
 export class MetaImpl implements UDFMeta {
@@ -38,6 +41,8 @@ export class MetaImpl implements UDFMeta {
   rawIndices: Int32Array | null = null;
   /** compressed index of the partition's first frame */
   partitionNavOffset = 0;
+  /** the partition's shared kernels, created on first use */
+  kernelSource: (() => TileKernels | null) | null = null;
 
   constructor(ctx: RunContext) {
     this.navShape = ctx.navShape;
@@ -46,6 +51,10 @@ export class MetaImpl implements UDFMeta {
     this.datasetDtype = ctx.datasetDtype;
     this.inputDtype = ctx.inputDtype;
     this.corrections = ctx.corrections;
+  }
+
+  get kernels(): TileKernels | null {
+    return this.kernelSource ? this.kernelSource() : null;
   }
 
   get coordinates(): number[][] {

@@ -12,6 +12,7 @@
 import { TesseraError } from '../errors.js';
 import { BufferSet, type BufferDeclaration, checkDeclarations, type ViewCursor, wholeCursor } from './buffers.js';
 import { TileCorrector } from './corrections.js';
+import { TileKernels } from './kernels.js';
 import { allocate, type TypedArray } from './dtype.js';
 import { bindParams, MetaImpl, type RunContext } from './meta.js';
 import { type NDArray, ndarray, shapeSize } from './ndarray.js';
@@ -66,6 +67,7 @@ export class PartitionTask {
   private readonly schemeIdx = new Map<number, number>();
   private framesSeen = 0;
   private finished = false;
+  private kernels: TileKernels | null | undefined = undefined;
 
   constructor(private readonly opts: PartitionTaskOptions) {
     const { context: ctx, partition } = opts;
@@ -83,6 +85,12 @@ export class PartitionTask {
     this.corrector = ctx.corrections ? new TileCorrector(ctx.corrections, ctx.sigShape[1], partition.sig) : null;
     this.convert = this.corrector !== null || ctx.inputDtype !== ctx.datasetDtype;
     const rawIndices = this.selection.indices(partition.navStart, partition.navEnd);
+    if (ctx.kernels === false) this.kernels = null;
+    const kernelSource = () => {
+      // room for a few tiles and per-pixel accumulators up front, so that memory rarely grows
+      if (this.kernels === undefined) this.kernels = TileKernels.create(h * w * 2 * ((opts.tiling?.depth ?? 1) + 4) + (1 << 20));
+      return this.kernels;
+    };
 
     this.states = opts.udfs.map((u) => {
       const udf = instantiate(u);
@@ -97,6 +105,7 @@ export class PartitionTask {
       meta.tilingScheme = opts.tiling ?? null;
       meta.rawIndices = rawIndices;
       meta.partitionNavOffset = this.navOffset;
+      meta.kernelSource = kernelSource;
       udf.meta = meta;
       const cursor = wholeCursor(this.frames, [h, w]);
       bindParams(udf, ctx, this.selection, [partition.navStart, partition.navEnd], partition.sig, cursor);
@@ -225,6 +234,8 @@ export class PartitionTask {
       s.meta.slice = null;
     }
     this.partitionData = null;
+    this.kernels?.release();
+    this.kernels = null;
     const { navStart, navEnd, sig } = this.partition;
     return {
       navStart,

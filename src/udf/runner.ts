@@ -41,6 +41,8 @@ export interface RunOptions {
   /** force a tile shape (default: negotiated, about 1 MiB) */
   tileShape?: TileShape;
   tileBytes?: number;
+  /** false: UDFs use their JavaScript loops instead of the SIMD tile kernels (for comparisons) */
+  kernels?: boolean;
   signal?: AbortSignal;
 }
 
@@ -95,7 +97,7 @@ export function planRun(dataset: DataSet, udfs: UDF[], opts: RunOptions = {}): R
   const methods = udfs.map((u) => u.getMethod());
   const method: UDFMethod = methods.includes('partition') ? 'partition' : methods.includes('frame') ? 'frame' : 'tile';
   const inputDtype = inputDtypeFor(dataset.dtype, udfs.map((u) => u.getPreferredInputDtype()), corrections !== null);
-  const context: RunContext = { navShape, sigShape, datasetDtype: dataset.dtype, inputDtype, roi, corrections };
+  const context: RunContext = { navShape, sigShape, datasetDtype: dataset.dtype, inputDtype, roi, corrections, kernels: opts.kernels ?? true };
 
   // a UDF without processTile in the run: every UDF runs on whole frames (one pass)
   const split = opts.sigSplit ?? 'sectors';

@@ -15,6 +15,7 @@ import { TesseraError } from '../errors.js';
 import { type BufferDeclaration, type BufferOptions, declareBuffer } from './buffers.js';
 import type { CorrectionSet } from './corrections.js';
 import type { DType, TypedArray } from './dtype.js';
+import type { TileKernels } from './kernels.js';
 import type { NDArray } from './ndarray.js';
 import type { SigSlice, TileShape } from './partition.js';
 
@@ -77,6 +78,8 @@ export interface UDFMeta {
   tilingSchemeIdx: number;
   /** merged positions (ROI-compressed, 0/1); only in merge() (excluding the partition being merged) and getResults() */
   validNavMask: Uint8Array | null;
+  /** SIMD kernels for uint16 tiles, shared by the partition's UDFs; null on the merging node or without them */
+  readonly kernels: TileKernels | null;
 }
 
 export type ParamsView<P> = { readonly [K in keyof P]: P[K] extends AuxData ? NDArray : P[K] };

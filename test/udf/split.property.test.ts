@@ -10,6 +10,7 @@ import { MemoryDataSet } from '../../src/udf/dataset.js';
 import { ApplyMasksUDF, CoMUDF, StdDevUDF, SumSigUDF, SumUDF } from '../../src/udf/lib/index.js';
 import type { SigSlice } from '../../src/udf/partition.js';
 import { runUdf } from '../../src/udf/runner.js';
+import { tileKernelsAvailable } from '../../src/udf/kernels.js';
 import type { UDFResults } from '../../src/udf/dataset-results.js';
 
 interface Case {
@@ -23,6 +24,8 @@ interface Case {
   rows: number;
   roi: boolean[] | null;
   float: boolean;
+  /** SIMD kernels or JavaScript loops for the split run (the single pass uses kernels) */
+  kernels: boolean;
 }
 
 function cuts(max: number): fc.Arbitrary<number[]> {
@@ -52,6 +55,7 @@ const caseArb: fc.Arbitrary<Case> = fc
       depth: fc.integer({ min: 1, max: 4 }),
       rows: fc.integer({ min: 1, max: base.h }),
       roi: fc.option(fc.array(fc.boolean(), { minLength: nFrames, maxLength: nFrames }), { nil: null }),
+      kernels: fc.boolean(),
     });
   });
 
@@ -85,7 +89,7 @@ const udfs = (c: Case) => {
     new StdDevUDF(),
     new ApplyMasksUDF({ masks: [{ type: 'disk', cy: c.h / 2, cx: c.w / 3, r: 2.5 }, { type: 'point', y: c.h - 1, x: c.w - 1 }, { type: 'rectangle', y: 0, x: 1, h: 2, w: c.w - 2 }] }),
   ];
-  return c.navShape.length === 2 ? [...list, new CoMUDF({ r: 3 })] : list;
+  return c.navShape.length === 2 ? [...list, new CoMUDF({ r: 3 }), new CoMUDF()] : list;
 };
 
 /** Buffers whose values are integer sums for integer input: must match bit for bit. */
@@ -109,6 +113,10 @@ function compare(c: Case, names: string[], split: UDFResults[], single: UDFResul
 }
 
 describe('sector-split, partition-merged result == single-pass result', () => {
+  it('runs with the SIMD kernels built (npm run build assembles src/udf/kernels.wat)', () => {
+    expect(tileKernelsAvailable()).toBe(true);
+  });
+
   it('holds for random datasets, partitionings, signal splits, tile shapes and ROIs', async () => {
     await fc.assert(
       fc.asyncProperty(caseArb, async (c) => {
@@ -118,7 +126,7 @@ describe('sector-split, partition-merged result == single-pass result', () => {
         const list = udfs(c);
         const names = list.map((u) => u.constructor.name);
         const single = await runUdf(ds, udfs(c), { roi, partitionFrames: nFrames, sigSplit: 'whole', tileShape: { depth: nFrames, rows: c.h } });
-        const split = await runUdf(ds, list, { roi, partitionFrames: c.partitionFrames, sigSplit: slicesFor(c), tileShape: { depth: c.depth, rows: c.rows } });
+        const split = await runUdf(ds, list, { roi, partitionFrames: c.partitionFrames, sigSplit: slicesFor(c), tileShape: { depth: c.depth, rows: c.rows }, kernels: c.kernels });
         compare(c, names, split, single);
       }),
       { numRuns: 150, seed: 20240601 },
@@ -126,7 +134,7 @@ describe('sector-split, partition-merged result == single-pass result', () => {
   });
 
   it('holds for the 8-sector split of a small frame with 8 column slices, one scan row per partition', async () => {
-    const c: Case = { navShape: [3, 4], h: 5, w: 16, seed: 99, partitionFrames: 4, split: 'sectors', depth: 2, rows: 2, roi: null, float: false };
+    const c: Case = { navShape: [3, 4], h: 5, w: 16, seed: 99, partitionFrames: 4, split: 'sectors', depth: 2, rows: 2, roi: null, float: false, kernels: true };
     const ds = makeDataset(c);
     const list = udfs(c);
     const single = await runUdf(ds, udfs(c), { partitionFrames: 12, sigSplit: 'whole', tileShape: { depth: 12, rows: 5 } });

@@ -122,6 +122,11 @@ export class CoMUDF extends UDF<CoMParams> {
     const [ty, tx] = this.meta.slice!.sigOrigin;
     const row = ty - this.meta.partition!.sig.origin[0];
     const n = rows * w;
+    const k = this.meta.kernels;
+    if (sel.all && k && tile instanceof Uint16Array) {
+      k.comSums(tile, depth, rows, w, ty, tx, out);
+      return;
+    }
     for (let f = 0; f < depth; f++) {
       const base = f * n;
       let s = 0;

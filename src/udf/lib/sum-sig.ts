@@ -14,6 +14,11 @@ export class SumSigUDF extends UDF<Record<string, never>> {
   override processTile(tile: NDArray): void {
     const out = this.results.intensity!;
     const depth = tile.shape[0]!;
+    const k = this.meta.kernels;
+    if (k && tile instanceof Uint16Array) {
+      k.frameSums(tile, depth, out);
+      return;
+    }
     const n = tile.length / depth;
     for (let f = 0, o = 0; f < depth; f++, o += n) {
       let s = 0;

@@ -1,0 +1,175 @@
+/**
+ * WebAssembly SIMD kernels for uint16 tiles (kernels.wat), shared by the UDFs of one partition:
+ * a tile is copied ("staged") into the kernels' memory once, however many UDFs use it. UDFs
+ * reach them as `this.meta.kernels` (null on the merging node, or when the .wasm is missing,
+ * in which case UDFs fall back to their JavaScript loops and a warning is logged once).
+ * Kernel and JavaScript paths compute the same exact integer sums.
+ */
+import { readFileSync } from 'node:fs';
+import { createLogger } from '../log.js';
+import type { TypedArray } from './dtype.js';
+
+interface KernelExports {
+  frame_sums_u16(src: number, n: number, depth: number, out: number): void;
+  sum_frames_u16_u32(src: number, n: number, depth: number, acc: number): void;
+  com_sums_u16(src: number, rows: number, w: number, depth: number, y0: number, x0: number, out: number): void;
+}
+
+// The WebAssembly API, typed here: the project compiles without the DOM library that declares it.
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Memory: new (d: { initial: number; maximum: number }) => WasmMemory;
+  Instance: new (m: object, imports: object) => { exports: unknown };
+}
+const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+const PAGE = 65_536;
+const ALIGN = 16;
+/** a u32 accumulator of u16 values is flushed before any pixel could pass 2^32 */
+export const MAX_FRAMES_PER_FLUSH = 65_537;
+
+let compiled: object | null | undefined;
+
+function kernelModule(): object | null {
+  if (compiled === undefined) {
+    const url = new URL('./kernels.wasm', import.meta.url);
+    try {
+      compiled = new wasm.Module(readFileSync(url));
+    } catch (err) {
+      compiled = null;
+      createLogger('udf-kernels').warn({ err: (err as Error).message, url: url.pathname }, 'UDF kernels unavailable (run npm run build): UDFs use their JavaScript loops');
+    }
+  }
+  return compiled;
+}
+
+/** Whether the SIMD kernels can be used in this thread. */
+export function tileKernelsAvailable(): boolean {
+  return kernelModule() !== null;
+}
+
+/** A per-pixel u32 sum in kernel memory, flushed into a result buffer. */
+export interface KernelAccumulator {
+  readonly ptr: number;
+  readonly pixels: number;
+  /** frames added since the last flush (the most any pixel has seen) */
+  frames: number;
+  /** flushed before: the target is no longer known to be zero */
+  flushed: boolean;
+}
+
+/** a few idle instances per thread (a receiver or worker runs one partition after the other) */
+const MAX_IDLE = 4;
+const idle: TileKernels[] = [];
+
+export class TileKernels {
+  private readonly memory: WasmMemory;
+  private readonly k: KernelExports;
+  private top = ALIGN;
+  private stagePtr = 0;
+  private stageBytes = 0;
+  private staged: TypedArray | null = null;
+  private scratchPtr = 0;
+  private scratchBytes = 0;
+
+  private constructor(module: object, initialBytes: number) {
+    this.memory = new wasm.Memory({ initial: Math.max(1, Math.ceil(initialBytes / PAGE)), maximum: 65_535 });
+    this.k = new wasm.Instance(module, { env: { memory: this.memory } }).exports as unknown as KernelExports;
+  }
+
+  /**
+   * Kernels with their own memory (at least `initialBytes`, to avoid growing later); null without
+   * the .wasm. Reuses an instance given back with release(), whose pages are already mapped.
+   */
+  static create(initialBytes = 4 << 20): TileKernels | null {
+    const m = kernelModule();
+    if (!m) return null;
+    const i = idle.findIndex((k) => k.memory.buffer.byteLength >= initialBytes);
+    if (i >= 0) return idle.splice(i, 1)[0]!;
+    return new TileKernels(m, initialBytes);
+  }
+
+  /** Give the instance back for reuse; nothing allocated from it may be used afterwards. */
+  release(): void {
+    this.top = ALIGN;
+    this.stagePtr = this.stageBytes = this.scratchPtr = this.scratchBytes = 0;
+    this.staged = null;
+    if (idle.length < MAX_IDLE) idle.push(this);
+  }
+
+  private alloc(bytes: number): number {
+    const ptr = this.top;
+    const end = ptr + Math.ceil(bytes / ALIGN) * ALIGN;
+    const size = this.memory.buffer.byteLength;
+    if (end > size) this.memory.grow(Math.ceil((end - size) / PAGE));
+    this.top = end;
+    return ptr;
+  }
+
+  /** Copy a tile into kernel memory, once per tile object. */
+  private stage(tile: Uint16Array): number {
+    if (this.staged === tile) return this.stagePtr;
+    if (tile.byteLength > this.stageBytes) {
+      this.stagePtr = this.alloc(tile.byteLength);
+      this.stageBytes = tile.byteLength;
+    }
+    new Uint16Array(this.memory.buffer, this.stagePtr, tile.length).set(tile);
+    this.staged = tile;
+    return this.stagePtr;
+  }
+
+  /** f64 scratch of `n` zeros for kernel outputs. */
+  private scratch(n: number): number {
+    if (n * 8 > this.scratchBytes) {
+      this.scratchPtr = this.alloc(n * 8);
+      this.scratchBytes = n * 8;
+    }
+    new Float64Array(this.memory.buffer, this.scratchPtr, n).fill(0);
+    return this.scratchPtr;
+  }
+
+  /** out[f] += sum of frame f of the tile (depth frames). */
+  frameSums(tile: Uint16Array, depth: number, out: TypedArray): void {
+    const src = this.stage(tile);
+    const dst = this.scratch(depth);
+    this.k.frame_sums_u16(src, tile.length / depth, depth, dst);
+    const res = new Float64Array(this.memory.buffer, dst, depth);
+    for (let f = 0; f < depth; f++) out[f] += res[f]!;
+  }
+
+  /** Centre-of-mass sums per frame of a whole tile: out[3f..3f+2] += (sum v, sum v y, sum v x), y0/x0 the tile's origin. */
+  comSums(tile: Uint16Array, depth: number, rows: number, w: number, y0: number, x0: number, out: TypedArray): void {
+    const src = this.stage(tile);
+    const dst = this.scratch(3 * depth);
+    this.k.com_sums_u16(src, rows, w, depth, y0, x0, dst);
+    const res = new Float64Array(this.memory.buffer, dst, 3 * depth);
+    for (let i = 0; i < 3 * depth; i++) out[i] += res[i]!;
+  }
+
+  accumulator(pixels: number): KernelAccumulator {
+    const ptr = this.alloc(pixels * 4);
+    new Uint32Array(this.memory.buffer, ptr, pixels).fill(0);
+    return { ptr, pixels, frames: 0, flushed: false };
+  }
+
+  /** acc[offset + i] += sum over the tile's frames of pixel i. Flush first if `frames` could overflow. */
+  sumFrames(tile: Uint16Array, depth: number, acc: KernelAccumulator, offset: number): void {
+    const n = tile.length / depth;
+    this.k.sum_frames_u16_u32(this.stage(tile), n, depth, acc.ptr + 4 * offset);
+    acc.frames += depth;
+  }
+
+  /** out[i] += acc[i], then acc = 0. The first flush into a zeroed `out` is a plain (native) conversion. */
+  flush(acc: KernelAccumulator, out: TypedArray): void {
+    const a = new Uint32Array(this.memory.buffer, acc.ptr, acc.pixels);
+    if (!acc.flushed) out.set(a);
+    else for (let i = 0; i < acc.pixels; i++) out[i] += a[i]!;
+    a.fill(0);
+    acc.frames = 0;
+    acc.flushed = true;
+  }
+}

@@ -1,0 +1,171 @@
+;; Tile kernels for the standard UDFs on uint16 tiles (the K2 IS's decoded dtype), with
+;; WebAssembly SIMD. JavaScript loops over typed arrays reach about 1-2 GB/s here; these reach
+;; memory speed. All sums are exact integer arithmetic (u32/i64 lanes, flushed to f64 before
+;; they could overflow), so results do not depend on how the data was cut into tiles.
+;;
+;; Memory is imported: the JavaScript side (kernels.ts) owns it, stages tiles into it and keeps
+;; accumulators there. Pointers are byte offsets; pixel counts need not be multiples of 8.
+(module
+  (memory (import "env" "memory") 1 65535)
+
+  ;; Add the 4 u32 lanes of $x as f64 to a running f64.
+  (func $lanes_u32_f64 (param $x v128) (result f64)
+    (f64.add
+      (f64.add (f64.convert_i32_u (i32x4.extract_lane 0 (local.get $x))) (f64.convert_i32_u (i32x4.extract_lane 1 (local.get $x))))
+      (f64.add (f64.convert_i32_u (i32x4.extract_lane 2 (local.get $x))) (f64.convert_i32_u (i32x4.extract_lane 3 (local.get $x))))))
+
+  ;; Sum of $n u16 values at $p, as f64. Lanes hold pairwise sums (<= 131070 per step) and are
+  ;; flushed every 32768 steps, before they could pass 2^32.
+  (func $sum_u16 (param $p i32) (param $n i32) (result f64)
+    (local $end i32) (local $vend i32) (local $block i32) (local $a v128) (local $total f64)
+    (local.set $end (i32.add (local.get $p) (i32.shl (local.get $n) (i32.const 1))))
+    (local.set $vend (i32.add (local.get $p) (i32.shl (i32.and (local.get $n) (i32.const -8)) (i32.const 1))))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_u (local.get $p) (local.get $vend)))
+        (local.set $a (v128.const i64x2 0 0))
+        (local.set $block (i32.add (local.get $p) (i32.const 524288))) ;; 32768 steps of 16 bytes
+        (if (i32.gt_u (local.get $block) (local.get $vend)) (then (local.set $block (local.get $vend))))
+        (loop $steps
+          (local.set $a (i32x4.add (local.get $a) (i32x4.extadd_pairwise_i16x8_u (v128.load (local.get $p)))))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (br_if $steps (i32.lt_u (local.get $p) (local.get $block))))
+        (local.set $total (f64.add (local.get $total) (call $lanes_u32_f64 (local.get $a))))
+        (br $blocks)))
+    (block $tail_done
+      (loop $tail
+        (br_if $tail_done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $total (f64.add (local.get $total) (f64.convert_i32_u (i32.load16_u (local.get $p)))))
+        (local.set $p (i32.add (local.get $p) (i32.const 2)))
+        (br $tail)))
+    (local.get $total))
+
+  ;; out[f] (f64) += sum of frame f, for the $depth frames of $n pixels at $src.
+  (func (export "frame_sums_u16") (param $src i32) (param $n i32) (param $depth i32) (param $out i32)
+    (local $f i32) (local $q i32)
+    (block $done
+      (loop $frames
+        (br_if $done (i32.ge_u (local.get $f) (local.get $depth)))
+        (local.set $q (i32.add (local.get $out) (i32.shl (local.get $f) (i32.const 3))))
+        (f64.store (local.get $q)
+          (f64.add (f64.load (local.get $q))
+            (call $sum_u16 (i32.add (local.get $src) (i32.shl (i32.mul (local.get $f) (local.get $n)) (i32.const 1))) (local.get $n))))
+        (local.set $f (i32.add (local.get $f) (i32.const 1)))
+        (br $frames))))
+
+  ;; acc[i] (u32) += sum over the $depth frames of pixel i ($n pixels per frame at $src).
+  ;; The caller flushes acc before a pixel could pass 2^32 (65537 frames of u16).
+  (func (export "sum_frames_u16_u32") (param $src i32) (param $n i32) (param $depth i32) (param $acc i32)
+    (local $i i32) (local $f i32) (local $p i32) (local $q i32) (local $v v128) (local $lo v128) (local $hi v128)
+    (local $n8 i32) (local $stride i32) (local $s i32)
+    (local.set $n8 (i32.and (local.get $n) (i32.const -8)))
+    (local.set $stride (i32.shl (local.get $n) (i32.const 1)))
+    (block $done
+      (loop $pixels
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n8)))
+        (local.set $p (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))
+        (local.set $v (v128.load (local.get $p)))
+        (local.set $lo (i32x4.extend_low_i16x8_u (local.get $v)))
+        (local.set $hi (i32x4.extend_high_i16x8_u (local.get $v)))
+        (local.set $f (i32.const 1))
+        (block $frames_done
+          (loop $frames
+            (br_if $frames_done (i32.ge_u (local.get $f) (local.get $depth)))
+            (local.set $p (i32.add (local.get $p) (local.get $stride)))
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $lo (i32x4.add (local.get $lo) (i32x4.extend_low_i16x8_u (local.get $v))))
+            (local.set $hi (i32x4.add (local.get $hi) (i32x4.extend_high_i16x8_u (local.get $v))))
+            (local.set $f (i32.add (local.get $f) (i32.const 1)))
+            (br $frames)))
+        (local.set $q (i32.add (local.get $acc) (i32.shl (local.get $i) (i32.const 2))))
+        (v128.store offset=0 (local.get $q) (i32x4.add (v128.load offset=0 (local.get $q)) (local.get $lo)))
+        (v128.store offset=16 (local.get $q) (i32x4.add (v128.load offset=16 (local.get $q)) (local.get $hi)))
+        (local.set $i (i32.add (local.get $i) (i32.const 8)))
+        (br $pixels)))
+    ;; the last n mod 8 pixels
+    (block $tail_done
+      (loop $tail
+        (br_if $tail_done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $s (i32.const 0))
+        (local.set $f (i32.const 0))
+        (local.set $p (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))
+        (block $tf_done
+          (loop $tf
+            (br_if $tf_done (i32.ge_u (local.get $f) (local.get $depth)))
+            (local.set $s (i32.add (local.get $s) (i32.load16_u (local.get $p))))
+            (local.set $p (i32.add (local.get $p) (local.get $stride)))
+            (local.set $f (i32.add (local.get $f) (i32.const 1)))
+            (br $tf)))
+        (local.set $q (i32.add (local.get $acc) (i32.shl (local.get $i) (i32.const 2))))
+        (i32.store (local.get $q) (i32.add (i32.load (local.get $q)) (local.get $s)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $tail))))
+
+  ;; Centre-of-mass sums of whole tiles: for each of the $depth frames of $rows x $w pixels at
+  ;; $src, out[3f] += sum v, out[3f+1] += sum v (y0 + r), out[3f+2] += sum v (x0 + c) (f64).
+  ;; Per row: sum v in u32 lanes (<= w/4 * 65535 each), sum v c in i64 lanes (exact).
+  (func (export "com_sums_u16") (param $src i32) (param $rows i32) (param $w i32) (param $depth i32) (param $y0 i32) (param $x0 i32) (param $out i32)
+    (local $f i32) (local $r i32) (local $c i32) (local $p i32) (local $q i32) (local $w8 i32)
+    (local $v v128) (local $lo v128) (local $hi v128) (local $rs v128) (local $rx v128) (local $clo v128) (local $chi v128)
+    (local $row_s f64) (local $row_x f64) (local $s f64) (local $sy f64) (local $sx f64) (local $tail_s i32) (local $tail_x i64) (local $px i32)
+    (local.set $w8 (i32.and (local.get $w) (i32.const -8)))
+    (local.set $p (local.get $src))
+    (block $frames_done
+      (loop $frames
+        (br_if $frames_done (i32.ge_u (local.get $f) (local.get $depth)))
+        (local.set $s (f64.const 0))
+        (local.set $sy (f64.const 0))
+        (local.set $sx (f64.const 0))
+        (local.set $r (i32.const 0))
+        (block $rows_done
+          (loop $rows_loop
+            (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+            (local.set $rs (v128.const i64x2 0 0))
+            (local.set $rx (v128.const i64x2 0 0))
+            (local.set $clo (v128.const i32x4 0 1 2 3))
+            (local.set $chi (v128.const i32x4 4 5 6 7))
+            (local.set $c (i32.const 0))
+            (block $cols_done
+              (loop $cols
+                (br_if $cols_done (i32.ge_u (local.get $c) (local.get $w8)))
+                (local.set $v (v128.load (local.get $p)))
+                (local.set $lo (i32x4.extend_low_i16x8_u (local.get $v)))
+                (local.set $hi (i32x4.extend_high_i16x8_u (local.get $v)))
+                (local.set $rs (i32x4.add (local.get $rs) (i32x4.add (local.get $lo) (local.get $hi))))
+                (local.set $rx
+                  (i64x2.add
+                    (i64x2.add (local.get $rx)
+                      (i64x2.add (i64x2.extmul_low_i32x4_u (local.get $lo) (local.get $clo)) (i64x2.extmul_high_i32x4_u (local.get $lo) (local.get $clo))))
+                    (i64x2.add (i64x2.extmul_low_i32x4_u (local.get $hi) (local.get $chi)) (i64x2.extmul_high_i32x4_u (local.get $hi) (local.get $chi)))))
+                (local.set $clo (i32x4.add (local.get $clo) (v128.const i32x4 8 8 8 8)))
+                (local.set $chi (i32x4.add (local.get $chi) (v128.const i32x4 8 8 8 8)))
+                (local.set $p (i32.add (local.get $p) (i32.const 16)))
+                (local.set $c (i32.add (local.get $c) (i32.const 8)))
+                (br $cols)))
+            (local.set $tail_s (i32.const 0))
+            (local.set $tail_x (i64.const 0))
+            (block $tail_done
+              (loop $tail
+                (br_if $tail_done (i32.ge_u (local.get $c) (local.get $w)))
+                (local.set $px (i32.load16_u (local.get $p)))
+                (local.set $tail_s (i32.add (local.get $tail_s) (local.get $px)))
+                (local.set $tail_x (i64.add (local.get $tail_x) (i64.mul (i64.extend_i32_u (local.get $px)) (i64.extend_i32_u (local.get $c)))))
+                (local.set $p (i32.add (local.get $p) (i32.const 2)))
+                (local.set $c (i32.add (local.get $c) (i32.const 1)))
+                (br $tail)))
+            (local.set $row_s (f64.add (call $lanes_u32_f64 (local.get $rs)) (f64.convert_i32_u (local.get $tail_s))))
+            (local.set $row_x
+              (f64.convert_i64_u
+                (i64.add (local.get $tail_x) (i64.add (i64x2.extract_lane 0 (local.get $rx)) (i64x2.extract_lane 1 (local.get $rx))))))
+            (local.set $s (f64.add (local.get $s) (local.get $row_s)))
+            (local.set $sy (f64.add (local.get $sy) (f64.mul (local.get $row_s) (f64.convert_i32_u (i32.add (local.get $y0) (local.get $r))))))
+            (local.set $sx (f64.add (local.get $sx) (f64.add (local.get $row_x) (f64.mul (local.get $row_s) (f64.convert_i32_u (local.get $x0))))))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br $rows_loop)))
+        (local.set $q (i32.add (local.get $out) (i32.mul (local.get $f) (i32.const 24))))
+        (f64.store offset=0 (local.get $q) (f64.add (f64.load offset=0 (local.get $q)) (local.get $s)))
+        (f64.store offset=8 (local.get $q) (f64.add (f64.load offset=8 (local.get $q)) (local.get $sy)))
+        (f64.store offset=16 (local.get $q) (f64.add (f64.load offset=16 (local.get $q)) (local.get $sx)))
+        (local.set $f (i32.add (local.get $f) (i32.const 1)))
+        (br $frames))))
+)
