@@ -17,7 +17,7 @@ export { type MaskSpec } from './masks.js';
 export { runUdf, runUdfIter, planRun, type RunOptions, type RunPlan, type RunProgress, type RunStep } from './runner.js';
 export { WorkerPool, type WorkerPoolOptions } from './worker-pool.js';
 export { createUdf, getUdfClass, registerUdf, registeredUdfNames } from './registry.js';
-export { loadUdfPlugins, loadedPluginSources } from './plugins.js';
+export { loadConfiguredPlugins, loadUdfPlugins, loadedPluginSources } from './plugins.js';
 export * from './lib/index.js';
 export { AutoUDF, type AutoParams, type FrameFunction } from './auto.js';
 export { map } from './map.js';

@@ -6,11 +6,12 @@
  * A plugin imports the base class as `import { UDF } from 'tessera/udf'`: the loader installs a
  * module resolve hook that maps 'tessera/udf' to this engine's own public module, so the plugin
  * extends the very class the engine uses, wherever the plugin file lives. TypeScript plugins
- * are loaded at run time with tsx (no compile step).
+ * are loaded at run time with tsx (no compile step); they must be ES modules (.mts, or .ts below
+ * a package.json with "type": "module"), because the 'tessera/udf' mapping is an ESM hook.
  */
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { register } from 'node:module';
-import { extname, join, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TesseraError } from '../errors.js';
 import { registerUdf } from './registry.js';
@@ -50,12 +51,31 @@ function installHook(): void {
 
 type ModuleRecord = Record<string, unknown>;
 
+/** Does the nearest package.json above `file` declare "type": "module"? */
+function inEsmPackage(file: string): boolean {
+  for (let dir = dirname(file); ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        return (JSON.parse(readFileSync(pkg, 'utf8')) as { type?: string }).type === 'module';
+      } catch {
+        return false;
+      }
+    }
+    if (dirname(dir) === dir) return false;
+  }
+}
+
 async function importPlugin(file: string): Promise<ModuleRecord> {
   installHook();
   const url = pathToFileURL(file).href;
   const ext = extname(file);
   // TypeScript plugins load through tsx; so does everything when Tessera itself runs from its
   // sources (tests), where import() may be a test runner's and not Node's.
+  if (ext === '.ts' && !inEsmPackage(file)) {
+    // tsx would compile it as CommonJS, where require('tessera/udf') cannot be mapped
+    throw new Error('a .ts plugin must be an ES module: rename it to .mts, or put a package.json with "type": "module" in its directory');
+  }
   if (ext === '.ts' || ext === '.mts' || import.meta.url.endsWith('.ts')) {
     const { tsImport } = (await import('tsx/esm/api')) as { tsImport: (s: string, parent: string) => Promise<ModuleRecord> };
     return tsImport(url, import.meta.url);
@@ -103,6 +123,11 @@ export async function loadUdfPlugins(path: string): Promise<string[]> {
     if (!loaded.includes(file)) loaded.push(file);
   }
   return names;
+}
+
+/** Load the plugin directory named by the config key udf.pluginDir, if any (relative to the working directory). */
+export async function loadConfiguredPlugins(config: { udf: { pluginDir: string | null } }): Promise<string[]> {
+  return config.udf.pluginDir ? loadUdfPlugins(config.udf.pluginDir) : [];
 }
 
 /** Plugin files loaded in this thread, for worker threads to load the same. */
