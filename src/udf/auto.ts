@@ -11,7 +11,8 @@ import { allocate, dtypeOf, isTypedArray } from './dtype.js';
 import { type NDArray, ndarray } from './ndarray.js';
 import { UDF, type UDFSpec } from './udf.js';
 
-export type FrameFunction = (frame: NDArray) => number | ArrayLike<number>;
+/** A function of one frame (an NDArray [h, w] of the run's input dtype). */
+export type FrameFunction = (frame: NDArray<any>) => number | ArrayLike<number>;
 
 export interface AutoParams {
   /** the function, or its source text (an arrow function or function expression) */

@@ -14,7 +14,7 @@ import { columnSlices } from '../../src/udf/partition.js';
 import { PartitionTask, type PartitionResult } from '../../src/udf/partition-task.js';
 import { createUdf } from '../../src/udf/registry.js';
 import { runUdf, runUdfIter } from '../../src/udf/runner.js';
-import { UDF, type UDFMeta } from '../../src/udf/udf.js';
+import { UDF, type ResultValue, type UDFMeta } from '../../src/udf/udf.js';
 import { dataset, refSum, refSumSig } from './helpers.js';
 
 const [h, w] = [4, 16];
@@ -135,7 +135,7 @@ class MeanIntensityUDF extends UDF<{ mode?: 'ok' | 'returnPrivate' | 'skipResult
     dest.frames![0] += src.frames![0]!;
   }
 
-  override getResults() {
+  override getResults(): Record<string, ResultValue> {
     const mean = Float64Array.of(this.results.total![0]! / this.results.frames![0]!);
     switch (this.rawParams.mode ?? 'ok') {
       case 'returnPrivate':
