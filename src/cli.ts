@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { isTesseraError } from './errors.js';
 import { registerConfigCommand } from './commands/config.js';
 import { registerSimulateCommand } from './commands/simulate.js';
+import { registerReceiverCommand } from './commands/receiver.js';
 
 export function buildProgram(): Command {
   const program = new Command('tessera')
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerConfigCommand(program);
   registerSimulateCommand(program);
+  registerReceiverCommand(program);
   return program;
 }
 

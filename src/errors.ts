@@ -19,6 +19,8 @@ export const ERRORS = {
 
   // K2 IS wire format
   TESSERA_ERR_BAD_DATAGRAM: { message: 'bad datagram (%s): %s' },
+  TESSERA_ERR_UDP_BIND: { message: 'cannot receive UDP on %s: %s' },
+  TESSERA_ERR_ROLE_FAILED: { message: '%s exited unexpectedly (%s)' },
   TESSERA_ERR_BAD_HEADER: { message: 'bad block header: %s' },
   TESSERA_ERR_BAD_PACKED_LENGTH: { message: 'packed 12-bit data length %s is not a multiple of 3 bytes' },
   TESSERA_ERR_WASM_MODULE: { message: 'cannot load WebAssembly module %s: %s' },

@@ -1,0 +1,229 @@
+/**
+ * `SectorReceiver`: one sector's ingest path, wired end to end:
+ *
+ *   UDP datagram ─▶ SectorFrameAssembler ─▶ ShutterSync ─▶ SectorTiler ─▶ sinks (SectorTile)
+ *   (udp-source)    (validate, place,        (acquisition   (decode into    (frame dump; the
+ *                    damage, give up)         start/end,     ~1 MB tiles)    UDF engine later)
+ *                                             election)
+ *
+ * Memory: one Uint12Decoder arena holds every packed frame slot and the tile buffers,
+ * allocated up front; a datagram's payload is copied once, into its slot, and decoded from
+ * there into a tile that sinks see as a zero-copy view.
+ *
+ * `runReceiverProcess` is the process main behind `tessera receiver --sector N`.
+ */
+import { SECTOR_FRAME_PAYLOAD_BYTES } from '../src/k2is/constants.js';
+import { Uint12Decoder } from '../src/k2is/decode12.js';
+import type { TesseraConfig } from '../src/config.js';
+import { TesseraError } from '../src/errors.js';
+import type { Logger } from '../src/log.js';
+import { ElectionClient } from '../src/protocol/election.js';
+import { FrameDumpSink } from './frame-dump.js';
+import { FrameSlotPool } from './frame-slots.js';
+import { SectorFrameAssembler } from './sector-frame-assembler.js';
+import { LocalElector, ShutterSync, type FirstFrameElector } from './shutter-sync.js';
+import { ReceiverCounters, StatsReporter } from './stats.js';
+import { SectorTiler } from './tiler.js';
+import type { AcquisitionInfo, AcquisitionSummary, TileSink } from './tile.js';
+import { SectorUdpSource } from './udp-source.js';
+
+export interface SectorReceiverOptions {
+  sector: number;
+  config: TesseraConfig;
+  /** take part in the first-frame election (false: decide on this sector's own first flag) */
+  election: boolean;
+  /** scan shape [H, W], or null for a time series */
+  scan: [number, number] | null;
+  /** repeat the scan while the shutter flag stays on */
+  continuous?: boolean;
+  dumpPath?: string | null;
+  sinks?: TileSink[];
+  /** frames held with data while the vote is open (default 64) */
+  electionBufferFrames?: number;
+  /** open the UDP socket (default true; false: feed datagrams with `push`, e.g. benchmarks) */
+  udp?: boolean;
+  log?: Logger;
+}
+
+export class SectorReceiver {
+  readonly counters = new ReceiverCounters();
+  readonly sector: number;
+  readonly decoder: Uint12Decoder;
+  readonly pool: FrameSlotPool;
+  readonly assembler: SectorFrameAssembler;
+  readonly sync: ShutterSync;
+  readonly tiler: SectorTiler;
+  readonly sinks: TileSink[];
+  readonly acquisitions: AcquisitionSummary[] = [];
+  private source: SectorUdpSource | null = null;
+  private election: ElectionClient | null = null;
+  private reporter: StatsReporter | null = null;
+  private ticker: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private readonly log: Logger | undefined;
+
+  private constructor(private readonly o: SectorReceiverOptions) {
+    const { config, sector } = o;
+    const r = config.receiver;
+    this.sector = sector;
+    this.log = o.log;
+    if (!Number.isInteger(sector) || sector < 0 || sector >= config.detector.sectors) {
+      throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', '--sector', `${sector} is not in 0..${config.detector.sectors - 1}`);
+    }
+    const bufferFrames = o.electionBufferFrames ?? 64;
+    const historyFrames = 4;
+    const slots = SectorFrameAssembler.slotsNeeded(r.maxFramesInFlight) + historyFrames + bufferFrames + 2;
+    this.decoder = Uint12Decoder.create({ initialBytes: slots * SECTOR_FRAME_PAYLOAD_BYTES + SectorTiler.bytesNeeded(r.tile) + (1 << 20) });
+    this.pool = new FrameSlotPool(this.decoder, slots);
+    this.sinks = [...(o.sinks ?? [])];
+    if (o.dumpPath) this.sinks.unshift(new FrameDumpSink(o.dumpPath));
+    this.tiler = new SectorTiler({ sector, shape: r.tile, decoder: this.decoder, pool: this.pool, sinks: this.sinks, counters: this.counters, log: o.log });
+
+    let elector: FirstFrameElector;
+    if (o.election) {
+      this.election = new ElectionClient({
+        endpoint: config.election.endpoint,
+        sector,
+        answerTimeoutMs: 2 * config.election.timeoutMs + 2000,
+        log: o.log,
+      });
+      elector = this.election;
+    } else {
+      elector = new LocalElector();
+    }
+    const positions = o.scan ? o.scan[0] * o.scan[1] : null;
+    this.sync = new ShutterSync({
+      sector,
+      elector,
+      local: !o.election,
+      pool: this.pool,
+      scanPositions: positions,
+      continuous: o.continuous ?? false,
+      bufferFrames,
+      historyFrames,
+      counters: this.counters,
+      log: o.log,
+      onFrame: (sf) => this.tiler.push(sf),
+      onAcquisitionStart: (a) => this.eachSink('onAcquisitionStart', a),
+      onAcquisitionEnd: (a) => {
+        this.tiler.flush();
+        this.acquisitions.push(a);
+        this.eachSink('onAcquisitionEnd', a);
+      },
+    });
+    this.assembler = new SectorFrameAssembler(this.pool, {
+      maxFramesInFlight: r.maxFramesInFlight,
+      frameTimeoutMs: r.frameTimeoutMs,
+      counters: this.counters,
+      log: o.log,
+      onFrame: (f) => this.sync.push(f),
+      onResync: (e) => this.sync.onResync(e),
+    });
+  }
+
+  static async start(o: SectorReceiverOptions): Promise<SectorReceiver> {
+    const rx = new SectorReceiver(o);
+    const { config } = o;
+    try {
+      if (o.udp !== false) {
+        const u = config.detector.udp;
+        rx.source = await SectorUdpSource.open(
+          { sector: o.sector, host: u.host, basePort: u.basePort, multicast: u.multicast, interface: u.interface, recvBufferBytes: config.receiver.recvBufferBytes, log: o.log },
+          (msg) => rx.assembler.push(msg, msg.length, performance.now()),
+        );
+      }
+    } catch (err) {
+      await rx.election?.close();
+      for (const s of rx.sinks) await s.close?.();
+      throw err;
+    }
+    const tickMs = Math.max(5, Math.min(50, config.receiver.frameTimeoutMs / 4));
+    rx.ticker = setInterval(() => rx.assembler.tick(performance.now()), tickMs);
+    if (o.log) {
+      rx.reporter = new StatsReporter(rx.counters, o.log, config.receiver.statsIntervalMs, () => ({
+        sector: o.sector,
+        phase: rx.sync.phase,
+        acquisition: rx.sync.acquisition?.acquisition ?? null,
+        freeSlots: rx.pool.available,
+      }));
+      rx.reporter.start();
+    }
+    return rx;
+  }
+
+  /** The UDP port actually bound (null without UDP). */
+  get port(): number | null {
+    return this.source?.port ?? null;
+  }
+
+  /** Feed one datagram directly (benchmarks, tests of the in-process path). */
+  push(datagram: Uint8Array, now = performance.now()): void {
+    this.assembler.push(datagram, datagram.length, now);
+  }
+
+  /** Stop: close the socket, emit what is pending, end the acquisition, close the sinks. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    await this.source?.close();
+    this.assembler.flush();
+    this.sync.stop();
+    this.tiler.flush();
+    for (const s of this.sinks) {
+      try {
+        await s.close?.();
+      } catch (err) {
+        this.log?.error({ err }, 'closing a tile sink failed');
+      }
+    }
+    await this.election?.close();
+    this.reporter?.stop();
+    this.reporter?.logLine('receiver stopped: final counters');
+  }
+
+  private eachSink<K extends 'onAcquisitionStart' | 'onAcquisitionEnd'>(method: K, a: K extends 'onAcquisitionStart' ? AcquisitionInfo : AcquisitionSummary): void {
+    for (const s of this.sinks) {
+      try {
+        (s[method] as ((x: typeof a) => void) | undefined)?.call(s, a);
+      } catch (err) {
+        this.log?.error({ err, method }, 'tile sink failed');
+      }
+    }
+  }
+}
+
+export interface ReceiverProcessOptions extends Omit<SectorReceiverOptions, 'log' | 'udp'> {
+  log: Logger;
+}
+
+/**
+ * Run a receiver until SIGTERM / SIGINT, then stop cleanly (flush, final counters). Fatal
+ * errors are logged with their code and the process exits non-zero.
+ */
+export async function runReceiverProcess(o: ReceiverProcessOptions): Promise<void> {
+  const log = o.log;
+  const fatal = (err: unknown) => {
+    log.fatal({ err, code: (err as TesseraError).code }, 'receiver failed');
+    log.flush();
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), 100).unref();
+  };
+  process.on('uncaughtException', fatal);
+  process.on('unhandledRejection', fatal);
+  const rx = await SectorReceiver.start(o);
+  log.info(
+    { sector: o.sector, election: o.election ? o.config.election.endpoint : 'off', scan: o.scan, continuous: o.continuous ?? false, tile: o.config.receiver.tile, dump: o.dumpPath ?? undefined },
+    'receiver started',
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await rx.stop();
+  await new Promise<void>((resolve) => log.flush(() => resolve()));
+}
