@@ -10,7 +10,7 @@
  * Each UDF is a clean copy, re-created from its class and params; buffers are partition-sized.
  */
 import { TesseraError } from '../errors.js';
-import { BufferSet, type BufferDeclaration, checkDeclarations, type ViewCursor, wholeCursor } from './buffers.js';
+import { BufferSet, checkDeclarations, type ViewCursor, wholeCursor } from './buffers.js';
 import { TileCorrector } from './corrections.js';
 import { TileKernels } from './kernels.js';
 import { allocate, type TypedArray } from './dtype.js';
@@ -65,7 +65,6 @@ export class PartitionTask {
   private scratch: Float32Array | Float64Array | null = null;
   private partitionData: TypedArray | null = null;
   private readonly schemeIdx = new Map<number, number>();
-  private framesSeen = 0;
   private finished = false;
   private kernels: TileKernels | null | undefined = undefined;
 
@@ -124,11 +123,6 @@ export class PartitionTask {
     }
   }
 
-  /** Declarations of each UDF's buffers, as this partition sees them. */
-  get declarations(): Array<Record<string, BufferDeclaration>> {
-    return this.states.map((s) => s.buffers.decls);
-  }
-
   /**
    * Feed one tile. Its frames must lie in the partition's nav range and its rows must span the
    * partition slice's full width. The tile's memory may be reused once this returns; UDFs must
@@ -162,7 +156,6 @@ export class PartitionTask {
       const raw = tile.data.subarray((a - tile.navStart) * n, (b - tile.navStart) * n);
       const input = this.prepare(raw, depth, row, th);
       this.dispatch(input, this.selection.countBefore(a) - this.navOffset, depth, row, th, idx);
-      this.framesSeen += (depth * th) / ph;
     }
   }
 
@@ -244,10 +237,5 @@ export class PartitionTask {
       frames: this.frames,
       udfs: this.states.map((s) => ({ ...s.buffers.arrays })),
     };
-  }
-
-  /** Frames fed so far (fractional while a frame's rows arrive in several tiles). */
-  get progress(): number {
-    return this.framesSeen;
   }
 }

@@ -208,9 +208,9 @@ export async function* runUdfIter(dataset: DataSet, udfs: UDF | UDF[], opts: Run
     wake?.();
   };
   opts.signal?.throwIfAborted();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
   const executor = makeExecutor(dataset, list, plan.context, opts);
-  const combiners = chunks.map(() => new PartitionCombiner(results.declarations, plan.context.sigShape));
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const combiners: Array<PartitionCombiner | null> = chunks.map(() => new PartitionCombiner(results.declarations, plan.context.sigShape));
   type Done = { chunk: number; result?: PartitionResult; error?: unknown };
   const done: Done[] = [];
   const inflight = new Set<Promise<void>>();
@@ -250,7 +250,7 @@ export async function* runUdfIter(dataset: DataSet, udfs: UDF | UDF[], opts: Run
       combiner.add(d.result!);
       if (combiner.complete) {
         results.merge(combiner.result());
-        combiners[d.chunk] = null as never;
+        combiners[d.chunk] = null;
         yield step();
       }
     }
