@@ -1,6 +1,6 @@
 /**
- * Worker-thread entry for WorkerPool: runs one partition task per call. Datasets stay open
- * between tasks (keyed by descriptor), plugins are loaded once at start-up.
+ * Worker-thread entry for WorkerPool: runs one partition task per call. Recorded datasets stay
+ * open between tasks (keyed by descriptor), plugins are loaded once at start-up.
  */
 import { Piscina, workerData } from 'piscina';
 import { isTesseraError } from '../errors.js';
@@ -15,23 +15,31 @@ const ready = (async () => {
   for (const p of plugins) await loadUdfPlugins(p);
 })();
 
-const open = new Map<unknown, Promise<DataSet>>();
+/** Datasets opened from files stay open for the next tasks (a few, least recently used first out). */
+const MAX_OPEN = 4;
+const open = new Map<string, Promise<DataSet>>();
 
-function datasetKey(d: DataSetDescriptor): unknown {
-  // in-memory data: the shared buffer is the identity; files: their description
-  return d.type === 'memory' ? (d.data as ArrayBufferView).buffer : JSON.stringify(d);
+async function datasetFor(d: DataSetDescriptor): Promise<DataSet> {
+  // in-memory data arrives as a SharedArrayBuffer: opening it again costs nothing
+  if (d.type === 'memory') return openDataSet(d);
+  const key = JSON.stringify(d);
+  let ds = open.get(key);
+  if (ds) open.delete(key);
+  else ds = openDataSet(d);
+  open.set(key, ds);
+  if (open.size > MAX_OPEN) {
+    const [oldest, evicted] = open.entries().next().value!;
+    open.delete(oldest);
+    void evicted.then((x) => x.close?.()).catch(() => {});
+  }
+  return ds;
 }
 
 export default async function runTask(input: PartitionTaskInput): Promise<unknown> {
   try {
     await ready;
-    const key = datasetKey(input.dataset);
-    let ds = open.get(key);
-    if (!ds) {
-      ds = openDataSet(input.dataset);
-      open.set(key, ds);
-    }
-    const result = await runPartition(await ds, input.udfs, input.context, input.partition, input.tileShape);
+    const ds = await datasetFor(input.dataset);
+    const result = await runPartition(ds, input.udfs, input.context, input.partition, input.tileShape);
     const transfer = new Set<ArrayBuffer>();
     for (const arrays of result.udfs) for (const a of Object.values(arrays)) if (a.buffer instanceof ArrayBuffer) transfer.add(a.buffer);
     return Piscina.move({ [Piscina.transferableSymbol]: [...transfer], [Piscina.valueSymbol]: result } as never);

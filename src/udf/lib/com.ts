@@ -194,7 +194,8 @@ export class CoMUDF extends UDF<CoMParams> {
       fx[i] = -sin * fl * sy[i]! + cos * sx[i]!;
     }
     const reg = regression(this.rawParams.regression ?? -1, fy, fx, valid, nx);
-    const linear = reg.slice(2).some((v) => Math.abs(v) > 1e-8 + 0);
+    // like numpy.allclose(regression[1:], 0): a linear part below 1e-8 is no linear part
+    const linear = reg.slice(2).some((v) => Math.abs(v) > 1e-8);
     if (linear || reg[0] !== 0 || reg[1] !== 0) {
       for (let i = 0; i < size; i++) {
         const y = Math.floor(i / nx);
@@ -212,29 +213,26 @@ export class CoMUDF extends UDF<CoMParams> {
     const div = dyy.map((v, i) => v + dxx[i]!);
     const curl = dyx.map((v, i) => v - dxy[i]!);
 
-    // back to ROI-compressed nav buffers
-    const pick = (arr: Float64Array, comps = 1, from?: Float64Array[]) => {
-      const n = roi === null ? size : roi.reduce((s, v) => s + v, 0);
-      const out = new Float64Array(n * comps);
+    // back to ROI-compressed nav buffers; several arrays interleave as components
+    const selected = roi === null ? size : roi.reduce((a, v) => a + v, 0);
+    const compress = (...parts: Float64Array[]) => {
+      const out = new Float64Array(selected * parts.length);
       for (let i = 0, k = 0; i < size; i++) {
         if (roi !== null && roi[i] !== 1) continue;
-        if (from) from.forEach((src, c) => (out[k * comps + c] = src[i]!));
-        else out[k] = arr[i]!;
+        parts.forEach((p, c) => (out[k * parts.length + c] = p[i]!));
         k++;
       }
       return out;
     };
-    const pair = (a: Float64Array, b: Float64Array, add: [number, number] = [0, 0]) =>
-      pick(a, 2, [a.map((v) => v + add[0]), b.map((v) => v + add[1])]);
     return {
-      raw_shifts: pair(sy, sx),
-      raw_com: pair(sy, sx, [cy, cx]),
-      field: pair(fy, fx),
-      field_y: pick(fy),
-      field_x: pick(fx),
-      magnitude: pick(mag),
-      divergence: pick(div),
-      curl: pick(curl),
+      raw_shifts: compress(sy, sx),
+      raw_com: compress(sy.map((v) => v + cy), sx.map((v) => v + cx)),
+      field: compress(fy, fx),
+      field_y: compress(fy),
+      field_x: compress(fx),
+      magnitude: compress(mag),
+      divergence: compress(div),
+      curl: compress(curl),
       regression: Float64Array.from(reg),
     };
   }
