@@ -93,6 +93,8 @@ export class ShutterSync {
   private acq: AcquisitionInfo | null = null;
   private nextIndex = 0;
   private framesHandedOn = 0;
+  /** a flagged frame was handed on in this acquisition */
+  private flagSeen = false;
   private readonly counters: ReceiverCounters;
   private readonly historyFrames: number;
   private readonly maxGap: number;
@@ -229,6 +231,7 @@ export class ShutterSync {
     this.counters.acquisitions = this.acquisitions;
     this.nextIndex = joinedAt;
     this.framesHandedOn = 0;
+    this.flagSeen = false;
     this.state = 'acquiring';
     this.o.log?.info({ ...this.acq, ownKey, heldFrames: held.length }, 'acquisition started');
     this.o.onAcquisitionStart?.(this.acq);
@@ -252,8 +255,9 @@ export class ShutterSync {
       this.end('complete');
       return this.push(frame);
     }
-    if (frame.blocks > 0 && !frame.shutter && (this.framesHandedOn > 0 || i > 0)) {
-      // the flag went off: the acquisition is over (position 0 itself is flag-off by definition)
+    if (frame.blocks > 0 && !frame.shutter && this.flagSeen) {
+      // the flag went off: the acquisition is over. (Flag-off frames before this sector's own
+      // first flagged one belong to the acquisition if the election says so.)
       this.end(N !== null && !a.continuous && this.nextIndex >= N ? 'complete' : 'shutter_off');
       return this.push(frame);
     }
@@ -286,6 +290,7 @@ export class ShutterSync {
     const N = a.scanPositions;
     this.nextIndex = index + 1;
     this.framesHandedOn++;
+    if (frame.blocks > 0 && frame.shutter) this.flagSeen = true;
     this.counters.framesInScan++;
     const sf: ScanFrame = {
       frame,
