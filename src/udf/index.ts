@@ -15,7 +15,7 @@ export { type DataSet, type DataSetDescriptor, MemoryDataSet, type TileRequest, 
 export { K2ISDataSet, type K2ISDataSetOptions } from './k2is-dataset.js';
 export { type CorrectionSet, type CorrectionsInput, normaliseCorrections } from './corrections.js';
 export { type MaskSpec } from './masks.js';
-export { runUdf, runUdfIter, planRun, type RunOptions, type RunPlan, type RunProgress, type RunStep } from './runner.js';
+export { runUdf, runUdfIter, planRun, makeRunContext, type RunOptions, type RunPlan, type RunProgress, type RunStep } from './runner.js';
 export { WorkerPool, type WorkerPoolOptions } from './worker-pool.js';
 export { createUdf, getUdfClass, registerUdf, registeredUdfNames } from './registry.js';
 export { loadConfiguredPlugins, loadUdfPlugins, loadedPluginSources } from './plugins.js';

@@ -15,7 +15,7 @@ import { PartitionCombiner } from './combine.js';
 import { normaliseCorrections, checkSliceForRepairs, type CorrectionsInput } from './corrections.js';
 import { DatasetResults, type UDFResults } from './dataset-results.js';
 import type { DataSet } from './dataset.js';
-import { inputDtypeFor, itemSize } from './dtype.js';
+import { type DType, inputDtypeFor, itemSize } from './dtype.js';
 import type { RunContext } from './meta.js';
 import { type NDArray, shapeSize } from './ndarray.js';
 import { navChunks, negotiateTileShape, type PartitionSlice, type SigSlice, sigSlicesFor, type TileShape } from './partition.js';
@@ -88,16 +88,35 @@ function checkUdfs(udfs: unknown): UDF[] {
   return list as UDF[];
 }
 
-export function planRun(dataset: DataSet, udfs: UDF[], opts: RunOptions = {}): RunPlan {
-  const navShape = [...dataset.navShape];
-  const sigShape: [number, number] = [dataset.sigShape[0], dataset.sigShape[1]];
-  const nFrames = shapeSize(navShape);
+/**
+ * The run context every partition and the merging node share: validated ROI and corrections, and
+ * the input dtype all UDFs of the run see. Receivers and the merger build theirs with this too.
+ */
+export function makeRunContext(opts: {
+  navShape: readonly number[];
+  sigShape: readonly [number, number];
+  datasetDtype: DType;
+  /** the detector's sectors (column bands) that excluded-pixel repairs stay within */
+  sectors: number;
+  udfs: ReadonlyArray<UDF>;
+  roi?: RoiInput;
+  corrections?: CorrectionsInput | null;
+  kernels?: boolean;
+}): RunContext {
+  const navShape = [...opts.navShape];
+  const sigShape: [number, number] = [opts.sigShape[0], opts.sigShape[1]];
   const roi = normaliseRoi(opts.roi, navShape);
-  const corrections = normaliseCorrections(opts.corrections, sigShape, sigShape[1] / dataset.sectors);
+  const corrections = normaliseCorrections(opts.corrections, sigShape, sigShape[1] / opts.sectors);
+  const inputDtype = inputDtypeFor(opts.datasetDtype, opts.udfs.map((u) => u.getPreferredInputDtype()), corrections !== null);
+  return { navShape, sigShape, datasetDtype: opts.datasetDtype, inputDtype, roi, corrections, kernels: opts.kernels ?? true };
+}
+
+export function planRun(dataset: DataSet, udfs: UDF[], opts: RunOptions = {}): RunPlan {
+  const context = makeRunContext({ ...opts, navShape: dataset.navShape, sigShape: dataset.sigShape, datasetDtype: dataset.dtype, sectors: dataset.sectors, udfs });
+  const { navShape, sigShape, roi, corrections, inputDtype } = context;
+  const nFrames = shapeSize(navShape);
   const methods = udfs.map((u) => u.getMethod());
   const method: UDFMethod = methods.includes('partition') ? 'partition' : methods.includes('frame') ? 'frame' : 'tile';
-  const inputDtype = inputDtypeFor(dataset.dtype, udfs.map((u) => u.getPreferredInputDtype()), corrections !== null);
-  const context: RunContext = { navShape, sigShape, datasetDtype: dataset.dtype, inputDtype, roi, corrections, kernels: opts.kernels ?? true };
 
   // a UDF without processTile in the run: every UDF runs on whole frames (one pass)
   const split = opts.sigSplit ?? 'sectors';

@@ -13,7 +13,7 @@ import type { NDArray } from '../../src/udf/ndarray.js';
 import { columnSlices } from '../../src/udf/partition.js';
 import { PartitionTask, type PartitionResult } from '../../src/udf/partition-task.js';
 import { createUdf } from '../../src/udf/registry.js';
-import { runUdf, runUdfIter } from '../../src/udf/runner.js';
+import { makeRunContext, runUdf, runUdfIter } from '../../src/udf/runner.js';
 import { UDF, type ResultValue, type UDFMeta } from '../../src/udf/udf.js';
 import { dataset, refSum, refSumSig } from './helpers.js';
 
@@ -395,8 +395,9 @@ describe('corrections', () => {
 
 describe('the receiver-style flow', () => {
   it('a PartitionTask per sector fed with its own tiles, combined and merged, equals runUdf', async () => {
-    const context = { navShape, sigShape: [h, w] as [number, number], datasetDtype: 'uint16' as const, inputDtype: 'uint16' as const, roi: null, corrections: null };
     const specs = [new SumUDF().toSpec(), new SumSigUDF().toSpec(), new CoMUDF({ r: 3 }).toSpec(), new StdDevUDF().toSpec()];
+    const context = makeRunContext({ navShape, sigShape: [h, w], datasetDtype: 'uint16', sectors: 8, udfs: specs.map(createUdf) });
+    expect(context).toMatchObject({ inputDtype: 'uint16', roi: null, corrections: null });
     const merger = new DatasetResults(specs.map(createUdf), context);
     const packr = new Packr({ structuredClone: true });
     const sectors = columnSlices([h, w], 8);
