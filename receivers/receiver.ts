@@ -223,6 +223,11 @@ export async function runReceiverProcess(o: ReceiverProcessOptions): Promise<voi
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    if (process.env.TESSERA_EXIT_WITH_PARENT === '1') {
+      // started by `tessera start`: do not outlive it if it is killed without a chance to stop us
+      const parent = process.ppid;
+      setInterval(() => process.ppid !== parent && stop('parent exited'), 1000).unref();
+    }
   });
   await rx.stop();
   await new Promise<void>((resolve) => log.flush(() => resolve()));

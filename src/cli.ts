@@ -8,6 +8,7 @@ import { isTesseraError } from './errors.js';
 import { registerConfigCommand } from './commands/config.js';
 import { registerSimulateCommand } from './commands/simulate.js';
 import { registerReceiverCommand } from './commands/receiver.js';
+import { registerStartCommand } from './commands/start.js';
 
 export function buildProgram(): Command {
   const program = new Command('tessera')
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerConfigCommand(program);
   registerSimulateCommand(program);
   registerReceiverCommand(program);
+  registerStartCommand(program);
   return program;
 }
 

@@ -1,0 +1,254 @@
+/**
+ * `tessera start` (`npm start`): the pipeline on one machine. For now: the first-frame election
+ * coordinator (hosted here), one `tessera receiver` process per sector, and `tessera simulate
+ * --continuous` as the camera, each role its own child process. Prints live per-sector figures
+ * from the receivers' stats lines; a child that dies is reported and the pipeline stopped;
+ * Ctrl-C stops everything.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Command } from 'commander';
+import { loadConfig, type TesseraConfig } from '../config.js';
+import { TesseraError } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import { CLI_PATH } from '../paths.js';
+import { ElectionCoordinator } from '../protocol/election.js';
+import { parseScanShape } from './receiver.js';
+
+export interface StartOptions {
+  config: TesseraConfig;
+  configPath?: string;
+  scan: [number, number];
+  fps: number;
+  simulator: boolean;
+  log: Logger;
+  /** where the live table goes (default process.stdout) */
+  out?: NodeJS.WriteStream;
+}
+
+interface Role {
+  name: string;
+  child: ChildProcess;
+  tail: string[];
+  stopping: boolean;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+interface SectorFigures {
+  phase: string;
+  datagramsPerSecond: number;
+  MBps: number;
+  fps: number;
+  framesInScan: number;
+  framesDamaged: number;
+  framesMissing: number;
+  rejected: number;
+  duplicates: number;
+  stragglers: number;
+  outOfWindow: number;
+}
+
+/** Receiver log messages worth showing besides warnings and errors. */
+const NOTABLE = new Set(['acquisition started', 'acquisition ended', 'receiver listening']);
+
+export class Pipeline {
+  private readonly roles: Role[] = [];
+  private readonly figures = new Map<number, SectorFigures>();
+  private coordinator: ElectionCoordinator | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private drawnLines = 0;
+  private failure: TesseraError | null = null;
+  private readonly done: Promise<void>;
+  private finish!: () => void;
+
+  constructor(private readonly o: StartOptions) {
+    this.done = new Promise((resolve) => (this.finish = resolve));
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this.o;
+    const sectors = Array.from({ length: config.detector.sectors }, (_, s) => s);
+    this.coordinator = await ElectionCoordinator.start({ endpoint: config.election.endpoint, expectedSectors: sectors, timeoutMs: config.election.timeoutMs, log });
+    const cfg = this.o.configPath ? ['--config', this.o.configPath] : [];
+    const scan = `${this.o.scan[0]}x${this.o.scan[1]}`;
+    const listening = sectors.map((s) => {
+      const role = this.spawnRole(`receiver-${s}`, ['receiver', '--sector', String(s), ...cfg, '--scan', scan, '--continuous'], { TESSERA_EXIT_WITH_PARENT: '1' });
+      return new Promise<void>((resolve) => this.onLine(role, (l) => l.msg === 'receiver listening' && resolve()));
+    });
+    await Promise.race([Promise.all(listening), this.done]);
+    if (this.stopping) return;
+    if (this.o.simulator) {
+      const u = config.detector.udp;
+      const target = u.multicast ? ['--multicast', u.multicast, '--udp', `${u.host}:${u.basePort}`] : ['--udp', `${u.host}:${u.basePort}`];
+      this.spawnRole('simulator', ['simulate', ...cfg, '--scan', scan, '--fps', String(this.o.fps), ...target, '--continuous'], {});
+    }
+    log.info({ sectors: sectors.length, scan, fps: this.o.fps, simulator: this.o.simulator, election: this.coordinator.endpoint }, 'pipeline running (Ctrl-C stops)');
+    this.timer = setInterval(() => this.draw(), config.receiver.statsIntervalMs);
+  }
+
+  /** Resolves when the pipeline has stopped (Ctrl-C, or a child died). */
+  async wait(): Promise<void> {
+    await this.done;
+    if (this.failure) throw this.failure;
+  }
+
+  async stop(reason: string): Promise<void> {
+    if (this.stopping) return this.done;
+    this.stopping = true;
+    this.o.log.info({ reason }, 'stopping the pipeline');
+    if (this.timer) clearInterval(this.timer);
+    // the camera first, so that receivers see the end of the stream, then the receivers
+    const order = [...this.roles.filter((r) => r.name === 'simulator'), ...this.roles.filter((r) => r.name !== 'simulator')];
+    for (const r of order) {
+      r.stopping = true;
+      if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGTERM');
+      if (r.name === 'simulator') await this.exitWithin(r, 5000);
+    }
+    await Promise.all(order.map((r) => this.exitWithin(r, 10_000)));
+    await this.coordinator?.close();
+    this.draw(true);
+    this.finish();
+  }
+
+  private async exitWithin(r: Role, ms: number): Promise<void> {
+    const t = setTimeout(() => {
+      if (r.child.exitCode === null && r.child.signalCode === null) {
+        this.o.log.warn({ role: r.name }, 'did not stop in time: killed');
+        r.child.kill('SIGKILL');
+      }
+    }, ms);
+    await r.exited;
+    clearTimeout(t);
+  }
+
+  private spawnRole(name: string, args: string[], env: Record<string, string>): Role {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, TESSERA_LOG_JSON: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const role: Role = {
+      name,
+      child,
+      tail: [],
+      stopping: false,
+      exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+    };
+    this.roles.push(role);
+    this.o.log.info({ role: name, pid: child.pid }, 'started');
+    child.stdout!.resume();
+    this.onLine(role, (l) => this.onLog(role, l));
+    child.once('error', (err) => this.o.log.error({ role: name, err: err.message }, 'cannot start'));
+    void role.exited.then(({ code, signal }) => {
+      if (role.stopping || this.stopping) return;
+      if (name === 'simulator' && code === 0) {
+        this.o.log.info('the simulator finished; receivers keep running');
+        return;
+      }
+      const how = signal ? `signal ${signal}` : `exit code ${code}`;
+      this.failure = new TesseraError('TESSERA_ERR_ROLE_FAILED', name, how);
+      this.o.log.error({ role: name, pid: child.pid, code, signal, lastLines: role.tail.slice(-10) }, `${name} died (${how}): stopping the pipeline`);
+      void this.stop(`${name} died`);
+    });
+    return role;
+  }
+
+  private onLine(role: Role, fn: (l: Record<string, unknown>) => void): void {
+    let buf = '';
+    role.child.stderr!.setEncoding('utf8');
+    role.child.stderr!.on('data', (chunk: string) => {
+      buf += chunk;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        let parsed: Record<string, unknown>;
+        try {
+          parsed = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          parsed = { msg: line, level: 50 };
+        }
+        fn(parsed);
+      }
+    });
+  }
+
+  private onLog(role: Role, l: Record<string, unknown>): void {
+    role.tail.push(typeof l.msg === 'string' ? l.msg : JSON.stringify(l));
+    if (role.tail.length > 20) role.tail.shift();
+    if ((l.msg === 'stats' || l.msg === 'receiver stopped: final counters') && typeof l.sector === 'number') {
+      const rejected = l.rejected && typeof l.rejected === 'object' ? Object.values(l.rejected as Record<string, number>).reduce((a, b) => a + b, 0) : 0;
+      const n = (k: string) => (typeof l[k] === 'number' ? (l[k] as number) : 0);
+      this.figures.set(l.sector, {
+        phase: String(l.phase ?? '?'),
+        datagramsPerSecond: n('datagramsPerSecond'),
+        MBps: n('MBps'),
+        fps: n('fps'),
+        framesInScan: n('framesInScan'),
+        framesDamaged: n('framesDamaged'),
+        framesMissing: n('framesMissing'),
+        rejected,
+        duplicates: n('duplicates'),
+        stragglers: n('stragglers'),
+        outOfWindow: n('outOfWindow'),
+      });
+      return;
+    }
+    const level = typeof l.level === 'number' ? l.level : 30;
+    if (level >= 40 || (typeof l.msg === 'string' && NOTABLE.has(l.msg))) {
+      const { msg, level: _l, time: _t, pid: _p, hostname: _h, name: _n, ...rest } = l;
+      this.o.log[level >= 50 ? 'error' : level >= 40 ? 'warn' : 'info']({ role: role.name, ...rest }, String(msg));
+    }
+  }
+
+  private draw(final = false): void {
+    const out = this.o.out ?? process.stdout;
+    const header = 'sector  phase        dgram/s     MB/s     fps   in scan  damaged  missing  rejected    dup   late   ooo';
+    const rows = [...this.figures.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([s, f]) =>
+        [
+          String(s).padStart(6),
+          f.phase.padEnd(10),
+          String(f.datagramsPerSecond).padStart(9),
+          f.MBps.toFixed(1).padStart(8),
+          f.fps.toFixed(1).padStart(7),
+          String(f.framesInScan).padStart(9),
+          String(f.framesDamaged).padStart(8),
+          String(f.framesMissing).padStart(8),
+          String(f.rejected).padStart(9),
+          String(f.duplicates).padStart(6),
+          String(f.stragglers).padStart(6),
+          String(f.outOfWindow).padStart(5),
+        ].join('  '),
+      );
+    const lines = [final ? 'final:' : `tessera: ${new Date().toISOString().slice(11, 19)}`, header, ...rows];
+    // on a terminal the table is redrawn in place; into a file or pipe it is appended
+    if (out.isTTY && this.drawnLines > 0 && !final) out.write(`\x1b[${this.drawnLines}A\x1b[J`);
+    out.write(lines.join('\n') + '\n');
+    this.drawnLines = lines.length;
+  }
+}
+
+export function registerStartCommand(program: Command): void {
+  program
+    .command('start')
+    .description('run the pipeline on this machine: election coordinator, one receiver per sector and the simulator as the camera, with live per-sector figures (Ctrl-C stops)')
+    .option('-c, --config <file>', 'config file overlaid on config/default.json (passed on to every role)')
+    .option('--scan <HxW>', 'scan shape (default: config simulator.scan)')
+    .option('--fps <n>', 'simulator frame rate (default: config simulator.fps)')
+    .option('--no-simulator', 'do not start the simulator (a real camera sends)')
+    .action(async (raw: { config?: string; scan?: string; fps?: string; simulator: boolean }) => {
+      const config = loadConfig(raw.config);
+      const scan = raw.scan !== undefined ? parseScanShape(raw.scan) : (config.simulator.scan as [number, number]);
+      const fps = raw.fps !== undefined ? Number(raw.fps) : config.simulator.fps;
+      if (!Number.isFinite(fps) || fps < 0) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', '--fps', `"${raw.fps}" is not a frame rate`);
+      const log = createLogger('start');
+      const pipeline = new Pipeline({ config, configPath: raw.config, scan, fps, simulator: raw.simulator, log });
+      const onSignal = (sig: string) => void pipeline.stop(sig);
+      process.once('SIGINT', () => onSignal('SIGINT'));
+      process.once('SIGTERM', () => onSignal('SIGTERM'));
+      try {
+        await pipeline.start();
+        await pipeline.wait();
+      } finally {
+        await new Promise<void>((resolve) => log.flush(() => resolve()));
+      }
+    });
+}
