@@ -6,6 +6,7 @@
  * (the fuzz test holds the assembler to this). Frame counters count frames the assembler
  * emitted: complete, damaged (some blocks missing, zero-filled) or missing (no block at all).
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { DATAGRAM_REJECTIONS, type DatagramRejection } from '../src/k2is/header.js';
 import type { Logger } from '../src/log.js';
 
@@ -126,6 +127,8 @@ const round1 = (x: number) => Math.round(x * 10) / 10;
 export class StatsReporter {
   private timer: NodeJS.Timeout | null = null;
   private last: { t: number; received: number; bytes: number; frames: number };
+  /** how long the receive loop could not run: a stall longer than the socket buffer lasts loses datagrams */
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 1 });
 
   constructor(
     private readonly counters: ReceiverCounters,
@@ -138,6 +141,7 @@ export class StatsReporter {
 
   start(): void {
     if (this.timer) return;
+    this.loopDelay.enable();
     this.timer = setInterval(() => this.logLine('stats'), this.intervalMs);
     this.timer.unref();
   }
@@ -145,6 +149,7 @@ export class StatsReporter {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.loopDelay.disable();
   }
 
   /** One line: per-second rates since the previous line, then totals. */
@@ -157,10 +162,13 @@ export class StatsReporter {
       datagramsPerSecond: Math.round((c.received - this.last.received) / dt),
       MBps: round1((c.bytesReceived - this.last.bytes) / dt / 1e6),
       fps: round1((frames - this.last.frames) / dt),
+      loopDelayMaxMs: round1(this.loopDelay.max / 1e6),
+      loopDelayP99Ms: round1(this.loopDelay.percentile(99) / 1e6),
       ...c.snapshot(),
       ...this.extra(),
     };
     this.last = { t: now, received: c.received, bytes: c.bytesReceived, frames };
+    this.loopDelay.reset();
     this.log[level](line, msg);
   }
 }
