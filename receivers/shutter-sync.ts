@@ -18,7 +18,8 @@
  * acquisition are released, never handed on.
  *
  * A receiver that starts while the flag is already on never sees the edge: it queries the
- * election for an acquisition under way and joins it at the position its frames map to.
+ * election for an acquisition under way and joins it at the position its frames map to. The
+ * same happens after the stream restarted (onResync).
  */
 import type { ElectionAnswer } from '../src/protocol/election.js';
 import { framesSinceScanStart } from '../src/protocol/election.js';
@@ -120,16 +121,25 @@ export class ShutterSync {
     else this.armed(frame);
   }
 
-  /** The assembler started a new sequence: old frames say nothing about the new stream's edge. */
+  /**
+   * The assembler started a new sequence (the camera restarted, or a loss too long to bridge):
+   * continuity is broken, so the acquisition in progress (or the vote) ends. Re-armed, the sync
+   * asks the election for the acquisition under way at its next flagged frame: after a long
+   * loss it rejoins at the right position; a restarted camera starts a new acquisition.
+   */
   onResync(e: ResyncEvent): void {
-    if (this.state === 'armed') {
-      this.drop(this.history);
-      this.history = [];
-      this.sawOff = false;
-      this.queried = false;
+    this.o.log?.warn({ state: this.state, ...e }, 'shutter sync: stream restarted');
+    if (this.state === 'acquiring') this.end('jump');
+    if (this.state === 'voting') {
+      this.voteId++; // its answer is stale now
+      this.drop(this.held);
+      this.held = [];
+      this.state = 'armed';
     }
-    // acquiring / voting: frames keep mapping by key; place() ends the acquisition if they no longer fit
-    this.o.log?.info({ state: this.state, ...e }, 'shutter sync: stream restarted');
+    this.drop(this.history);
+    this.history = [];
+    this.sawOff = false;
+    this.queried = false;
   }
 
   /** End the acquisition in progress (shutdown). */

@@ -146,6 +146,27 @@ describe('tessera receiver (process, real UDP)', () => {
     expectDump(dumps[1]!, 1, withheld[1]!);
   });
 
+  it('multicast: two receivers of one sector joined to the group both get the whole stream', async () => {
+    const base = await freeUdpPorts(1);
+    const group = '239.255.42.17';
+    const cfg = writeConfig(dir, 'mc.json', { detector: { udp: { basePort: base, multicast: group, interface: '127.0.0.1' } } });
+    const dumps = [join(dir, 'mc-a.bin'), join(dir, 'mc-b.bin')];
+    const rxs = dumps.map((d, k) => spawnCli(`receiver-${k}`, ['receiver', '--sector', '0', '--config', cfg, '--no-election', '--scan', `${SCAN[0]}x${SCAN[1]}`, '--dump-frames', d]));
+    procs.push(...rxs);
+    await Promise.all(rxs.map((r) => r.waitForMsg('receiver listening')));
+    const s = dgram.createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+    closers.push(() => new Promise<void>((r) => s.close(() => r())));
+    s.setMulticastInterface('127.0.0.1');
+    s.setMulticastLoopback(true);
+    const send = (_port: number, d: Uint8Array) => new Promise<void>((resolve, reject) => s.send(d, base, group, (e) => (e ? reject(e) : resolve())));
+    const withheld = new Map<number, number[]>([[4, [3, 30]]]);
+    await sendStream(send, base, 0, withheld);
+    await Promise.all(rxs.map((r) => r.waitFor((l) => l.msg === 'acquisition ended', 20_000)));
+    for (const r of rxs) expect(await r.stop()).toEqual({ code: 0, signal: null });
+    for (const d of dumps) expectDump(d, 0, withheld);
+  });
+
   it('a second receiver of the same sector fails clearly instead of sharing the port', async () => {
     const base = await freeUdpPorts(1);
     const cfg = writeConfig(dir, 'taken.json', { detector: { udp: { basePort: base } } });

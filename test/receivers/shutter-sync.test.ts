@@ -274,6 +274,43 @@ describe('ShutterSync', () => {
     t.release();
   });
 
+  it('a stream restart ends the acquisition; re-armed, it asks and rejoins at the right position', async () => {
+    const el = new ScriptedElector();
+    const t = setup({ elector: el, positions: 100, continuous: true });
+    t.push(0, 'off');
+    t.push(1, 'on');
+    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: false });
+    await tick();
+    t.push(2, 'on');
+    t.sync.onResync({ fromKey: t.key(3), toKey: t.key(500), frames: 497, kind: 'restart' });
+    expect(t.ends).toEqual([expect.objectContaining({ reason: 'jump', frames: 3 })]);
+    t.push(500, 'on'); // flag on, no edge seen since the restart: a query
+    expect(el.proposals[1]).toEqual({ frameKey: t.key(500), frameId: 1500, sawEdge: false });
+    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: true });
+    await tick();
+    t.push(501, 'on');
+    expect(t.frames.slice(3).map((s) => [s.acquisition, s.index, s.epoch, s.scanIndex])).toEqual([
+      [2, 500, 5, 0],
+      [2, 501, 5, 1],
+    ]);
+    expect(t.pool.available).toBe(t.pool.size);
+    t.release();
+  });
+
+  it('a stream restart during the vote abandons it', async () => {
+    const el = new ScriptedElector();
+    const t = setup({ elector: el, positions: 10 });
+    t.push(0, 'off');
+    t.push(1, 'on');
+    t.sync.onResync({ fromKey: t.key(2), toKey: 7, frames: -1, kind: 'restart' });
+    expect(t.pool.available).toBe(t.pool.size);
+    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: false });
+    await tick();
+    expect(t.starts).toHaveLength(0);
+    expect(t.sync.phase).toBe('armed');
+    t.release();
+  });
+
   it('stop ends the acquisition and returns every slot', async () => {
     const el = new ScriptedElector();
     const t = setup({ elector: el, positions: 10 });
