@@ -1,0 +1,345 @@
+/**
+ * The live pipeline's messages between processes (docs/protocol.md, "Between processes"):
+ * the merger's control channel to receivers (and later frame workers), and the partial
+ * results they push back.
+ *
+ * Transport (endpoints from config `merger.control` / `merger.results`):
+ *   control  merger ROUTER binds, each receiver DEALER connects (routing id `receiver-<sector>`).
+ *            receiver -> merger: heartbeat (every `HEARTBEAT_MS`; the first one is the hello),
+ *                                ready, failure
+ *            merger -> receiver: acquire, params, stop, abort
+ *   results  merger PULL binds, receivers PUSH connect: one `partial` per chunk of frames.
+ *
+ * Every message is a msgpack map with `version` and `type`; typed arrays travel as msgpack
+ * `bin` with their dtype beside them (`WireArray`), so any msgpack reader can decode them.
+ * Every decoder validates: a bad message is a TESSERA_ERR_BAD_MESSAGE (or _PROTOCOL_VERSION)
+ * that the receiving loop counts, logs and drops, never a crash.
+ *
+ * Frames are addressed by `index`: frames since scan position 0 of the detector's shutter
+ * acquisition (see receivers/shutter-sync.ts), so `epoch = floor(index / positions)` and
+ * `scanIndex = index mod positions`. A merger acquisition starts at an epoch boundary
+ * (`startIndex`): at the next shutter edge, or, when the shutter is already on (a continuous
+ * scan under way), at the next repetition of the scan.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { TesseraError } from '../errors.js';
+import { allocate, dtypeOf, isDType, itemSize, type DType, type TypedArray } from '../udf/dtype.js';
+
+export const LIVE_PROTOCOL_VERSION = 1;
+/** receivers send a heartbeat this often; the merger calls a sector missing after LIVENESS_MS without one */
+export const HEARTBEAT_MS = 250;
+export const LIVENESS_MS = 2000;
+/** largest message the merger accepts on either socket (zmq maxMessageSize) */
+export const MAX_LIVE_MESSAGE_BYTES = 256 * 1024 * 1024;
+
+/** A typed array on the wire: its dtype and its bytes (little-endian, as in memory). */
+export interface WireArray {
+  dtype: DType;
+  data: Uint8Array;
+}
+
+// ---------------------------------------------------------------------------------------------
+// receiver -> merger (control)
+
+export interface HeartbeatMessage {
+  version: number;
+  type: 'heartbeat';
+  role: 'receiver';
+  sector: number;
+  pid: number;
+  /** ShutterSync phase: 'armed' | 'voting' | 'running' | … */
+  phase: string;
+  /** merger acquisition the receiver is armed for or running, or null */
+  acquisition: string | null;
+  /** index of the newest frame handed on in the current shutter acquisition, or null */
+  lastIndex: number | null;
+  /** shutter round of the current detector acquisition (election round), or null */
+  shutterRound: number | null;
+  /** scan positions per epoch the receiver is configured for, or null */
+  positions: number | null;
+  /** cumulative counters (ReceiverCounters snapshot): datagrams, rejected by reason, duplicates, … */
+  counters: Record<string, number>;
+  /** receiver's clock, ms since epoch */
+  sentAt: number;
+}
+
+export interface ReadyMessage {
+  version: number;
+  type: 'ready';
+  acquisition: string;
+  sector: number;
+}
+
+/** The receiver cannot run the acquisition (unknown UDF, bad params, out of memory, …). */
+export interface FailureMessage {
+  version: number;
+  type: 'failure';
+  acquisition: string;
+  sector: number;
+  code: string;
+  message: string;
+}
+
+export type ReceiverToMerger = HeartbeatMessage | ReadyMessage | FailureMessage;
+
+// ---------------------------------------------------------------------------------------------
+// merger -> receiver (control)
+
+export interface LiveUdf {
+  id: string;
+  name: string;
+  params: Record<string, unknown>;
+}
+
+export interface AcquireMessage {
+  version: number;
+  type: 'acquire';
+  acquisition: string;
+  scanShape: [number, number];
+  /** flat row-major ROI mask over the scan, or null */
+  roi: Uint8Array | null;
+  /** the tile-capable UDFs the receivers run, in run order (the merger runs whole-frame ones elsewhere) */
+  udfs: LiveUdf[];
+  /** frames per partial result */
+  chunkSize: number;
+  mode: 'single' | 'continuous';
+  /**
+   * where the acquisition starts: null = at the next shutter edge (index 0 of the next
+   * detector acquisition); otherwise at this frame index of detector acquisition `shutterRound`
+   */
+  start: { shutterRound: number; startIndex: number } | null;
+}
+
+export interface ParamsMessage {
+  version: number;
+  type: 'params';
+  acquisition: string;
+  udfId: string;
+  params: Record<string, unknown>;
+  /** apply from the first chunk whose first frame index (relative to the acquisition start) is >= this */
+  fromFrame: number;
+}
+
+export interface StopMessage {
+  version: number;
+  type: 'stop' | 'abort';
+  acquisition: string;
+}
+
+export type MergerToReceiver = AcquireMessage | ParamsMessage | StopMessage;
+
+// ---------------------------------------------------------------------------------------------
+// receiver -> merger (results)
+
+export interface PartialMessage {
+  version: number;
+  type: 'partial';
+  acquisition: string;
+  sector: number;
+  /** repetition of the scan since the acquisition started (0 first) */
+  epoch: number;
+  /** chunk number within the epoch: frames [chunk x chunkSize, …) */
+  chunk: number;
+  /** scan positions [navStart, navEnd) of the epoch; `frames` of them selected by the ROI */
+  navStart: number;
+  navEnd: number;
+  frames: number;
+  /** the signal slice the results cover */
+  sig: { origin: [number, number]; shape: [number, number] };
+  /** one entry per UDF of the acquisition, in run order: buffer name -> array */
+  udfs: Array<{ id: string; paramsVersion: number; buffers: Record<string, WireArray> }>;
+  /** per scan position of [navStart, navEnd): missing-block bitmap of this sector's frame (0 = complete) */
+  damage: Uint32Array;
+  sentAt: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// encoding
+
+// no structured-clone records: plain maps any msgpack reader understands
+const packr = new Packr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false });
+
+export function toWire(array: TypedArray): WireArray {
+  return { dtype: dtypeOf(array), data: new Uint8Array(array.buffer, array.byteOffset, array.byteLength) };
+}
+
+/** Copy the bytes into a fresh, aligned typed array of the dtype. */
+export function fromWire(w: WireArray, what: string): TypedArray {
+  const size = itemSize(w.dtype);
+  if (w.data.byteLength % size !== 0) bad(what, `${w.data.byteLength} bytes is not a whole number of ${w.dtype}`);
+  const out = allocate(w.dtype, w.data.byteLength / size);
+  new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(w.data);
+  return out;
+}
+
+export function encodeLive(message: ReceiverToMerger | MergerToReceiver | PartialMessage): Buffer {
+  return packr.pack(message);
+}
+
+function bad(what: string, why: string): never {
+  throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', what, why);
+}
+
+type Obj = Record<string, unknown>;
+
+function obj(v: unknown, what: string): Obj {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || ArrayBuffer.isView(v)) bad(what, 'not a map');
+  return v as Obj;
+}
+function int(m: Obj, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = m[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(String(m.type), `${key} is not an integer in [${min}, ${max}]: ${String(v)}`);
+  return v;
+}
+function intOrNull(m: Obj, key: string): number | null {
+  return m[key] === null || m[key] === undefined ? null : int(m, key);
+}
+function str(m: Obj, key: string, max = 256): string {
+  const v = m[key];
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) bad(String(m.type), `${key} is not a string`);
+  return v;
+}
+function bytes(m: Obj, key: string): Uint8Array {
+  const v = m[key];
+  if (!(v instanceof Uint8Array)) bad(String(m.type), `${key} is not binary`);
+  return v;
+}
+function wire(v: unknown, what: string): WireArray {
+  const w = obj(v, what);
+  if (!isDType(w.dtype)) bad(what, `unknown dtype ${String(w.dtype)}`);
+  if (!(w.data instanceof Uint8Array)) bad(what, 'data is not binary');
+  return { dtype: w.dtype, data: w.data };
+}
+function pair(m: Obj, key: string, min: number): [number, number] {
+  const v = m[key];
+  if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => Number.isInteger(x) && x >= min && x <= 1 << 20)) bad(String(m.type), `${key} is not a pair of integers`);
+  return [v[0] as number, v[1] as number];
+}
+function params(m: Obj, key: string): Record<string, unknown> {
+  return obj(m[key] ?? {}, `${String(m.type)}.${key}`);
+}
+
+function envelope(raw: Uint8Array): Obj {
+  let m: unknown;
+  try {
+    m = unpackr.unpack(raw);
+  } catch (err) {
+    bad('live', `not msgpack: ${(err as Error).message}`);
+  }
+  const r = obj(m, 'live');
+  if (typeof r.version !== 'number') bad('live', 'no version field');
+  if (r.version !== LIVE_PROTOCOL_VERSION) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', String(r.version), LIVE_PROTOCOL_VERSION);
+  if (typeof r.type !== 'string') bad('live', 'no type field');
+  return r;
+}
+
+const SECTOR_MAX = 63;
+
+/** Decode and validate a message a receiver sent on the control channel. */
+export function decodeReceiverMessage(raw: Uint8Array): ReceiverToMerger {
+  const m = envelope(raw);
+  const version = LIVE_PROTOCOL_VERSION;
+  switch (m.type) {
+    case 'heartbeat': {
+      if (m.role !== 'receiver') bad('heartbeat', `unknown role ${String(m.role)}`);
+      const counters = obj(m.counters, 'heartbeat.counters');
+      const clean: Record<string, number> = {};
+      for (const [k, v] of Object.entries(counters).slice(0, 256)) if (typeof v === 'number' && Number.isFinite(v)) clean[k] = v;
+      return {
+        version,
+        type: 'heartbeat',
+        role: 'receiver',
+        sector: int(m, 'sector', 0, SECTOR_MAX),
+        pid: int(m, 'pid'),
+        phase: str(m, 'phase', 64),
+        acquisition: m.acquisition === null || m.acquisition === undefined ? null : str(m, 'acquisition'),
+        lastIndex: intOrNull(m, 'lastIndex'),
+        shutterRound: intOrNull(m, 'shutterRound'),
+        positions: intOrNull(m, 'positions'),
+        counters: clean,
+        sentAt: int(m, 'sentAt'),
+      };
+    }
+    case 'ready':
+      return { version, type: 'ready', acquisition: str(m, 'acquisition'), sector: int(m, 'sector', 0, SECTOR_MAX) };
+    case 'failure':
+      return { version, type: 'failure', acquisition: str(m, 'acquisition'), sector: int(m, 'sector', 0, SECTOR_MAX), code: str(m, 'code'), message: str(m, 'message', 4096) };
+    default:
+      bad('live', `unknown receiver message type ${String(m.type)}`);
+  }
+}
+
+/** Decode and validate a message the merger sent on the control channel. */
+export function decodeMergerMessage(raw: Uint8Array): MergerToReceiver {
+  const m = envelope(raw);
+  const version = LIVE_PROTOCOL_VERSION;
+  switch (m.type) {
+    case 'acquire': {
+      const scanShape = pair(m, 'scanShape', 1);
+      const roi = m.roi === null || m.roi === undefined ? null : bytes(m, 'roi');
+      if (roi !== null && roi.length !== scanShape[0] * scanShape[1]) bad('acquire', `roi has ${roi.length} entries for a ${scanShape[0]} x ${scanShape[1]} scan`);
+      if (!Array.isArray(m.udfs) || m.udfs.length > 64) bad('acquire', 'udfs is not a list');
+      const udfs = m.udfs.map((u, i) => {
+        const o = obj(u, `acquire.udfs[${i}]`);
+        return { id: str(o, 'id'), name: str(o, 'name'), params: params(o, 'params') };
+      });
+      if (m.mode !== 'single' && m.mode !== 'continuous') bad('acquire', `mode ${String(m.mode)}`);
+      let start: AcquireMessage['start'] = null;
+      if (m.start !== null && m.start !== undefined) {
+        const s = obj(m.start, 'acquire.start');
+        start = { shutterRound: int(s, 'shutterRound'), startIndex: int(s, 'startIndex') };
+      }
+      return { version, type: 'acquire', acquisition: str(m, 'acquisition'), scanShape, roi, udfs, chunkSize: int(m, 'chunkSize', 1), mode: m.mode, start };
+    }
+    case 'params':
+      return { version, type: 'params', acquisition: str(m, 'acquisition'), udfId: str(m, 'udfId'), params: params(m, 'params'), fromFrame: int(m, 'fromFrame') };
+    case 'stop':
+    case 'abort':
+      return { version, type: m.type, acquisition: str(m, 'acquisition') };
+    default:
+      bad('live', `unknown merger message type ${String(m.type)}`);
+  }
+}
+
+/** Decode and validate a partial result (shapes are checked against the acquisition by the merger). */
+export function decodePartialMessage(raw: Uint8Array): PartialMessage {
+  const m = envelope(raw);
+  if (m.type !== 'partial') bad('live', `expected a partial result, got ${String(m.type)}`);
+  const navStart = int(m, 'navStart');
+  const navEnd = int(m, 'navEnd');
+  if (navEnd <= navStart) bad('partial', `empty frame range [${navStart}, ${navEnd})`);
+  const sigObj = obj(m.sig, 'partial.sig');
+  const sig = { origin: pair(sigObj, 'origin', 0), shape: pair(sigObj, 'shape', 1) };
+  if (!Array.isArray(m.udfs) || m.udfs.length > 64) bad('partial', 'udfs is not a list');
+  const udfs = m.udfs.map((u, i) => {
+    const o = obj(u, `partial.udfs[${i}]`);
+    const b = obj(o.buffers, `partial.udfs[${i}].buffers`);
+    const buffers: Record<string, WireArray> = {};
+    for (const [name, w] of Object.entries(b)) buffers[name] = wire(w, `partial.udfs[${i}].${name}`);
+    return { id: str(o, 'id'), paramsVersion: int(o, 'paramsVersion'), buffers };
+  });
+  const damageBytes = bytes(m, 'damage');
+  if (damageBytes.byteLength !== (navEnd - navStart) * 4) bad('partial', `damage has ${damageBytes.byteLength} bytes for ${navEnd - navStart} frames`);
+  const damage = fromWire({ dtype: 'uint32', data: damageBytes }, 'partial.damage') as Uint32Array;
+  return {
+    version: LIVE_PROTOCOL_VERSION,
+    type: 'partial',
+    acquisition: str(m, 'acquisition'),
+    sector: int(m, 'sector', 0, SECTOR_MAX),
+    epoch: int(m, 'epoch'),
+    chunk: int(m, 'chunk'),
+    navStart,
+    navEnd,
+    frames: int(m, 'frames', 0, navEnd - navStart),
+    sig,
+    udfs,
+    damage,
+    sentAt: int(m, 'sentAt'),
+  };
+}
+
+/** The buffers of a decoded partial as typed arrays (fresh, aligned copies). */
+export function partialArrays(p: PartialMessage): Array<Record<string, TypedArray>> {
+  return p.udfs.map((u) => Object.fromEntries(Object.entries(u.buffers).map(([name, w]) => [name, fromWire(w, `partial ${u.id}.${name}`)])));
+}
