@@ -8,6 +8,7 @@ import { loadConfig, type TesseraConfig } from '../config.js';
 import { TesseraError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { runSimulation, type SimulationOptions } from '../k2is/simulator/simulation.js';
+import { runReplay, type ReplayOptions } from '../k2is/simulator/replay.js';
 
 export interface RawSimulateOptions {
   config?: string;
@@ -38,6 +39,9 @@ export interface RawSimulateOptions {
   incompleteEnd?: boolean;
   truth?: string;
   renderWorker?: boolean;
+  replayBin?: string;
+  loop?: boolean;
+  frames?: string;
 }
 
 const U32_MAX = 0xffffffff;
@@ -87,9 +91,58 @@ function isMulticastAddress(host: string): boolean {
   return m !== null && Number(m[1]) >= 224 && Number(m[1]) <= 239;
 }
 
+/** `--frames A:B` (either end may be left out): complete frames A .. B-1 of a recording. */
+function parseFrameRange(text: string): { start: number; stop: number | null } {
+  const m = /^\s*(\d*)\s*:\s*(\d*)\s*$/.exec(text);
+  if (!m) badArg('--frames', `"${text}" is not A:B (complete frames A .. B-1; either may be left out)`);
+  const start = m[1] ? parseInteger('--frames', m[1], 0, Number.MAX_SAFE_INTEGER) : 0;
+  const stop = m[2] ? parseInteger('--frames', m[2], 1, Number.MAX_SAFE_INTEGER) : null;
+  if (stop !== null && stop <= start) badArg('--frames', `"${text}" is empty`);
+  return { start, stop };
+}
+
+/** Options that make a synthetic scan, meaningless when a recording is replayed. */
+const NOT_WITH_REPLAY: Array<[keyof RawSimulateOptions, string]> = [
+  ['scan', '--scan'],
+  ['continuous', '--continuous'],
+  ['framesBefore', '--frames-before'],
+  ['framesAfter', '--frames-after'],
+  ['padAfter', '--pad-after'],
+  ['frameIdStart', '--frame-id-start'],
+  ['frameIdReset', '--frame-id-reset'],
+  ['blockCountStart', '--block-count-start'],
+  ['writeBin', '--write-bin'],
+  ['name', '--name'],
+  ['leadingGarbage', '--leading-garbage'],
+  ['incompleteEnd', '--incomplete-end'],
+  ['truth', '--truth'],
+  ['renderWorker', '--render-worker'],
+];
+
+/** `--replay-bin DIR`: command-line strings and the config into validated replay options. */
+export function resolveReplayOptions(raw: RawSimulateOptions, config: TesseraConfig): ReplayOptions {
+  if (raw.replayBin === undefined) badArg('--replay-bin', 'missing');
+  for (const [key, flag] of NOT_WITH_REPLAY) if (raw[key] !== undefined) badArg(flag, 'does not apply with --replay-bin (the recording is the stream)');
+  // the UDP, pacing, sector and fault options are the simulation's
+  const sim = resolveSimulateOptions({ ...raw, replayBin: undefined, loop: undefined, frames: undefined }, config);
+  if (!sim.udp) throw new TesseraError('TESSERA_ERR_INTERNAL', 'replay without a UDP destination');
+  return {
+    path: raw.replayBin,
+    sectors: sim.sectors,
+    fps: sim.fps,
+    loop: raw.loop ?? false,
+    frames: raw.frames !== undefined ? parseFrameRange(raw.frames) : null,
+    maxFrames: sim.maxFrames ?? null,
+    faults: { ...sim.faults, seed: sim.scene.seed },
+    faultLogPath: sim.faultLogPath ?? null,
+    udp: sim.udp,
+  };
+}
+
 /** Turn command-line strings and the config into validated simulation options. */
 export function resolveSimulateOptions(raw: RawSimulateOptions, config: TesseraConfig): SimulationOptions {
   const sim = config.simulator;
+  if (raw.loop || raw.frames !== undefined) badArg(raw.loop ? '--loop' : '--frames', 'only applies with --replay-bin');
   const scanShape = raw.scan !== undefined ? parseScan(raw.scan) : (sim.scan as [number, number]);
   const seed = raw.seed !== undefined ? parseInteger('--seed', raw.seed, -0x80000000, U32_MAX) : sim.seed;
   const fps = raw.fps !== undefined ? parseNumber('--fps', raw.fps, 0, 1e6) : sim.fps;
@@ -204,6 +257,9 @@ export function registerSimulateCommand(program: Command): void {
     .option('--leading-garbage', 'with --write-bin: each sector file starts with a different number of blocks of an earlier, incomplete frame')
     .option('--incomplete-end', 'with --write-bin: each sector file ends with an incomplete frame and a truncated block')
     .option('--render-worker', 'render in a worker thread, overlapping with sending: up to about 115 000 instead of 75 000 datagrams/s with --fps 0 when a core is free, but slower when receivers share the cores (default: render in the sending thread)')
+    .option('--replay-bin <dir>', 'stream a recording (a camera\'s 8 sector .bin files, or --write-bin output; DIR, its .gtg or one .bin) instead of a synthetic scan: every whole block one datagram, exactly as recorded, frame k of all sectors together at --fps (0 = as fast as possible); faults, --udp, --multicast, --sectors and --max-frames apply')
+    .option('--loop', 'with --replay-bin: repeat the recording until stopped (or --max-frames), block_count and frame_id continuing across passes as a real camera\'s do, so receivers see a new acquisition each pass')
+    .option('--frames <A:B>', 'with --replay-bin: only complete frames A .. B-1 (numbered from the first frame complete in all sectors; the lead-in and tail blocks are then left out)')
     .option('--truth <file.npy>', 'write the ground-truth frames of the scan positions, uint16 (N, 1860, 2048), NumPy .npy')
     .addHelpText(
       'after',
@@ -216,11 +272,17 @@ then --frames-after + --pad-after parked-beam frames, flag on.
 Examples:
   tessera simulate --scan 16x16 --fps 400
   tessera simulate --udp 127.0.0.1:3001 --fps 0 --drop 0.1 --reorder 16 --fault-log faults.jsonl
-  tessera simulate --scan 8x8 --write-bin ./rec --name Capture1 --pad-after 400 --truth ./rec/truth.npy`,
+  tessera simulate --scan 8x8 --write-bin ./rec --name Capture1 --pad-after 400 --truth ./rec/truth.npy
+  tessera simulate --replay-bin ./rec --fps 400 --loop
+
+Replay (--replay-bin): files are read as recorded: blocks of earlier, incomplete frames at the
+start and an incomplete frame at the end are sent too (frames are grouped from the first frame
+complete in all sectors); a truncated block at the end of a file is counted and skipped.`,
     )
     .action(async (raw: RawSimulateOptions) => {
       const config = loadConfig(raw.config);
-      const options = resolveSimulateOptions(raw, config);
+      const replay = raw.replayBin !== undefined ? resolveReplayOptions(raw, config) : null;
+      const options = replay ? null : resolveSimulateOptions(raw, config);
       const log = createLogger('simulate');
       const ac = new AbortController();
       const stop = () => {
@@ -230,7 +292,8 @@ Examples:
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       try {
-        await runSimulation({ ...options, signal: ac.signal }, log);
+        if (replay) await runReplay({ ...replay, signal: ac.signal }, log);
+        else await runSimulation({ ...options!, signal: ac.signal }, log);
       } finally {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);

@@ -2,7 +2,8 @@
  * The K2 IS simulator: a synthetic 4D-STEM scan with known ground truth (scene.ts), the exact
  * camera stream of it per sector (stream.ts), seeded network faults with a log of every lost
  * or duplicated block (faults.ts), and the outputs `tessera simulate` drives (simulation.ts:
- * UDP, camera recording files, ground-truth .npy).
+ * UDP, camera recording files, ground-truth .npy), and the replay of a recording as the camera's
+ * stream (replay.ts, replay-plan.ts).
  *
  *   const scan = new SimulatedScan({ scanShape: [16, 16], seed: 1 });
  *   const stream = new K2ISStream(scan, { framesBeforeScan: 3, framesAfterScan: 2 });
@@ -17,3 +18,5 @@ export { BlockRenderer, type Disk, type FramePlan } from './render.js';
 export { runSimulation, writeTruth, type SimulationOptions, type SimulationSummary } from './simulation.js';
 export { BinRecordingWriter, binLayout, gtgFileName, sectorFileName, type BinLayout } from './bin-writer.js';
 export { UdpSectorSender } from './udp-sender.js';
+export { runReplay, type ReplayOptions, type ReplaySummary } from './replay.js';
+export { RecordedStreamPlan, shiftBlockCounters, type ReplayRange, type SectorBlockRange } from './replay-plan.js';
