@@ -9,6 +9,8 @@ import { registerConfigCommand } from './commands/config.js';
 import { registerSimulateCommand } from './commands/simulate.js';
 import { registerReceiverCommand } from './commands/receiver.js';
 import { registerStartCommand } from './commands/start.js';
+import { registerMergerCommand } from './commands/merger.js';
+import { registerOfflineCommand } from './commands/offline.js';
 
 export function buildProgram(): Command {
   const program = new Command('tessera')
@@ -20,6 +22,8 @@ export function buildProgram(): Command {
   registerSimulateCommand(program);
   registerReceiverCommand(program);
   registerStartCommand(program);
+  registerMergerCommand(program);
+  registerOfflineCommand(program);
   return program;
 }
 
