@@ -2,9 +2,13 @@
  * `SectorReceiver`: one sector's ingest path, wired end to end:
  *
  *   UDP datagram ─▶ SectorFrameAssembler ─▶ ShutterSync ─▶ SectorTiler ─▶ sinks (SectorTile)
- *   (udp-source)    (validate, place,        (acquisition   (decode into    (frame dump; the
- *                    damage, give up)         start/end,     ~1 MB tiles)    UDF engine later)
+ *   (udp-source)    (validate, place,        (acquisition   (decode into    (frame dump;
+ *                    damage, give up)         start/end,     ~1 MB tiles)    PartialRunner)
  *                                             election)
+ *
+ * With `merger: true` a MergerLink (merger-link.ts) connects to the merger's control and results
+ * sockets: heartbeats, and the live acquisitions it arms run in a PartialRunner
+ * (partial-runner.ts), one more tile sink, whose partial results go back over the link.
  *
  * Memory: one Uint12Decoder arena holds every packed frame slot and the tile buffers,
  * allocated up front; a datagram's payload is copied once, into its slot, and decoded from
@@ -17,10 +21,13 @@ import { Uint12Decoder } from '../src/k2is/decode12.js';
 import type { TesseraConfig } from '../src/config.js';
 import { TesseraError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
+import type { MergerToReceiver } from '../src/protocol/live.js';
 import { ElectionClient } from '../src/protocol/election.js';
 import { FrameDumpSink } from './frame-dump.js';
 import { FrameSlotPool } from './frame-slots.js';
 import { SectorFrameAssembler } from './sector-frame-assembler.js';
+import { MergerLink } from './merger-link.js';
+import { PartialRunner } from './partial-runner.js';
 import { LocalElector, ShutterSync, type FirstFrameElector } from './shutter-sync.js';
 import { ReceiverCounters, StatsReporter } from './stats.js';
 import { SectorTiler } from './tiler.js';
@@ -42,6 +49,10 @@ export interface SectorReceiverOptions {
   electionBufferFrames?: number;
   /** open the UDP socket (default true; false: feed datagrams with `push`, e.g. benchmarks) */
   udp?: boolean;
+  /** connect to the merger (config merger.control / merger.results) and run its live acquisitions (default false) */
+  merger?: boolean;
+  /** PartialRunner: how long a stopped acquisition's chunk in flight may take (default 2000 ms) */
+  stopGraceMs?: number;
   log?: Logger;
 }
 
@@ -55,6 +66,9 @@ export class SectorReceiver {
   readonly tiler: SectorTiler;
   readonly sinks: TileSink[];
   readonly acquisitions: AcquisitionSummary[] = [];
+  /** runs the merger's live acquisitions (with `merger: true`) */
+  readonly runner: PartialRunner | null = null;
+  private link: MergerLink | null = null;
   private source: SectorUdpSource | null = null;
   private election: ElectionClient | null = null;
   private reporter: StatsReporter | null = null;
@@ -77,6 +91,18 @@ export class SectorReceiver {
     this.pool = new FrameSlotPool(this.decoder, slots);
     this.sinks = [...(o.sinks ?? [])];
     if (o.dumpPath) this.sinks.unshift(new FrameDumpSink(o.dumpPath));
+    if (o.merger) {
+      this.runner = new PartialRunner({
+        sector,
+        sectors: config.detector.sectors,
+        send: (p) => this.link?.sendPartial(p),
+        configureScan: (next, current) => this.sync.configure(next, current),
+        onFailure: (acquisition, err) => this.link?.failure(acquisition, err.code, err.message),
+        stopGraceMs: o.stopGraceMs,
+        log: o.log,
+      });
+      this.sinks.push(this.runner);
+    }
     this.tiler = new SectorTiler({ sector, shape: r.tile, decoder: this.decoder, pool: this.pool, sinks: this.sinks, counters: this.counters, log: o.log });
 
     let elector: FirstFrameElector;
@@ -137,6 +163,16 @@ export class SectorReceiver {
       for (const s of rx.sinks) await s.close?.();
       throw err;
     }
+    if (o.merger) {
+      rx.link = new MergerLink({
+        sector: o.sector,
+        control: config.merger.control,
+        results: config.merger.results,
+        heartbeat: () => rx.heartbeatState(),
+        onMessage: (m) => rx.onMergerMessage(m),
+        log: o.log,
+      });
+    }
     const tickMs = Math.max(5, Math.min(50, config.receiver.frameTimeoutMs / 4));
     rx.ticker = setInterval(() => rx.assembler.tick(performance.now()), tickMs);
     if (o.log) {
@@ -145,6 +181,8 @@ export class SectorReceiver {
         phase: rx.sync.phase,
         acquisition: rx.sync.acquisition?.acquisition ?? null,
         freeSlots: rx.pool.available,
+        ...(rx.runner ? { live: rx.runner.acquisition, liveState: rx.runner.state, ...rx.runner.stats } : {}),
+        ...(rx.link ? { merger: rx.link.counters() } : {}),
       }));
       rx.reporter.start();
     }
@@ -178,8 +216,59 @@ export class SectorReceiver {
       }
     }
     await this.election?.close();
+    await this.link?.close();
     this.reporter?.stop();
     this.reporter?.logLine('receiver stopped: final counters');
+  }
+
+  /** Counters flat (number values only), as heartbeats carry them. */
+  flatCounters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of Object.entries(this.counters.snapshot())) {
+      if (typeof v === 'number') out[k] = v;
+      else for (const [r, n] of Object.entries(v)) out[`rejected.${r}`] = n as number;
+    }
+    out.freeSlots = this.pool.available;
+    if (this.runner) for (const [k, v] of Object.entries(this.runner.stats)) out[`live.${k}`] = Math.round(v);
+    if (this.link) for (const [k, v] of Object.entries(this.link.counters())) out[`merger.${k}`] = v;
+    return out;
+  }
+
+  private heartbeatState() {
+    const a = this.sync.acquisition;
+    return {
+      phase: this.sync.phase,
+      acquisition: this.runner?.acquisition ?? null,
+      lastIndex: a ? (this.runner?.lastIndex ?? null) : null,
+      shutterRound: a?.round ?? null,
+      positions: a ? a.scanPositions : this.sync.scanConfig.scanPositions,
+      counters: this.flatCounters(),
+    };
+  }
+
+  private onMergerMessage(m: MergerToReceiver): void {
+    const runner = this.runner!;
+    const link = this.link!;
+    const reply = (acquisition: string, fn: () => void, ok?: () => void) => {
+      try {
+        fn();
+        ok?.();
+      } catch (err) {
+        const e = err instanceof TesseraError ? err : new TesseraError('TESSERA_ERR_INTERNAL', (err as Error).message);
+        this.log?.warn({ acquisition, type: m.type, code: e.code, err: e.message }, 'live acquisition refused');
+        link.failure(acquisition, e.code, e.message);
+      }
+    };
+    switch (m.type) {
+      case 'acquire':
+        return reply(m.acquisition, () => runner.arm(m), () => link.ready(m.acquisition));
+      case 'params':
+        return reply(m.acquisition, () => runner.params(m));
+      case 'stop':
+        return runner.stop(m.acquisition);
+      case 'abort':
+        return runner.abort(m.acquisition);
+    }
   }
 
   private eachSink<K extends 'onAcquisitionStart' | 'onAcquisitionEnd'>(method: K, a: K extends 'onAcquisitionStart' ? AcquisitionInfo : AcquisitionSummary): void {
@@ -213,7 +302,15 @@ export async function runReceiverProcess(o: ReceiverProcessOptions): Promise<voi
   process.on('unhandledRejection', fatal);
   const rx = await SectorReceiver.start(o);
   log.info(
-    { sector: o.sector, election: o.election ? o.config.election.endpoint : 'off', scan: o.scan, continuous: o.continuous ?? false, tile: o.config.receiver.tile, dump: o.dumpPath ?? undefined },
+    {
+      sector: o.sector,
+      election: o.election ? o.config.election.endpoint : 'off',
+      merger: o.merger ? { control: o.config.merger.control, results: o.config.merger.results } : 'off',
+      scan: o.scan,
+      continuous: o.continuous ?? false,
+      tile: o.config.receiver.tile,
+      dump: o.dumpPath ?? undefined,
+    },
     'receiver started',
   );
   await new Promise<void>((resolve) => {

@@ -37,10 +37,19 @@ export interface FirstFrameElector {
 
 /** `--no-election`: a single sector decides on its own first flag. */
 export class LocalElector implements FirstFrameElector {
+  /** counts decisions, so that shutter rounds stay distinct as with the coordinator */
+  private rounds = 0;
   propose(p: { frameKey: number; sawEdge: boolean }): Promise<ElectionAnswer> {
     if (!p.sawEdge) return Promise.resolve({ kind: 'none' });
-    return Promise.resolve({ kind: 'decision', firstActiveKey: p.frameKey, round: 0, decidedBy: 'all', missing: [], late: false });
+    return Promise.resolve({ kind: 'decision', firstActiveKey: p.frameKey, round: ++this.rounds, decidedBy: 'all', missing: [], late: false });
   }
+}
+
+/** What a detector acquisition is cut into: scan positions per repetition, and whether it repeats. */
+export interface ScanConfig {
+  /** scan positions per scan (H x W), or null for a time series */
+  scanPositions: number | null;
+  continuous: boolean;
 }
 
 /** A frame with its place in the acquisition. */
@@ -99,8 +108,11 @@ export class ShutterSync {
   private readonly counters: ReceiverCounters;
   private readonly historyFrames: number;
   private readonly maxGap: number;
+  /** applies from the next acquisition on (configure) */
+  private scan: ScanConfig;
 
   constructor(private readonly o: ShutterSyncOptions) {
+    this.scan = { scanPositions: o.scanPositions, continuous: o.continuous };
     this.counters = o.counters ?? new ReceiverCounters();
     this.historyFrames = o.historyFrames ?? 4;
     this.maxGap = o.maxGapFrames ?? 64;
@@ -112,6 +124,25 @@ export class ShutterSync {
 
   get acquisition(): AcquisitionInfo | null {
     return this.acq;
+  }
+
+  /** The scan configuration the next acquisition will start with. */
+  get scanConfig(): ScanConfig {
+    return { ...this.scan };
+  }
+
+  /**
+   * Change the scan shape (and repetition) from the next acquisition on; with `current`, also
+   * for the acquisition in progress. Frame indices do not depend on it (frames since scan
+   * position 0), only scanIndex / epoch and where a single scan ends; so a merger acquisition
+   * can start at an epoch boundary of a continuous detector acquisition already under way.
+   */
+  configure(next: ScanConfig, current?: ScanConfig): void {
+    this.scan = { ...next };
+    if (current && this.acq && this.state === 'acquiring') {
+      this.acq = { ...this.acq, scanPositions: current.scanPositions, continuous: current.continuous };
+      this.o.log?.info({ acquisition: this.acq.acquisition, ...current }, 'shutter sync: acquisition in progress reconfigured');
+    }
   }
 
   /** Take the next assembled frame (in sequence order). Owns its slot from here on. */
@@ -207,8 +238,10 @@ export class ShutterSync {
     let firstActiveKey: number;
     let decidedBy: AcquisitionInfo['decidedBy'];
     let missing: number[] = [];
+    let round: number | null = null;
     if (answer.kind === 'decision') {
       firstActiveKey = answer.firstActiveKey;
+      round = answer.round;
       decidedBy = this.o.local ? 'local' : answer.decidedBy;
       missing = answer.missing;
     } else if (answer.kind === 'no_answer' && this.voteSawEdge) {
@@ -232,8 +265,9 @@ export class ShutterSync {
       acquisition: ++this.acquisitions,
       sector: this.o.sector,
       firstActiveKey,
-      scanPositions: this.o.scanPositions,
-      continuous: this.o.continuous,
+      round,
+      scanPositions: this.scan.scanPositions,
+      continuous: this.scan.continuous,
       joinedAt,
       decidedBy,
       missingSectors: missing,

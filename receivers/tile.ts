@@ -51,6 +51,9 @@ export interface AcquisitionInfo {
   sector: number;
   /** key of the first shutter-active frame (elected); scan position 0 is the frame before */
   firstActiveKey: number;
+  /** election round that decided it (the same in every sector; with --no-election a local
+   *  count), or null when this sector started on its own after no answer */
+  round: number | null;
   /** scan positions, or null for a time series (runs until the flag goes off) */
   scanPositions: number | null;
   continuous: boolean;

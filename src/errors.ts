@@ -45,9 +45,15 @@ export const ERRORS = {
   TESSERA_ERR_BAD_MESSAGE: { message: 'malformed message (%s): %s' },
   TESSERA_ERR_PROTOCOL_VERSION: { message: 'unsupported protocol version %s (expected %s)' },
   TESSERA_ERR_ELECTION: { message: 'first-frame election failed: %s' },
+  TESSERA_ERR_BIND: { message: 'cannot bind %s: %s' },
+  /** a receiver cannot run a live acquisition's UDF on its sector slice */
+  TESSERA_ERR_UDF_NOT_TILED: { message: 'UDF %s has no processTile: it cannot run on a sector slice (it needs whole frames)', statusCode: 400 },
+  /** a receiver cannot start a live acquisition where the merger asked */
+  TESSERA_ERR_LIVE_START: { message: 'cannot start acquisition %s on this receiver: %s' },
 
   // acquisition control (merger HTTP API)
   TESSERA_ERR_ACQUISITION_STATE: { message: 'cannot %s: acquisition is %s', statusCode: 409 },
+  TESSERA_ERR_NEEDS_WHOLE_FRAMES: { message: 'UDF %s needs whole frames (no processTile): that needs the shuffle service, which the live pipeline does not have yet', statusCode: 400 },
   TESSERA_ERR_NOT_FOUND: { message: '%s not found', statusCode: 404 },
   TESSERA_ERR_UNAUTHORIZED: { message: 'this action needs a valid token', statusCode: 401 },
   TESSERA_ERR_PAYLOAD_TOO_LARGE: { message: 'request body larger than %s bytes', statusCode: 413 },

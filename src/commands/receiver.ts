@@ -1,4 +1,9 @@
-/** `tessera receiver --sector N`: the per-sector receiver process (receivers/receiver.ts). */
+/**
+ * `tessera receiver --sector N`: the per-sector receiver process (receivers/receiver.ts). It
+ * always connects to the merger (config merger.control / merger.results), which may come and
+ * go: heartbeats, and the live acquisitions it arms. --scan / --continuous set how detector
+ * acquisitions are cut until the merger configures them.
+ */
 import type { Command } from 'commander';
 import { loadConfig } from '../config.js';
 import { TesseraError } from '../errors.js';
@@ -32,7 +37,7 @@ export function parseSector(text: string, sectors: number): number {
 export function registerReceiverCommand(program: Command): void {
   program
     .command('receiver')
-    .description('receive one sector\'s UDP stream (port detector.udp.basePort + sector): validate, assemble, find the acquisition start, decode into tiles')
+    .description('receive one sector\'s UDP stream (port detector.udp.basePort + sector): validate, assemble, find the acquisition start, decode into tiles, run the merger\'s live UDFs (config merger.control / merger.results)')
     .requiredOption('--sector <n>', 'sector index 0..7')
     .option('-c, --config <file>', 'config file overlaid on config/default.json')
     .option('--no-election', 'decide the acquisition start on this sector\'s own first shutter-active frame (single-sector use)')
@@ -52,6 +57,7 @@ export function registerReceiverCommand(program: Command): void {
         scan,
         continuous: raw.continuous ?? false,
         dumpPath: raw.dumpFrames ?? null,
+        merger: true,
         log,
       });
     });

@@ -1,0 +1,488 @@
+/**
+ * `PartialRunner`: the tile sink that runs a live (merger) acquisition's UDFs on this
+ * sector's 1860 x 256 slice and hands on one partial result per chunk of frames
+ * (src/protocol/live.ts, PartialMessage).
+ *
+ * Frames are addressed by `index`, frames since scan position 0 of the detector acquisition
+ * (ShutterSync). A merger acquisition starts at frame `startIndex` of one detector acquisition:
+ *   acquire.start null                  -> index 0 of the next detector acquisition to start
+ *   acquire.start {shutterRound, index} -> that index of the detector acquisition decided in
+ *                                          that election round (possibly the one under way)
+ * and then  rel = index - startIndex,  epoch = floor(rel / N),  position = rel mod N,
+ * chunk k of an epoch = positions [k x chunkSize, min((k + 1) x chunkSize, N)). These come from
+ * the index alone, so they do not depend on how ShutterSync itself cuts the stream.
+ *
+ * Per chunk one PartitionTask (src/udf/partition-task.ts) over partition {positions of the chunk,
+ * this sector's columns}, fed the tiles as they come (zero-copy; a tile may span two chunks and
+ * is cut). Every position of a chunk is accounted for: a frame of which no block arrived
+ * reaches the runner as a zero-filled, fully damaged frame (SectorFrameAssembler emits it,
+ * ShutterSync bridges gaps); positions that still never come (a gap ShutterSync did not bridge,
+ * the detector acquisition ending, stop after its grace time) are fed as zero frames with
+ * damage 0xffffffff. So `damage` is exactly the sector frame's missing-block bitmap, and the
+ * buffers are the UDFs over the frames with missing blocks zero-filled. A chunk without a
+ * single frame of its own (all positions skipped over) is not sent (counted `chunksSkipped`).
+ *
+ * Parameters (params message): from the first chunk whose first frame (rel) is >= fromFrame,
+ * then paramsVersion of that UDF + 1 (0 = the acquire's params). A change that arrives after
+ * that chunk opened applies from the next chunk to open: paramsVersion tells which one ran.
+ *
+ * End: single mode after the last chunk of epoch 0 (`done`); continuous runs until stop
+ * (the chunk in flight completes, or is completed with missing frames after `stopGraceMs`),
+ * abort (the chunk in flight is dropped), a new acquire (replaces it), or the end of the
+ * detector acquisition it is bound to (`ended`; the chunk in flight is completed as missing).
+ */
+import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../src/k2is/constants.js';
+import { TesseraError } from '../src/errors.js';
+import type { Logger } from '../src/log.js';
+import { LIVE_PROTOCOL_VERSION, toWire, type AcquireMessage, type ParamsMessage, type PartialMessage, type WireArray } from '../src/protocol/live.js';
+import type { RunContext } from '../src/udf/meta.js';
+import { PartitionTask } from '../src/udf/partition-task.js';
+import type { PartitionSlice } from '../src/udf/partition.js';
+import { createUdf } from '../src/udf/registry.js';
+import { makeRunContext } from '../src/udf/runner.js';
+import { udfNameOf, type UDF, type UDFClass } from '../src/udf/udf.js';
+import type { ScanConfig } from './shutter-sync.js';
+import type { AcquisitionInfo, AcquisitionSummary, SectorTile, TileSink } from './tile.js';
+
+const FULL = 0xffffffff;
+const FRAME_PIXELS = SECTOR_HEIGHT * SECTOR_WIDTH;
+
+export type RunState = 'armed' | 'running' | 'stopping' | 'done' | 'stopped' | 'aborted' | 'ended' | 'failed';
+
+export interface PartialRunnerOptions {
+  sector: number;
+  /** the detector's sectors (config detector.sectors): the frame is sectors x 256 wide */
+  sectors: number;
+  send: (p: PartialMessage) => void;
+  /** how the ShutterSync cuts acquisitions: `next` from the next one on, `current` also the one under way */
+  configureScan?: (next: ScanConfig, current?: ScanConfig) => void;
+  /** an acquisition cannot go on (a UDF threw): tell the merger */
+  onFailure?: (acquisition: string, err: TesseraError) => void;
+  /** after stop, how long the chunk in flight may take to complete before it is completed as missing (default 2000 ms) */
+  stopGraceMs?: number;
+  log?: Logger;
+}
+
+export class PartialRunnerStats {
+  chunksSent = 0;
+  /** chunks without a frame of their own (skipped over by a gap) */
+  chunksSkipped = 0;
+  framesProcessed = 0;
+  /** positions fed as zero frames because no frame came for them */
+  framesFilled = 0;
+  /** frames behind the chunk in flight (should not happen) */
+  framesBehind = 0;
+  paramsApplied = 0;
+  /** time spent in UDF processing and partial building, ms */
+  busyMs = 0;
+}
+
+interface Chunk {
+  seq: number;
+  epoch: number;
+  chunk: number;
+  navStart: number;
+  navEnd: number;
+  task: PartitionTask;
+  damage: Uint32Array;
+  versions: number[];
+  /** positions [0, nextPos) were started (first band fed or filled) */
+  nextPos: number;
+  /** positions whose last band was fed (or filled) */
+  done: number;
+  /** at least one real frame (not a fill) */
+  real: boolean;
+}
+
+interface Run {
+  msg: AcquireMessage;
+  positions: number;
+  chunksPerEpoch: number;
+  udfs: UDF[];
+  versions: number[];
+  pending: ParamsMessage[];
+  context: RunContext;
+  state: RunState;
+  /** ShutterSync acquisition number it runs on, once bound */
+  shutterAcquisition: number | null;
+  startIndex: number;
+  open: Chunk[];
+  lastSeq: number;
+  stopTimer: NodeJS.Timeout | null;
+}
+
+export class PartialRunner implements TileSink {
+  readonly stats = new PartialRunnerStats();
+  private run: Run | null = null;
+  private detector: AcquisitionInfo | null = null;
+  private newest: number | null = null;
+  private zeros: Uint16Array | null = null;
+  private readonly sig: PartitionSlice['sig'];
+  private readonly sigShape: [number, number];
+
+  constructor(private readonly o: PartialRunnerOptions) {
+    this.sig = { origin: [0, SECTOR_WIDTH * o.sector], shape: [SECTOR_HEIGHT, SECTOR_WIDTH] };
+    this.sigShape = [SECTOR_HEIGHT, SECTOR_WIDTH * o.sectors];
+  }
+
+  /** The merger acquisition armed, running or stopping, or null. */
+  get acquisition(): string | null {
+    const r = this.run;
+    return r && (r.state === 'armed' || r.state === 'running' || r.state === 'stopping') ? r.msg.acquisition : null;
+  }
+
+  get state(): RunState | null {
+    return this.run?.state ?? null;
+  }
+
+  /** Index of the newest frame seen in the detector acquisition under way, or null. */
+  get lastIndex(): number | null {
+    return this.detector ? this.newest : null;
+  }
+
+  /**
+   * Arm an acquisition. Throws a TesseraError when it cannot run here (unknown UDF, bad params,
+   * a UDF without processTile, bad ROI, a start already passed). The same acquisition again is
+   * a no-op (the merger may repeat acquire until it sees ready).
+   */
+  arm(m: AcquireMessage): void {
+    const cur = this.run;
+    if (cur && cur.msg.acquisition === m.acquisition && (cur.state === 'armed' || cur.state === 'running' || cur.state === 'stopping')) return;
+    const positions = m.scanShape[0] * m.scanShape[1];
+    const ids = new Set<string>();
+    const udfs = m.udfs.map((u) => {
+      if (ids.has(u.id)) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'udfs', `UDF id "${u.id}" appears twice`);
+      ids.add(u.id);
+      return this.checkUdf(u.name, u.params);
+    });
+    const context = this.context(m, udfs);
+    this.trial(context, udfs, positions, m.chunkSize);
+
+    let bindNow = false;
+    if (m.start !== null) {
+      const d = this.detector;
+      if (d && d.round === m.start.shutterRound) {
+        if (this.newest !== null && this.newest >= m.start.startIndex) {
+          throw new TesseraError('TESSERA_ERR_LIVE_START', m.acquisition, `frame ${m.start.startIndex} of shutter round ${m.start.shutterRound} has passed (newest frame ${this.newest})`);
+        }
+        bindNow = true;
+      } else if (d && (d.round === null || d.round > m.start.shutterRound)) {
+        throw new TesseraError('TESSERA_ERR_LIVE_START', m.acquisition, `shutter round ${m.start.shutterRound} is not under way (current round ${String(d.round)})`);
+      }
+    }
+    if (cur) this.abandon(cur, `replaced by acquisition ${m.acquisition}`);
+    const run: Run = {
+      msg: m,
+      positions,
+      chunksPerEpoch: Math.ceil(positions / Math.min(m.chunkSize, positions)),
+      udfs,
+      versions: udfs.map(() => 0),
+      pending: [],
+      context,
+      state: 'armed',
+      shutterAcquisition: null,
+      startIndex: 0,
+      open: [],
+      lastSeq: -1,
+      stopTimer: null,
+    };
+    this.run = run;
+    // a single scan from the next edge ends with the scan; otherwise the detector acquisition
+    // must not end before the merger's does (the runner decides that from the index)
+    const repeat = m.start !== null || m.mode === 'continuous';
+    const scan: ScanConfig = { scanPositions: positions, continuous: repeat };
+    this.o.configureScan?.(scan, bindNow ? scan : undefined);
+    if (bindNow) this.bind(run, this.detector!, m.start!.startIndex);
+    this.o.log?.info({ acquisition: m.acquisition, scanShape: m.scanShape, chunkSize: m.chunkSize, mode: m.mode, start: m.start, udfs: m.udfs.map((u) => u.name), bound: bindNow }, 'live acquisition armed');
+  }
+
+  /** A parameter change; throws when it cannot apply (unknown acquisition or UDF, bad params). */
+  params(m: ParamsMessage): void {
+    const run = this.run;
+    if (!run || run.msg.acquisition !== m.acquisition || this.acquisition === null) {
+      throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', `change parameters of ${m.acquisition}`, run?.msg.acquisition === m.acquisition ? run.state : 'unknown here');
+    }
+    const k = run.msg.udfs.findIndex((u) => u.id === m.udfId);
+    if (k < 0) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'udfId', `"${m.udfId}" is not a UDF of acquisition ${m.acquisition}`);
+    const udf = this.checkUdf(run.msg.udfs[k]!.name, m.params);
+    const udfs = run.udfs.slice();
+    udfs[k] = udf;
+    this.trial(run.context, udfs, run.positions, run.msg.chunkSize);
+    run.pending.push(m);
+    this.o.log?.info({ acquisition: m.acquisition, udfId: m.udfId, fromFrame: m.fromFrame }, 'live parameter change queued');
+  }
+
+  /** Complete the chunk in flight, then stop. */
+  stop(acquisition: string): void {
+    const run = this.run;
+    if (!run || run.msg.acquisition !== acquisition) return;
+    if (run.state === 'armed') return this.setState(run, 'stopped');
+    if (run.state !== 'running') return;
+    run.state = 'stopping';
+    if (run.open.length === 0) return this.setState(run, 'stopped');
+    run.stopTimer = setTimeout(() => {
+      run.stopTimer = null;
+      if (this.run !== run || run.state !== 'stopping') return;
+      this.o.log?.warn({ acquisition, open: run.open.map((c) => [c.epoch, c.chunk]) }, 'stop: chunk in flight did not complete in time: completed with missing frames');
+      this.completeAll(run);
+      this.setState(run, 'stopped');
+    }, this.o.stopGraceMs ?? 2000);
+    run.stopTimer.unref?.();
+  }
+
+  /** Drop the chunk in flight and stop at once. */
+  abort(acquisition: string): void {
+    const run = this.run;
+    if (!run || run.msg.acquisition !== acquisition) return;
+    this.abandon(run, 'aborted');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // TileSink
+
+  onAcquisitionStart(a: AcquisitionInfo): void {
+    this.detector = a;
+    this.newest = null;
+    const run = this.run;
+    if (!run || run.state !== 'armed') return;
+    const start = run.msg.start;
+    if (start === null) this.bind(run, a, 0);
+    else if (a.round === start.shutterRound) this.bind(run, a, start.startIndex);
+  }
+
+  onAcquisitionEnd(a: AcquisitionSummary): void {
+    if (this.detector?.acquisition === a.acquisition) this.detector = null;
+    const run = this.run;
+    if (!run || run.shutterAcquisition !== a.acquisition) return;
+    if (run.state !== 'running' && run.state !== 'stopping') return;
+    this.completeAll(run);
+    if (this.isActive(run)) this.setState(run, run.state === 'stopping' ? 'stopped' : 'ended', { reason: a.reason });
+  }
+
+  onTile(tile: SectorTile): void {
+    const last = tile.frames[tile.depth - 1];
+    if (last && tile.acquisition === this.detector?.acquisition) this.newest = last.index;
+    const run = this.run;
+    if (!run || run.shutterAcquisition !== tile.acquisition || (run.state !== 'running' && run.state !== 'stopping')) return;
+    const t0 = performance.now();
+    try {
+      this.feed(run, tile);
+    } catch (err) {
+      this.fail(run, err);
+    }
+    this.stats.busyMs += performance.now() - t0;
+  }
+
+  close(): void {
+    const run = this.run;
+    if (run && this.isActive(run)) this.abandon(run, 'receiver stopping');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private checkUdf(name: string, params: Record<string, unknown>): UDF {
+    const udf = createUdf({ name, params });
+    let method: string;
+    try {
+      method = udf.getMethod();
+    } catch (err) {
+      throw err instanceof TesseraError ? err : new TesseraError('TESSERA_ERR_UDF_DECLARATION', name, (err as Error).message);
+    }
+    if (method !== 'tile') throw new TesseraError('TESSERA_ERR_UDF_NOT_TILED', udfNameOf(udf.constructor as UDFClass));
+    return udf;
+  }
+
+  private context(m: AcquireMessage, udfs: UDF[]): RunContext {
+    return makeRunContext({ navShape: m.scanShape, sigShape: this.sigShape, datasetDtype: 'uint16', sectors: this.o.sectors, udfs, roi: m.roi ?? undefined });
+  }
+
+  /** Build (and drop) the first chunk's task: buffer declarations, task data and masks get checked now. */
+  private trial(context: RunContext, udfs: UDF[], positions: number, chunkSize: number): void {
+    new PartitionTask({ udfs, context, partition: { navStart: 0, navEnd: Math.min(chunkSize, positions), sig: this.sig } }).finish();
+  }
+
+  private bind(run: Run, a: AcquisitionInfo, startIndex: number): void {
+    run.shutterAcquisition = a.acquisition;
+    run.startIndex = startIndex;
+    run.state = 'running';
+    this.o.log?.info({ acquisition: run.msg.acquisition, shutterAcquisition: a.acquisition, round: a.round, startIndex, joinedAt: a.joinedAt }, 'live acquisition running');
+  }
+
+  private feed(run: Run, tile: SectorTile): void {
+    const N = run.positions;
+    const size = Math.min(run.msg.chunkSize, N);
+    const n = tile.rows * SECTOR_WIDTH;
+    const row0 = tile.sigOrigin[0];
+    const firstBand = row0 === 0;
+    const lastBand = row0 + tile.rows === SECTOR_HEIGHT;
+    let f = 0;
+    while (f < tile.depth) {
+      const rel = tile.frames[f]!.index - run.startIndex;
+      if (rel < 0) {
+        f++;
+        continue;
+      }
+      const epoch = Math.floor(rel / N);
+      const pos = rel - epoch * N;
+      const k = Math.floor(pos / size);
+      const seq = epoch * run.chunksPerEpoch + k;
+      const chunkEnd = Math.min((k + 1) * size, N);
+      let len = 1;
+      while (f + len < tile.depth && pos + len < chunkEnd && tile.frames[f + len]!.index === tile.frames[f]!.index + len) len++;
+      if (run.msg.mode === 'single' && epoch > 0) return;
+      const c = this.chunkFor(run, seq, epoch, k, firstBand);
+      if (c === null) {
+        f += len;
+        continue;
+      }
+      const at = pos - c.navStart;
+      if (firstBand) {
+        if (at < c.nextPos) {
+          this.stats.framesBehind += len;
+          f += len;
+          continue;
+        }
+        if (at > c.nextPos) this.fill(c, at);
+        for (let j = 0; j < len; j++) c.damage[at + j] = tile.damage[f + j]!;
+        c.nextPos = at + len;
+        c.real = true;
+      }
+      c.task.processTile({ data: tile.data.subarray(f * n, (f + len) * n), navStart: pos, depth: len, sigOrigin: [row0, tile.sigOrigin[1]], sigShape: [tile.rows, SECTOR_WIDTH] });
+      if (lastBand) {
+        c.done += len;
+        this.stats.framesProcessed += len;
+        if (c.done === c.navEnd - c.navStart) this.finishChunk(run, c);
+        if (!this.isActive(run)) return;
+      }
+      f += len;
+    }
+  }
+
+  /** The open chunk `seq`, opening it if need be; null when frames of it are not wanted. */
+  private chunkFor(run: Run, seq: number, epoch: number, k: number, firstBand: boolean): Chunk | null {
+    const open = run.open.find((c) => c.seq === seq);
+    if (open) return open;
+    if (!firstBand) return null; // its first band was not wanted either
+    // frames of a later chunk: positions the older chunks never got will not come any more
+    for (const c of run.open.slice()) {
+      if (c.seq > seq) continue;
+      this.fill(c, c.navEnd - c.navStart);
+      if (c.done === c.navEnd - c.navStart) this.finishChunk(run, c);
+    }
+    if (!this.isActive(run) || run.state === 'stopping') return null;
+    if (seq <= run.lastSeq) {
+      this.stats.framesBehind++;
+      return null;
+    }
+    if (seq > run.lastSeq + 1) {
+      this.stats.chunksSkipped += seq - run.lastSeq - 1;
+      if (run.lastSeq >= 0) this.o.log?.warn({ acquisition: run.msg.acquisition, from: run.lastSeq + 1, to: seq - 1 }, 'chunks without frames skipped');
+    }
+    run.lastSeq = seq;
+    const size = Math.min(run.msg.chunkSize, run.positions);
+    const navStart = k * size;
+    const navEnd = Math.min(navStart + size, run.positions);
+    this.applyParams(run, epoch * run.positions + navStart);
+    const task = new PartitionTask({ udfs: run.udfs, context: run.context, partition: { navStart, navEnd, sig: this.sig }, tiling: { depth: 1, rows: SECTOR_HEIGHT } });
+    const c: Chunk = { seq, epoch, chunk: k, navStart, navEnd, task, damage: new Uint32Array(navEnd - navStart), versions: run.versions.slice(), nextPos: 0, done: 0, real: false };
+    run.open.push(c);
+    return c;
+  }
+
+  private applyParams(run: Run, firstFrame: number): void {
+    if (run.pending.length === 0) return;
+    const keep: ParamsMessage[] = [];
+    for (const p of run.pending) {
+      if (p.fromFrame > firstFrame) {
+        keep.push(p);
+        continue;
+      }
+      const k = run.msg.udfs.findIndex((u) => u.id === p.udfId);
+      run.udfs[k] = createUdf({ name: run.msg.udfs[k]!.name, params: p.params });
+      run.versions[k]!++;
+      this.stats.paramsApplied++;
+      this.o.log?.info({ acquisition: run.msg.acquisition, udfId: p.udfId, fromFrame: p.fromFrame, chunkFirstFrame: firstFrame, paramsVersion: run.versions[k] }, 'live parameter change applied');
+    }
+    run.pending = keep;
+  }
+
+  /** Feed positions [c.nextPos, upTo) as zero frames, fully damaged. */
+  private fill(c: Chunk, upTo: number): void {
+    if (upTo <= c.nextPos) return;
+    this.zeros ??= new Uint16Array(FRAME_PIXELS);
+    for (let at = c.nextPos; at < upTo; at++) {
+      c.task.processTile({ data: this.zeros, navStart: c.navStart + at, depth: 1, sigOrigin: [0, this.sig.origin[1]], sigShape: [SECTOR_HEIGHT, SECTOR_WIDTH] });
+      c.damage[at] = FULL;
+    }
+    this.stats.framesFilled += upTo - c.nextPos;
+    c.done += upTo - c.nextPos;
+    c.nextPos = upTo;
+  }
+
+  private finishChunk(run: Run, c: Chunk): void {
+    run.open.splice(run.open.indexOf(c), 1);
+    if (!c.real) {
+      this.stats.chunksSkipped++;
+    } else {
+      const result = c.task.finish();
+      const partial: PartialMessage = {
+        version: LIVE_PROTOCOL_VERSION,
+        type: 'partial',
+        acquisition: run.msg.acquisition,
+        sector: this.o.sector,
+        epoch: c.epoch,
+        chunk: c.chunk,
+        navStart: c.navStart,
+        navEnd: c.navEnd,
+        frames: result.frames,
+        sig: result.sig,
+        udfs: result.udfs.map((buffers, i) => ({
+          id: run.msg.udfs[i]!.id,
+          paramsVersion: c.versions[i]!,
+          buffers: Object.fromEntries(Object.entries(buffers).map(([name, a]): [string, WireArray] => [name, toWire(a)])),
+        })),
+        damage: c.damage,
+        sentAt: Date.now(),
+      };
+      this.stats.chunksSent++;
+      this.o.send(partial);
+    }
+    if (run.msg.mode === 'single' && c.seq >= run.chunksPerEpoch - 1 && run.open.length === 0) this.setState(run, 'done');
+    else if (run.state === 'stopping' && run.open.length === 0) this.setState(run, 'stopped');
+  }
+
+  /** Complete every open chunk with missing frames for the positions that did not come. */
+  private completeAll(run: Run): void {
+    for (const c of run.open.slice()) {
+      this.fill(c, c.navEnd - c.navStart);
+      c.done = c.navEnd - c.navStart;
+      this.finishChunk(run, c);
+    }
+  }
+
+  private isActive(run: Run): boolean {
+    return this.run === run && (run.state === 'armed' || run.state === 'running' || run.state === 'stopping');
+  }
+
+  private abandon(run: Run, why: string): void {
+    run.open = [];
+    this.setState(run, 'aborted', { why });
+  }
+
+  private fail(run: Run, err: unknown): void {
+    const e = err instanceof TesseraError ? err : new TesseraError('TESSERA_ERR_INTERNAL', (err as Error)?.message ?? String(err));
+    this.o.log?.error({ err, acquisition: run.msg.acquisition }, 'live acquisition failed on this receiver');
+    run.open = [];
+    this.setState(run, 'failed');
+    this.o.onFailure?.(run.msg.acquisition, e);
+  }
+
+  private setState(run: Run, state: RunState, extra: Record<string, unknown> = {}): void {
+    if (run.stopTimer && state !== 'stopping') {
+      clearTimeout(run.stopTimer);
+      run.stopTimer = null;
+    }
+    run.state = state;
+    this.o.log?.info({ acquisition: run.msg.acquisition, state, chunksSent: this.stats.chunksSent, ...extra }, 'live acquisition state');
+  }
+}
