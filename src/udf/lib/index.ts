@@ -7,11 +7,14 @@ import { CrystallinityUDF } from './crystallinity.js';
 import { FEMUDF } from './fem.js';
 import { LogsumUDF } from './logsum.js';
 import { PickUDF } from './pick.js';
+import { FastCorrelationUDF } from './blobfinder/fast-correlation.js';
 import { StdDevUDF } from './stddev.js';
+import { StrainMapUDF } from './strain.js';
 import { SumSigUDF } from './sum-sig.js';
 import { SumUDF } from './sum.js';
 
 export { ApplyMasksUDF, CoMUDF, CrystallinityUDF, FEMUDF, LogsumUDF, PickUDF, StdDevUDF, SumSigUDF, SumUDF };
+export { FastCorrelationUDF, StrainMapUDF };
 
 export const STANDARD_UDFS: UDFClass[] = [
   SumUDF,
@@ -24,4 +27,6 @@ export const STANDARD_UDFS: UDFClass[] = [
   FEMUDF,
   CrystallinityUDF,
   AutoUDF,
+  FastCorrelationUDF,
+  StrainMapUDF,
 ];
