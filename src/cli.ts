@@ -9,6 +9,7 @@ import { registerConfigCommand } from './commands/config.js';
 import { registerSimulateCommand } from './commands/simulate.js';
 import { registerReceiverCommand } from './commands/receiver.js';
 import { registerStartCommand } from './commands/start.js';
+import { registerMergerCommand } from './commands/merger.js';
 import { registerOfflineCommand } from './commands/offline.js';
 
 export function buildProgram(): Command {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerSimulateCommand(program);
   registerReceiverCommand(program);
   registerStartCommand(program);
+  registerMergerCommand(program);
   registerOfflineCommand(program);
   return program;
 }

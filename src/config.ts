@@ -36,7 +36,17 @@ export interface TesseraConfig {
     statsIntervalMs: number;
   };
   election: { endpoint: string; timeoutMs: number };
-  merger: { control: string; results: string; http: { host: string; port: number } };
+  merger: {
+    control: string;
+    results: string;
+    http: { host: string; port: number };
+    /** after a chunk's first partial, wait this long for the other sectors before zero-filling them */
+    chunkTimeoutMs: number;
+    /** epochs of a continuous scan merged and served at the same time */
+    keepEpochs: number;
+    /** the merger hosts the first-frame election coordinator (at election.endpoint) */
+    hostElection: boolean;
+  };
   shuffle: { slices: string; frames: string };
   udf: { pluginDir: string | null };
   dataDir: string;
@@ -80,6 +90,9 @@ export const configSchema = obj({
     control: zmqEndpoint,
     results: zmqEndpoint,
     http: obj({ host: { type: 'string', minLength: 1 }, port }),
+    chunkTimeoutMs: positiveInt,
+    keepEpochs: positiveInt,
+    hostElection: { type: 'boolean' },
   }),
   shuffle: obj({ slices: zmqEndpoint, frames: zmqEndpoint }),
   udf: obj({ pluginDir: { type: ['string', 'null'] } }),

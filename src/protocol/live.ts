@@ -20,6 +20,32 @@
  * `scanIndex = index mod positions`. A merger acquisition starts at an epoch boundary
  * (`startIndex`): at the next shutter edge, or, when the shutter is already on (a continuous
  * scan under way), at the next repetition of the scan.
+ *
+ * What the merger (src/merger/*) relies on — receiver side, please keep to it:
+ *  - Acquisition-relative frames: `rel = index - startIndex` (startIndex = 0 when `start` is
+ *    null), `epoch = floor(rel / P)` with P = scanShape[0] x scanShape[1] of the acquire
+ *    message, position `rel mod P`; chunk k of an epoch is positions `chunkRange(k, …)`
+ *    below: [k x chunkSize, min((k + 1) x chunkSize, P)) — the last chunk of an epoch may be
+ *    shorter; chunks never straddle epochs.
+ *  - One partial per sector and chunk, also for a chunk with no ROI-selected frame (frames 0,
+ *    empty nav buffers) and for frames that were entirely lost (zero-filled, damage 0xffffffff):
+ *    the merger waits for every live sector's partial of a chunk (at most
+ *    `merger.chunkTimeoutMs`, then it zero-fills the sector and marks it missing).
+ *  - `sig` is the sector's slice: origin [0, 256 x sector], shape [1860, 256]; the buffers
+ *    are exactly the PartitionTask's `finish()` arrays (dtype as declared, no resultOnly ones),
+ *    in the acquire message's UDF order; `paramsVersion` is 0 for the acquire's params and the
+ *    n-th `params` message for that UDF gives n (per UDF, counted from 1).
+ *  - `damage` bit b of a position = block b of this sector's frame was zero-filled.
+ *  - Heartbeat `counters`: flat names from receivers/stats.ts ReceiverCounters: the merger reads
+ *    `received` (datagrams), `blocksZeroFilled` (lost), `duplicates`, `stragglers` (late),
+ *    `rejected` (total, or `rejected.<reason>` keys, summed), `framesDamaged`, `framesMissing`.
+ *  - While a merger acquisition is running, the heartbeat's `acquisition` is its id; when a
+ *    heartbeat names another (or null), the merger re-sends `acquire` (a restarted receiver
+ *    rejoins that way). `ready` after an acquire; `failure` fails the whole acquisition.
+ *  - `stop` carries `atFrame` (acquisition-relative, a chunk boundary): finish and send every
+ *    chunk before it, nothing from it on, then leave the acquisition. `abort`: drop at once.
+ *  - `params` apply from chunks whose first frame (acquisition-relative, counted over epochs:
+ *    epoch x P + navStart) is >= `fromFrame`.
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { TesseraError } from '../errors.js';
@@ -124,6 +150,21 @@ export interface StopMessage {
   version: number;
   type: 'stop' | 'abort';
   acquisition: string;
+  /**
+   * stop only: the first acquisition-relative frame not to process (a chunk boundary); chunks
+   * before it are finished and sent. null/absent: stop after the chunk in progress.
+   */
+  atFrame?: number | null;
+}
+
+/** Scan positions [navStart, navEnd) of chunk `chunk` of an epoch of `positions` positions. */
+export function chunkRange(chunk: number, chunkSize: number, positions: number): [number, number] {
+  return [chunk * chunkSize, Math.min((chunk + 1) * chunkSize, positions)];
+}
+
+/** Chunks per epoch. */
+export function chunksPerEpoch(chunkSize: number, positions: number): number {
+  return Math.ceil(positions / chunkSize);
 }
 
 export type MergerToReceiver = AcquireMessage | ParamsMessage | StopMessage;
@@ -295,8 +336,9 @@ export function decodeMergerMessage(raw: Uint8Array): MergerToReceiver {
     case 'params':
       return { version, type: 'params', acquisition: str(m, 'acquisition'), udfId: str(m, 'udfId'), params: params(m, 'params'), fromFrame: int(m, 'fromFrame') };
     case 'stop':
+      return { version, type: 'stop', acquisition: str(m, 'acquisition'), atFrame: intOrNull(m, 'atFrame') };
     case 'abort':
-      return { version, type: m.type, acquisition: str(m, 'acquisition') };
+      return { version, type: 'abort', acquisition: str(m, 'acquisition') };
     default:
       bad('live', `unknown merger message type ${String(m.type)}`);
   }

@@ -1,0 +1,539 @@
+/**
+ * `AcquisitionManager`: the merger core behind the HTTP API (AcquisitionController). It owns
+ * the acquisition (one at a time), tells the receivers what to run over the control channel,
+ * follows them through their heartbeats (SectorMonitor), merges their partial results
+ * (ChunkMerger) and feeds the live stores (LiveFeed).
+ *
+ * Start point: when the receivers report a detector acquisition under way (a continuous scan:
+ * heartbeats with shutterRound and lastIndex), the acquisition starts at the first scan
+ * repetition that begins safely after the newest frame in flight; otherwise at the next
+ * shutter edge. Parameter changes apply from the first chunk boundary safely after the frames
+ * in flight, and the reply says from which frame; a stop names its last frame the same way.
+ *
+ * UDFs that need whole frames (no processTile) would run behind the shuffle service, which
+ * does not exist yet: define refuses them with TESSERA_ERR_NEEDS_WHOLE_FRAMES. The design
+ * keeps room for them: their results would be merged per chunk beside the receivers' ones.
+ */
+import { TesseraError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { FRAME_HEIGHT, FRAME_WIDTH } from '../k2is/constants.js';
+import {
+  chunkRange,
+  HEARTBEAT_MS,
+  LIVE_PROTOCOL_VERSION,
+  type AcquireMessage,
+  type MergerToReceiver,
+  type PartialMessage,
+  type ReceiverToMerger,
+} from '../protocol/live.js';
+import type { AcquisitionState } from '../protocol/ws-messages.js';
+import { DatasetResults } from '../udf/dataset-results.js';
+import { getUdfClass, registeredUdfNames, createUdf } from '../udf/registry.js';
+import { makeRunContext } from '../udf/runner.js';
+import type { RunContext } from '../udf/meta.js';
+import { PartitionTask } from '../udf/partition-task.js';
+import type { UDF } from '../udf/udf.js';
+import {
+  roiSummary,
+  type AcquisitionDefinition,
+  type AcquisitionSummary,
+  type MergerStatus,
+  type UdfDescription,
+  type UdfParamsChange,
+} from './acquisition-schema.js';
+import { ChunkMerger, type EpochResults, type MergedChunk } from './chunk-merger.js';
+import type { AcquisitionController } from './http-api.js';
+import { LiveFeed } from './live-feed.js';
+import type { LiveStoreRegistry } from './live-store.js';
+import { SectorMonitor, type SectorView } from './sector-monitor.js';
+
+export interface AcquisitionManagerOptions {
+  registry: LiveStoreRegistry;
+  /** sends one control message to one sector's receiver; false if it is not connected */
+  send: (sector: number, message: MergerToReceiver) => Promise<boolean>;
+  sectors?: number;
+  sigShape?: [number, number];
+  chunkTimeoutMs?: number;
+  keepEpochs?: number;
+  /** frames this long at the observed frame rate are taken to be in flight (start, params, stop) */
+  inFlightMs?: number;
+  livenessMs?: number;
+  log?: Logger;
+}
+
+interface Acquisition {
+  id: string;
+  definition: AcquisitionDefinition;
+  state: AcquisitionState;
+  message: string | null;
+  context: RunContext;
+  merger: ChunkMerger;
+  feed: LiveFeed;
+  paramsVersions: number[];
+  start: AcquireMessage['start'];
+  ready: Set<number>;
+  /** per sector: when acquire was last sent */
+  acquireSent: Map<number, number>;
+  stopAt: number | null;
+  stopTimer: NodeJS.Timeout | null;
+  rate: { t: number; frames: number; fps: number };
+}
+
+const TERMINAL: AcquisitionState[] = ['done', 'aborted', 'failed'];
+
+export class AcquisitionManager implements AcquisitionController {
+  readonly monitor: SectorMonitor;
+  readonly sectors: number;
+  private readonly sigShape: [number, number];
+  private current: Acquisition | null = null;
+  private readonly acquisitions = new Map<string, Acquisition>();
+  private next = 1;
+  private lastSectorPush = 0;
+  private readonly prefix = Date.now().toString(36);
+  /** partials for an acquisition that is not the current one */
+  stalePartials = 0;
+
+  constructor(private readonly o: AcquisitionManagerOptions) {
+    this.sectors = o.sectors ?? 8;
+    this.sigShape = o.sigShape ?? [FRAME_HEIGHT, FRAME_WIDTH];
+    this.monitor = new SectorMonitor({
+      sectors: this.sectors,
+      livenessMs: o.livenessMs,
+      log: o.log,
+      onState: (v, previous) => this.onSectorState(v, previous),
+      onHeartbeat: (v) => this.onHeartbeat(v),
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // receivers
+
+  onControl(message: ReceiverToMerger): void {
+    switch (message.type) {
+      case 'heartbeat':
+        this.monitor.heartbeat(message);
+        return;
+      case 'ready': {
+        const a = this.acquisitions.get(message.acquisition);
+        if (a) {
+          a.ready.add(message.sector);
+          this.o.log?.info({ acquisition: a.id, sector: message.sector, ready: a.ready.size }, 'receiver ready');
+        }
+        return;
+      }
+      case 'failure': {
+        const a = this.acquisitions.get(message.acquisition);
+        if (!a || TERMINAL.includes(a.state)) return;
+        this.fail(a, `sector ${message.sector}: ${message.code}: ${message.message}`);
+      }
+    }
+  }
+
+  onPartial(message: PartialMessage): void {
+    const a = this.current;
+    if (!a || a.id !== message.acquisition || (a.state !== 'running' && a.state !== 'stopping')) {
+      this.stalePartials++;
+      return;
+    }
+    if (a.stopAt !== null && message.epoch * a.merger.positions + message.navStart >= a.stopAt) return;
+    a.merger.add(message);
+  }
+
+  private onSectorState(v: SectorView, previous: string): void {
+    const a = this.current;
+    if (v.state === 'missing' && a && (a.state === 'running' || a.state === 'stopping')) a.merger.recheck();
+    if (previous !== v.state) this.pushSectors(true);
+  }
+
+  private onHeartbeat(v: SectorView): void {
+    this.pushSectors(false);
+    const a = this.current;
+    const h = v.last!;
+    if (!a) return;
+    const t = Date.now();
+    if (a.state === 'running' && h.acquisition !== a.id) {
+      // a receiver that started (or restarted) after the acquire: it joins
+      const sent = a.acquireSent.get(v.sector) ?? 0;
+      if (t - sent > 4 * HEARTBEAT_MS) {
+        a.acquireSent.set(v.sector, t);
+        void this.o.send(v.sector, this.acquireMessage(a));
+      }
+    } else if ((a.state === 'stopping' || TERMINAL.includes(a.state)) && h.acquisition === a.id) {
+      const sent = a.acquireSent.get(v.sector) ?? 0;
+      if (t - sent > 4 * HEARTBEAT_MS) {
+        a.acquireSent.set(v.sector, t);
+        void this.o.send(v.sector, a.state === 'stopping' || a.state === 'done' ? this.stopMessage(a) : { version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
+      }
+    }
+    if (a.state === 'stopping') this.maybeFinishStop(a);
+  }
+
+  private pushSectors(force: boolean): void {
+    const t = Date.now();
+    if (!force && t - this.lastSectorPush < HEARTBEAT_MS) return;
+    this.lastSectorPush = t;
+    this.current?.feed.setSectors(this.monitor.statuses());
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // AcquisitionController
+
+  listUdfs(): UdfDescription[] {
+    return registeredUdfNames().map((name) => {
+      const cls = getUdfClass(name) as ReturnType<typeof getUdfClass> & { description?: string };
+      let description = typeof cls.description === 'string' ? cls.description : '';
+      try {
+        if (new cls({}).getMethod() !== 'tile') description = `${description ? description + ' ' : ''}(whole frames: needs the shuffle service)`.trim();
+      } catch {
+        // params required: the method is still the class's
+      }
+      return { name, description, params: (cls.paramsSchema as Record<string, unknown> | undefined) ?? { type: 'object' } };
+    });
+  }
+
+  private instantiate(definition: AcquisitionDefinition): UDF[] {
+    return definition.udfs.map((u) => {
+      getUdfClass(u.name);
+      const udf = createUdf({ name: u.name, params: u.params });
+      if (udf.getMethod() !== 'tile') throw new TesseraError('TESSERA_ERR_NEEDS_WHOLE_FRAMES', u.name);
+      return udf;
+    });
+  }
+
+  /** Run the UDFs' declarations and per-slice set-up once, so bad parameters fail here as a 400. */
+  private trial(udfs: ReadonlyArray<UDF | { name: string; params: Record<string, unknown> }>, context: RunContext): DatasetResults {
+    try {
+      const results = new DatasetResults(udfs as UDF[], context);
+      const sectorWidth = this.sigShape[1] / this.sectors;
+      const nav = context.roi ? context.roi.indexOf(1) : 0;
+      new PartitionTask({ udfs: udfs as UDF[], context, partition: { navStart: nav, navEnd: nav + 1, sig: { origin: [0, 0], shape: [this.sigShape[0], sectorWidth] } } }).finish();
+      return results;
+    } catch (err) {
+      if (err instanceof TesseraError && err.statusCode !== undefined && err.statusCode < 500) throw err;
+      throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udfs.map((u) => (u as { name?: string }).name ?? u.constructor.name).join(', '), (err as Error).message);
+    }
+  }
+
+  define(definition: AcquisitionDefinition): AcquisitionSummary {
+    const busy = this.current;
+    if (busy && (busy.state === 'running' || busy.state === 'stopping')) throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'define another acquisition', `${busy.id} ${busy.state}`);
+    const udfs = this.instantiate(definition);
+    const context = makeRunContext({ navShape: definition.scanShape, sigShape: this.sigShape, datasetDtype: 'uint16', sectors: this.sectors, udfs, roi: definition.roi });
+    this.trial(udfs, context);
+    if (busy && busy.state === 'defined') this.discard(busy);
+    const id = `acq-${this.prefix}-${this.next++}`;
+    const a = this.build(id, definition, context);
+    this.acquisitions.set(id, a);
+    this.current = a;
+    this.o.registry.setCurrent(id);
+    this.o.log?.info({ acquisition: id, scanShape: definition.scanShape, udfs: definition.udfs.map((u) => u.name), mode: definition.mode, chunkSize: definition.chunkSize }, 'acquisition defined');
+    return this.summary(a);
+  }
+
+  private build(id: string, definition: AcquisitionDefinition, context: RunContext, paramsVersions?: number[]): Acquisition {
+    const positions = definition.scanShape[0] * definition.scanShape[1];
+    const selected = roiSummary(definition.roi)?.selected ?? positions;
+    const udfs = definition.udfs.map((u) => ({ id: u.id, name: u.name, params: u.params }));
+    const feed = new LiveFeed({
+      registry: this.o.registry,
+      acquisition: id,
+      scanShape: definition.scanShape,
+      udfs,
+      info: { mode: definition.mode, chunkSize: definition.chunkSize, udfs: definition.udfs, roi: roiSummary(definition.roi) },
+      framesPerEpoch: selected,
+      sectors: this.sectors,
+      log: this.o.log,
+    });
+    // the merger's callbacks need the record the merger is part of
+    let a: Acquisition | null = null;
+    const merger = new ChunkMerger({
+      acquisition: id,
+      udfs,
+      context,
+      chunkSize: definition.chunkSize,
+      mode: definition.mode,
+      sectors: this.sectors,
+      chunkTimeoutMs: this.o.chunkTimeoutMs ?? 1500,
+      keepEpochs: this.o.keepEpochs ?? 2,
+      isMissing: (s) => this.monitor.view(s).state !== 'alive',
+      onEpoch: (e) => feed.addEpoch(e),
+      onChunk: (c) => this.onChunk(a!, c),
+      log: this.o.log,
+    });
+    a = {
+      id,
+      definition,
+      state: 'defined',
+      message: null,
+      context,
+      merger,
+      feed,
+      paramsVersions: paramsVersions ?? definition.udfs.map(() => 0),
+      start: null,
+      ready: new Set(),
+      acquireSent: new Map(),
+      stopAt: null,
+      stopTimer: null,
+      rate: { t: Date.now(), frames: 0, fps: 0 },
+    };
+    feed.setSectors(this.monitor.statuses());
+    return a;
+  }
+
+  private discard(a: Acquisition): void {
+    a.merger.close();
+    this.acquisitions.delete(a.id);
+    this.o.registry.remove(a.id);
+  }
+
+  private need(id: string): Acquisition {
+    const a = this.acquisitions.get(id);
+    if (!a) throw new TesseraError('TESSERA_ERR_NOT_FOUND', `acquisition ${id}`);
+    return a;
+  }
+
+  get(id: string): AcquisitionSummary {
+    return this.summary(this.need(id));
+  }
+
+  /** Frames the receivers may hold or process beyond their newest one: inFlightMs at the frame rate, at least one chunk. */
+  private inFlightFrames(a: Acquisition): number {
+    const fps = Math.max(0, ...this.monitor.alive().map((v) => v.framesPerSecond));
+    return Math.max(a.definition.chunkSize, Math.ceil((fps * (this.o.inFlightMs ?? 500)) / 1000));
+  }
+
+  private startPoint(a: Acquisition): AcquireMessage['start'] {
+    const running = this.monitor.alive().filter((v) => v.last!.lastIndex !== null && v.last!.shutterRound !== null);
+    if (running.length === 0) return null;
+    // the newest detector acquisition, and the newest frame in it
+    const round = Math.max(...running.map((v) => v.last!.shutterRound!));
+    const inRound = running.filter((v) => v.last!.shutterRound === round);
+    const last = Math.max(...inRound.map((v) => v.last!.lastIndex!));
+    const acqPositions = a.definition.scanShape[0] * a.definition.scanShape[1];
+    const detector = inRound.find((v) => v.last!.positions !== null)?.last!.positions ?? acqPositions;
+    if (detector !== acqPositions) {
+      this.o.log?.warn({ detectorPositions: detector, acquisitionPositions: acqPositions }, 'the detector scans another number of positions than the acquisition: epochs will not line up with its scan');
+    }
+    const startIndex = Math.ceil((last + 1 + this.inFlightFrames(a)) / detector) * detector;
+    return { shutterRound: round, startIndex };
+  }
+
+  private acquireMessage(a: Acquisition): AcquireMessage {
+    const d = a.definition;
+    return {
+      version: LIVE_PROTOCOL_VERSION,
+      type: 'acquire',
+      acquisition: a.id,
+      scanShape: d.scanShape,
+      roi: d.roi,
+      udfs: d.udfs.map((u) => ({ id: u.id, name: u.name, params: u.params })),
+      chunkSize: d.chunkSize,
+      mode: d.mode,
+      start: a.start,
+    };
+  }
+
+  private stopMessage(a: Acquisition): MergerToReceiver {
+    return { version: LIVE_PROTOCOL_VERSION, type: 'stop', acquisition: a.id, atFrame: a.stopAt };
+  }
+
+  private broadcast(message: MergerToReceiver): void {
+    for (let s = 0; s < this.sectors; s++) void this.o.send(s, message);
+  }
+
+  private setState(a: Acquisition, state: AcquisitionState, message: string | null = null): void {
+    a.state = state;
+    a.message = message;
+    a.feed.setState(state, message);
+    this.o.log?.info({ acquisition: a.id, state, message }, 'acquisition state');
+  }
+
+  start(id: string): AcquisitionSummary {
+    const a = this.need(id);
+    if (a.state !== 'defined') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'start', a.state);
+    a.start = this.startPoint(a);
+    const t = Date.now();
+    for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
+    this.broadcast(this.acquireMessage(a));
+    a.rate = { t, frames: 0, fps: 0 };
+    this.setState(a, 'running');
+    this.o.log?.info({ acquisition: id, start: a.start, alive: this.monitor.alive().map((v) => v.sector) }, 'acquisition started');
+    return this.summary(a);
+  }
+
+  /** The first acquisition-relative chunk boundary safely after the frames in flight and merged. */
+  private nextSafeFrame(a: Acquisition): number {
+    const positions = a.merger.positions;
+    let frontier = 0;
+    for (const e of a.merger.epochList) {
+      const [, end] = e.chunksMerged > 0 ? chunkRange(e.chunksMerged - 1, a.definition.chunkSize, positions) : [0, 0];
+      frontier = Math.max(frontier, e.epoch * positions + end);
+    }
+    const base = a.start?.startIndex ?? 0;
+    for (const v of this.monitor.alive()) {
+      const h = v.last!;
+      if (h.acquisition === a.id && h.lastIndex !== null && (a.start === null || h.shutterRound === a.start.shutterRound)) {
+        frontier = Math.max(frontier, h.lastIndex - base + 1);
+      }
+    }
+    const want = frontier + this.inFlightFrames(a);
+    const epoch = Math.floor(want / positions);
+    const within = want - epoch * positions;
+    const chunk = Math.ceil(within / a.definition.chunkSize);
+    const at = chunk * a.definition.chunkSize;
+    return at >= positions ? (epoch + 1) * positions : epoch * positions + at;
+  }
+
+  stop(id: string): AcquisitionSummary {
+    const a = this.need(id);
+    if (a.state !== 'running') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'stop', a.state);
+    a.stopAt = this.nextSafeFrame(a);
+    this.setState(a, 'stopping');
+    this.broadcast(this.stopMessage(a));
+    const t = Date.now();
+    for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
+    // the chunks before stopAt arrive, or the timeout fills them in
+    a.stopTimer = setTimeout(() => this.finish(a), (this.o.chunkTimeoutMs ?? 1500) + 2000);
+    this.maybeFinishStop(a);
+    return this.summary(a);
+  }
+
+  private maybeFinishStop(a: Acquisition): void {
+    if (a.state !== 'stopping' || a.stopAt === null) return;
+    const positions = a.merger.positions;
+    const lastEpoch = Math.floor((a.stopAt - 1) / positions);
+    for (const e of a.merger.epochList) {
+      if (e.epoch > lastEpoch) continue;
+      const endChunk = e.epoch < lastEpoch ? e.chunks : Math.ceil((a.stopAt - e.epoch * positions) / a.definition.chunkSize);
+      if (e.chunksMerged < endChunk) return;
+    }
+    if (a.stopAt > 0 && !a.merger.epochList.some((e) => e.epoch === lastEpoch)) return;
+    this.finish(a);
+  }
+
+  private finish(a: Acquisition): void {
+    if (a.state !== 'stopping' && a.state !== 'running') return;
+    if (a.stopTimer) clearTimeout(a.stopTimer);
+    a.stopTimer = null;
+    if (a.state === 'running' && a.definition.mode === 'single') a.stopAt = a.merger.positions;
+    a.merger.flush();
+    a.merger.close();
+    a.feed.flush();
+    if (a.state === 'running') this.broadcast(this.stopMessage(a));
+    this.setState(a, 'done');
+  }
+
+  private fail(a: Acquisition, message: string): void {
+    if (a.stopTimer) clearTimeout(a.stopTimer);
+    a.merger.close();
+    this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
+    this.setState(a, 'failed', message);
+    this.o.log?.error({ acquisition: a.id, message }, 'acquisition failed');
+  }
+
+  abort(id: string): AcquisitionSummary {
+    const a = this.need(id);
+    if (TERMINAL.includes(a.state)) throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'abort', a.state);
+    if (a.stopTimer) clearTimeout(a.stopTimer);
+    a.merger.close();
+    if (a.state !== 'defined') this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
+    this.setState(a, 'aborted', 'aborted by request');
+    return this.summary(a);
+  }
+
+  private onChunk(a: Acquisition, c: MergedChunk): void {
+    a.feed.chunk(c);
+    const t = Date.now();
+    if (t - a.rate.t >= 1000) {
+      a.rate = { t, frames: a.merger.framesMerged, fps: ((a.merger.framesMerged - a.rate.frames) * 1000) / (t - a.rate.t) };
+    }
+    if (a.definition.mode === 'single' && c.epoch.complete && a.state === 'running') this.finish(a);
+    else if (a.state === 'stopping') this.maybeFinishStop(a);
+  }
+
+  updateUdfParams(id: string, udfId: string, params: Record<string, unknown>): UdfParamsChange {
+    const a = this.need(id);
+    const index = a.definition.udfs.findIndex((u) => u.id === udfId);
+    if (index < 0) throw new TesseraError('TESSERA_ERR_NOT_FOUND', `UDF ${udfId} in acquisition ${id}`);
+    if (a.state !== 'defined' && a.state !== 'running') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'change parameters', a.state);
+    const udf = a.definition.udfs[index]!;
+    const spec = { name: udf.name, params: { ...params } };
+    const candidate = createUdf(spec);
+    const before = this.trial([{ name: udf.name, params: udf.params }], a.context).declarations[0]!;
+    const after = this.trial([candidate], a.context).declarations[0]!;
+    const layout = (d: typeof before) => JSON.stringify(Object.entries(d).map(([k, v]) => [k, v.kind, v.dtype, v.extraShape, v.use]));
+    if (layout(before) !== layout(after)) {
+      throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'these parameters change the shape of its results: define a new acquisition instead');
+    }
+    let version = a.paramsVersions[index]!;
+    let fromFrame = 0;
+    udf.params = spec.params;
+    if (a.state === 'defined') {
+      // nothing runs yet: the acquire message will carry the new parameters (version 0)
+      a.merger.close();
+      this.o.registry.remove(a.id);
+      const rebuilt = this.build(a.id, a.definition, a.context, a.paramsVersions);
+      this.acquisitions.set(a.id, rebuilt);
+      this.current = rebuilt;
+      this.o.registry.setCurrent(a.id);
+    } else {
+      version = ++a.paramsVersions[index]!;
+      fromFrame = this.nextSafeFrame(a);
+      a.merger.setParams(index, spec.params, version, fromFrame);
+      this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'params', acquisition: a.id, udfId, params: spec.params, fromFrame });
+      a.feed.updateInfo({ mode: a.definition.mode, chunkSize: a.definition.chunkSize, udfs: a.definition.udfs, roi: roiSummary(a.definition.roi) });
+    }
+    this.o.log?.info({ acquisition: id, udfId, version, fromFrame }, 'UDF parameters changed');
+    return { acquisition: id, udf: { ...udf, params: { ...udf.params } }, appliesFromFrame: fromFrame };
+  }
+
+  status(): MergerStatus {
+    return { acquisition: this.current ? this.summary(this.current) : null, sectors: this.monitor.statuses() };
+  }
+
+  private summary(a: Acquisition): AcquisitionSummary {
+    const d = a.definition;
+    const positions = d.scanShape[0] * d.scanShape[1];
+    const framesTotal = d.mode === 'single' ? (roiSummary(d.roi)?.selected ?? positions) : null;
+    const framesMerged = a.merger.framesMerged;
+    const fps = a.state === 'running' || a.state === 'stopping' ? a.rate.fps : 0;
+    const newest = a.merger.epochList.reduce((m, e) => Math.max(m, e.epoch), 0);
+    return {
+      id: a.id,
+      state: a.state,
+      message: a.message,
+      epoch: newest,
+      scanShape: d.scanShape,
+      mode: d.mode,
+      chunkSize: d.chunkSize,
+      record: d.record,
+      udfs: d.udfs.map((u) => ({ ...u, params: { ...u.params } })),
+      roi: roiSummary(d.roi),
+      progress: {
+        framesMerged,
+        framesTotal,
+        framesPerSecond: fps,
+        etaSeconds: framesTotal !== null && fps > 0 ? Math.max(0, framesTotal - framesMerged) / fps : null,
+      },
+    };
+  }
+
+  /** Counters for logs and benchmarks. */
+  counters(): Record<string, unknown> {
+    const a = this.current;
+    return { acquisition: a?.id ?? null, state: a?.state ?? null, merge: a?.merger.counters ?? null, stalePartials: this.stalePartials };
+  }
+
+  /** The current acquisition's merged results per epoch (tests, recording). */
+  epochResults(id: string): EpochResults[] {
+    return this.need(id).merger.epochList.slice();
+  }
+
+  close(): void {
+    this.monitor.close();
+    for (const a of this.acquisitions.values()) {
+      if (a.stopTimer) clearTimeout(a.stopTimer);
+      a.merger.close();
+    }
+  }
+}
