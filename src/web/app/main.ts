@@ -1,0 +1,415 @@
+/**
+ * Tessera's browser live view. One WebSocket subscription to the merger's current
+ * acquisition keeps a LiveMirror (src/client/tessera-client.ts); every update only marks the
+ * page dirty, and one render per animation frame draws the newest state (latest wins). The
+ * HTTP API defines, starts, stops and aborts acquisitions and moves virtual detectors.
+ */
+import type { AcquisitionSummary, MergerStatus } from '../../merger/acquisition-schema.js';
+import { LiveMirror, TesseraClient, type AppliedUpdate } from '../../client/tessera-client.js';
+import { DAMAGE_SECTORS, DAMAGE_UDF } from '../../protocol/ws-messages.js';
+import { AcquisitionPanel } from './acquisition-panel.js';
+import { DetectorEditor, isApplyMasks, type Mask } from './detectors.js';
+import { fill, fmtValue, h } from './dom.js';
+import { ImageView, type ImageOverlay, type ImageSource } from './image-view.js';
+import { listNavMaps, listPickBuffers, listSigImages, mergedPositions, navMapSource, pickedFrameSource, sigSource, type MapSpec } from './maps.js';
+import { schedule } from './scheduler.js';
+import { EpochHistory, ProgressBar, RatePlot, SectorTable } from './status-panel.js';
+
+const K2IS_FRAME: [number, number] = [1860, 2048];
+const STATUS_POLL_MS = 1000;
+
+const base = location.origin;
+const api = new TesseraClient({ url: base, WebSocket: class {} as never }).api;
+
+// ---------------------------------------------------------------------------------------------
+// state
+
+let client: TesseraClient | null = null;
+let summary: AcquisitionSummary | null = null;
+let sigShapeHint: [number, number] = K2IS_FRAME;
+let pick: { y: number; x: number } | null = null;
+let showAllMaps = false;
+const rendered = { version: 0, acquisition: null as string | null, epoch: null as number | null, renders: 0 };
+/** per view: the buffer object and version it last showed */
+const shown = new Map<string, { buffer: unknown; version: number; valid: number }>();
+let validStamp = 0;
+let lastEpochSeen: { acquisition: string; epoch: number; progress: LiveMirror['progress']; since: number; damaged: number } | null = null;
+
+const mirror = (): LiveMirror => client?.mirror ?? emptyMirror;
+const emptyMirror = new LiveMirror();
+
+// ---------------------------------------------------------------------------------------------
+// layout
+
+const connection = h('span', { class: 'connection', id: 'connection' }, 'connecting…');
+const progress = new ProgressBar();
+const sectors = new SectorTable();
+const ratePlot = new RatePlot();
+const history = new EpochHistory();
+
+const panel = new AcquisitionPanel({
+  start: async (request, current) => {
+    const id = current ? current.id : (await api.define(request!)).id;
+    summary = await api.start(id);
+    panel.setCurrent(summary);
+    void pollStatus();
+  },
+  stop: async (id) => {
+    panel.setCurrent(await api.stop(id));
+    void pollStatus();
+  },
+  abort: async (id) => {
+    panel.setCurrent(await api.abort(id));
+    void pollStatus();
+  },
+  defaults: (name) => {
+    if (!isApplyMasks(name)) return undefined;
+    const [fh, fw] = sigShapeHint;
+    const [cy, cx] = [Math.floor(fh / 2), Math.floor(fw / 2)];
+    const m = Math.min(fh, fw);
+    return {
+      masks: [
+        { type: 'disk', cy, cx, r: Math.round(m / 16) },
+        { type: 'ring', cy, cx, ri: Math.round(m / 8), ro: Math.round(m / 3) },
+      ],
+    };
+  },
+});
+
+const detectors = new DetectorEditor({
+  patch: (acquisition, udfId, params) => api.updateUdfParams(acquisition, udfId, params),
+  onResult: () => void pollStatus(),
+});
+
+/** The picked scan position, marked on every navigation map. */
+const pickMarker: ImageOverlay = {
+  draw(ctx, view) {
+    if (!pick) return;
+    const a = view.toScreen(pick.x, pick.y);
+    const s = Math.max(view.scale, 4);
+    ctx.save();
+    ctx.strokeStyle = '#fff';
+    ctx.lineWidth = 1.5;
+    ctx.strokeRect(a.x - (s - view.scale) / 2, a.y - (s - view.scale) / 2, s, s);
+    ctx.strokeStyle = '#000';
+    ctx.lineWidth = 0.75;
+    ctx.strokeRect(a.x - (s - view.scale) / 2 - 1.5, a.y - (s - view.scale) / 2 - 1.5, s + 3, s + 3);
+    ctx.restore();
+  },
+};
+
+const sigView = new ImageView({ title: 'signal', log: true, className: 'sig-view' });
+detectors.attach(sigView);
+const sigSelect = h('select', { id: 'sig-select', title: 'signal-space image', onchange: () => ((shown.delete('sig'), render())) });
+const pickView = new ImageView({ title: 'picked frame', log: true, className: 'pick-view' });
+const pickInfo = h('div', { class: 'pick-info', id: 'pick-info' }, 'Click a scan position on a navigation map.');
+const navGrid = h('div', { class: 'nav-grid', id: 'nav-grid' });
+const navViews = new Map<string, { view: ImageView; spec: MapSpec }>();
+const allMapsBox = h('input', { type: 'checkbox', onchange: () => ((showAllMaps = allMapsBox.checked), render()) });
+
+document.body.append(
+  h(
+    'header',
+    {},
+    h('h1', {}, 'Tessera'),
+    h('span', { class: 'subtitle' }, 'K2 IS live view'),
+    progress.root,
+    connection,
+  ),
+  h(
+    'div',
+    { class: 'layout' },
+    h('aside', {}, panel.root, detectors.panel, sectors.root),
+    h(
+      'main',
+      {},
+      h('section', { class: 'panel maps' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Navigation maps'), h('label', { class: 'muted' }, allMapsBox, 'all maps')), navGrid),
+      h(
+        'div',
+        { class: 'sig-row' },
+        h('section', { class: 'panel signal' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Signal'), sigSelect), sigView.root),
+        h('section', { class: 'panel picked' }, h('h2', {}, 'Picked frame'), pickInfo, pickView.root),
+      ),
+      h('div', { class: 'bottom-row' }, ratePlot.root, history.root),
+    ),
+  ),
+);
+
+// ---------------------------------------------------------------------------------------------
+// rendering (latest wins: everything reads the mirror at render time)
+
+function mapTitle(spec: MapSpec): string {
+  const udf = summary?.udfs.find((u) => u.id === spec.udf);
+  if (spec.udf === DAMAGE_UDF) return 'damage: sectors complete';
+  let title = spec.component === null ? spec.key : `${spec.key}[${spec.component}]`;
+  if (udf && isApplyMasks(udf.name) && spec.component !== null) {
+    const m = (udf.params.masks as Mask[] | undefined)?.[spec.component];
+    if (m) title = `${spec.udf}[${spec.component}] ${m.type}`;
+  }
+  if (spec.vector) title += ' (colour wheel)';
+  return title;
+}
+
+function syncNavViews(specs: MapSpec[]): void {
+  const wanted = new Set(specs.map((s) => s.id));
+  for (const [id, { view }] of navViews) {
+    if (!wanted.has(id)) {
+      view.root.remove();
+      navViews.delete(id);
+      shown.delete(id);
+    }
+  }
+  for (const spec of specs) {
+    let entry = navViews.get(spec.id);
+    if (!entry) {
+      const view = new ImageView({ title: mapTitle(spec), onPick: (y, x) => setPick(y, x), className: 'nav-view' });
+      view.root.dataset.map = spec.id;
+      view.overlays.push(pickMarker);
+      entry = { view, spec };
+      navViews.set(spec.id, entry);
+    }
+    entry.spec = spec;
+    navGrid.append(entry.view.root); // keeps the order of `specs`
+    const udf = summary?.udfs.find((u) => u.id === spec.udf);
+    const swatch = udf && isApplyMasks(udf.name) && spec.component !== null ? detectors.colourOf(spec.udf, spec.component) : null;
+    entry.view.setTitle(mapTitle(spec));
+    entry.view.root.style.setProperty('--accent', swatch ?? 'transparent');
+  }
+  if (specs.length === 0 && !navGrid.querySelector('.empty')) fill(navGrid, h('p', { class: 'muted empty' }, 'No navigation maps yet: start an acquisition.'));
+  else if (specs.length > 0) navGrid.querySelector('.empty')?.remove();
+}
+
+function render(): void {
+  schedule(renderNow);
+}
+
+function renderNow(): void {
+  const m = mirror();
+  const specs = listNavMaps(m).filter((s) => showAllMaps || !s.secondary);
+  syncNavViews(specs);
+  const valid = mergedPositions(m);
+  const damageVersion = m.get(DAMAGE_UDF, DAMAGE_SECTORS)?.version ?? 0;
+  if (damageVersion !== validStamp) validStamp = damageVersion;
+  for (const { view, spec } of navViews.values()) {
+    const b = m.buffers.get(spec.key);
+    const last = shown.get(spec.id);
+    if (b && last && last.buffer === b && last.version === b.version && last.valid === validStamp) continue;
+    view.setSource(b ? navMapSource(m, spec, valid) : null);
+    shown.set(spec.id, { buffer: b, version: b?.version ?? -1, valid: validStamp });
+  }
+
+  // signal image
+  const sigs = listSigImages(m);
+  const keys = sigs.map((b) => b.key);
+  if ([...sigSelect.options].map((o) => o.value).join() !== keys.join()) {
+    const keep = sigSelect.value;
+    fill(sigSelect, ...keys.map((k) => h('option', { value: k, selected: k === keep }, k)));
+    if (!keys.includes(keep)) sigSelect.value = keys.find((k) => /^sum/i.test(k) && !/sumsig/i.test(k)) ?? keys[0] ?? '';
+  }
+  const sig = m.buffers.get(sigSelect.value);
+  const lastSig = shown.get('sig');
+  if (!sig) {
+    if (lastSig) sigView.setSource(null);
+    shown.delete('sig');
+  } else if (!lastSig || lastSig.buffer !== sig || lastSig.version !== sig.version) {
+    sigView.setSource(sigSource(sig));
+    sigView.setTitle(sig.key);
+    sigShapeHint = [sig.shape[0]!, sig.shape[1]!];
+    shown.set('sig', { buffer: sig, version: sig.version, valid: 0 });
+  }
+
+  renderPick(m);
+  const continuous = (m.info?.mode ?? summary?.mode) === 'continuous';
+  progress.set(m.progress, m.epoch, continuous);
+  if (m.sectors.length > 0) sectors.set(m.sectors);
+  if (valid) lastDamaged = countDamaged(m, valid);
+  rendered.version = m.version;
+  rendered.acquisition = m.acquisition;
+  rendered.epoch = m.epoch;
+  rendered.renders++;
+}
+
+let lastDamaged = 0;
+function countDamaged(m: LiveMirror, valid: Uint8Array): number {
+  const complete = m.get(DAMAGE_UDF, DAMAGE_SECTORS)!.data;
+  let n = 0;
+  for (let i = 0; i < valid.length; i++) if (valid[i] && complete[i]! < 8) n++;
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// picking a scan position
+
+/**
+ * The frame at a scan position, or null if nothing can supply it. The default looks for a
+ * nav buffer holding whole frames (PickUDF, run with a ROI); a pick-frame endpoint (the
+ * shuffle's, issue 7) can replace it: `window.tessera.pickFrame = async (acq, index) => …`.
+ */
+type PickFrameProvider = (acquisition: string, index: number, mirror: LiveMirror) => ImageSource | null | Promise<ImageSource | null>;
+let pickFrame: PickFrameProvider = (_acq, index, m) => {
+  const b = listPickBuffers(m)[0];
+  return b ? pickedFrameSource(b, index) : null;
+};
+let pickRequest = 0;
+
+function setPick(y: number, x: number): void {
+  pick = { y, x };
+  for (const { view } of navViews.values()) view.request();
+  shown.delete('pick');
+  render();
+}
+
+function renderPick(m: LiveMirror): void {
+  if (!pick) return;
+  const scan = m.info?.scanShape as number[] | undefined;
+  if (!scan) return;
+  const index = pick.y * scan[1]! + pick.x;
+  const values = [...navViews.values()].map(({ view, spec }) => {
+    const v = view.valueAt(pick!.y, pick!.x);
+    return `${mapTitle(spec)}: ${v === null ? '–' : Array.isArray(v) ? `(${fmtValue(v[0])}, ${fmtValue(v[1])})` : fmtValue(v)}`;
+  });
+  fill(pickInfo, h('div', {}, h('b', {}, `scan y ${pick.y}, x ${pick.x}`), ` · frame ${index}`), h('div', { class: 'muted values' }, values.join(' · ')));
+  const stamp = `${m.acquisition}/${m.epoch}/${index}/${m.version}`;
+  if ((shown.get('pick')?.buffer as string | undefined) === stamp) return;
+  shown.set('pick', { buffer: stamp, version: 0, valid: 0 });
+  const request = ++pickRequest;
+  void Promise.resolve(pickFrame(m.acquisition ?? '', index, m)).then((frame) => {
+    if (request !== pickRequest) return;
+    pickView.setSource(frame);
+    pickView.setTitle(frame ? `frame ${index}` : 'no frame source');
+    pickView.root.classList.toggle('unavailable', !frame);
+    if (!frame) {
+      pickInfo.append(h('div', { class: 'muted hook' }, 'Frame picking needs a frame source: a PickUDF with a ROI in the acquisition, or the shuffle service\'s pick endpoint.'));
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// stream and status
+
+function onUpdate(u: AppliedUpdate): void {
+  const m = mirror();
+  if (u.snapshot) {
+    shown.clear();
+    if (lastEpochSeen && lastEpochSeen.acquisition === u.acquisition && lastEpochSeen.epoch !== u.epoch) {
+      const p = lastEpochSeen.progress;
+      history.add({
+        acquisition: lastEpochSeen.acquisition,
+        epoch: lastEpochSeen.epoch,
+        framesMerged: p?.framesMerged ?? 0,
+        framesTotal: p?.framesTotal ?? null,
+        seconds: (Date.now() - lastEpochSeen.since) / 1000,
+        damagedPositions: lastEpochSeen.damaged,
+        thumbnail: thumbnail(),
+      });
+    }
+    if (!lastEpochSeen || lastEpochSeen.acquisition !== u.acquisition || lastEpochSeen.epoch !== u.epoch) {
+      lastEpochSeen = { acquisition: u.acquisition, epoch: u.epoch, progress: null, since: Date.now(), damaged: 0 };
+    }
+    if (u.acquisition !== summary?.id) void pollStatus();
+  }
+  if (lastEpochSeen) {
+    lastEpochSeen.progress = m.progress;
+    lastEpochSeen.damaged = lastDamaged;
+  }
+  if (m.sectors.length > 0) ratePlot.add(m.sectors);
+  render();
+}
+
+/** The first navigation map as it is drawn now, 64 px wide. */
+function thumbnail(): string | null {
+  const first = navViews.values().next().value as { view: ImageView } | undefined;
+  const img = first?.view.image;
+  if (!img || img.width === 0) return null;
+  const c = document.createElement('canvas');
+  c.width = 64;
+  c.height = Math.max(1, Math.round((64 * img.height) / img.width));
+  c.getContext('2d')!.drawImage(img, 0, 0, c.width, c.height);
+  return c.toDataURL();
+}
+
+async function connect(): Promise<void> {
+  const c = new TesseraClient({ url: base });
+  try {
+    await c.connect();
+  } catch {
+    connection.textContent = 'disconnected, retrying…';
+    connection.className = 'connection down';
+    setTimeout(() => void connect(), 2000);
+    return;
+  }
+  client = c;
+  connection.textContent = 'live';
+  connection.className = 'connection up';
+  c.on('update', onUpdate);
+  c.on('error', (e) => console.warn('stream:', e.message));
+  c.on('close', () => {
+    connection.textContent = 'disconnected, retrying…';
+    connection.className = 'connection down';
+    setTimeout(() => void connect(), 1000);
+  });
+  c.subscribe({ acquisition: 'current' });
+}
+
+let polling = false;
+async function pollStatus(): Promise<void> {
+  if (polling) return;
+  polling = true;
+  try {
+    const status: MergerStatus = await api.status();
+    summary = status.acquisition;
+    panel.setCurrent(summary);
+    detectors.setAcquisition(summary?.id ?? null, summary?.udfs ?? []);
+    if (mirror().sectors.length === 0 && status.sectors.length > 0) {
+      sectors.set(status.sectors);
+      ratePlot.add(status.sectors);
+    }
+    for (const { view, spec } of navViews.values()) view.setTitle(mapTitle(spec));
+  } catch (err) {
+    // no API (a stream-only server) or the merger is away: the stream still shows results
+    panel.showMessage(`status: ${(err as Error).message}`, true);
+  } finally {
+    polling = false;
+  }
+}
+
+async function init(): Promise<void> {
+  try {
+    panel.setUdfs(await api.udfs());
+  } catch (err) {
+    panel.showMessage(`cannot list UDFs: ${(err as Error).message}`, true);
+  }
+  await pollStatus();
+  setInterval(() => void pollStatus(), STATUS_POLL_MS);
+  await connect();
+  render();
+}
+
+// what tests (and curious users in the console) can read
+Object.assign(window, {
+  tessera: {
+    get mirror() {
+      return mirror();
+    },
+    get summary() {
+      return summary;
+    },
+    get pick() {
+      return pick;
+    },
+    set pickFrame(provider: PickFrameProvider) {
+      pickFrame = provider;
+      shown.delete('pick');
+      render();
+    },
+    rendered,
+    navViews,
+    sigView,
+    pickView,
+    detectors,
+    history,
+    setPick,
+  },
+});
+
+void init();
