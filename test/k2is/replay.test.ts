@@ -143,6 +143,15 @@ describe('runReplay over UDP', () => {
     const tails = lines.filter((l) => l.msg === 'truncated block at the end of the file: skipped (not a whole datagram)');
     expect(tails.map((l) => [l.sector, l.bytes])).toEqual(rec.layout.truncatedBytes.map((b, s) => [s, b]));
     expect(lines.find((l) => l.msg === 'replay done')).toMatchObject({ truncatedBlocksSkipped: 8, frames: 1 });
+    // the shutter edge is complete frames 1 -> 2 (stream frames 2 -> 3): a range without it is worth a warning
+    const edgeWarnings = async (start: number, stop: number) => {
+      lines.length = 0;
+      await runReplay({ path: rec.dir, sectors: [0], fps: 0, udp: { host: '127.0.0.1', basePort: 9, multicast: false }, frames: { start, stop }, maxFrames: 1 }, log);
+      return lines.filter((l) => l.firstFlaggedFrame === 2 && l.level === 40).length;
+    };
+    expect(await edgeWarnings(2, 5)).toBe(1);
+    expect(await edgeWarnings(0, 2)).toBe(1);
+    expect(await edgeWarnings(1, 3)).toBe(0);
   });
 
   it('--loop: the second pass is the recording again with block_count and frame_id continuing', async () => {

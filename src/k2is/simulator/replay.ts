@@ -190,6 +190,14 @@ export async function runReplay(o: ReplayOptions, log?: Logger): Promise<ReplayS
 
     for (const w of plan.sync?.warnings ?? []) log?.warn({ warning: w }, 'recording: odd but tolerated');
     if (plan.syncProblem) log?.warn({ problem: plan.syncProblem }, 'the sector files do not synchronise: each is replayed from its first block, in 32-block frames');
+    const edge = plan.sync?.firstFlaggedFrame;
+    if (edge !== undefined && !(plan.frameStart <= edge - 1 && edge < plan.frameStop)) {
+      // receivers start an acquisition on the flag's off -> on edge (scan position 0 = the frame before it)
+      log?.warn(
+        { frames: `${plan.frameStart}:${plan.frameStop}`, firstFlaggedFrame: edge },
+        'the replayed frames do not contain the shutter edge (the last flag-off frame and the first flagged one): receivers will not start an acquisition from it',
+      );
+    }
     plan.files.forEach((f, s) => {
       if (f.trailingBytes > 0 && sectors.includes(s)) {
         log?.warn({ sector: s, file: f.path, bytes: f.trailingBytes }, 'truncated block at the end of the file: skipped (not a whole datagram)');
