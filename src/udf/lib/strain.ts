@@ -36,6 +36,7 @@ export interface StrainMapParams {
   logScale?: boolean;
   refine?: RefineMethod;
   upsampleFactor?: number;
+  upsampleBandwidth?: number;
   /** peaks with a lower elevation are not used (default 0.01) */
   minQuality?: number;
   /** fewer good peaks give NaN (default 5) */
@@ -131,6 +132,7 @@ export class StrainMapUDF extends UDF<StrainMapParams> {
       logScale: p.logScale,
       refine: p.refine,
       upsampleFactor: p.upsampleFactor,
+      upsampleBandwidth: p.upsampleBandwidth,
     });
     const ey = new Float64Array(orders.length);
     const ex = new Float64Array(orders.length);

@@ -53,6 +53,8 @@ export interface CorrelatorOptions {
   refine?: RefineMethod;
   /** upsampling factor for 'upsample' (default 10) */
   upsampleFactor?: number;
+  /** fraction of the band (per axis) the upsampled DFT uses (default 0.25; 0.5 = all) */
+  upsampleBandwidth?: number;
   /** half-size of the centre-of-mass window for 'com' (default 2) */
   comRadius?: number;
 }
@@ -137,7 +139,7 @@ export class WindowCorrelator {
     this.rowIn = new Float64Array(2 * n);
     this.rowOut = new Float64Array(2 * n);
     this.window = new Float64Array(n * n);
-    this.upsampler = this.refineMethod === 'upsample' ? new UpsampledDft(n, factor) : null;
+    this.upsampler = this.refineMethod === 'upsample' ? new UpsampledDft(n, factor, opts.upsampleBandwidth ?? 0.25) : null;
 
     const bits = Math.log2(n);
     this.bitReverse = Int32Array.from({ length: n }, (_, i) => {

@@ -17,6 +17,7 @@ export interface FastCorrelationParams {
   logScale?: boolean;
   refine?: RefineMethod;
   upsampleFactor?: number;
+  upsampleBandwidth?: number;
 }
 
 export const correlationParamsProperties = {
@@ -26,6 +27,7 @@ export const correlationParamsProperties = {
   logScale: { type: 'boolean' },
   refine: { enum: ['com', 'upsample', 'none'] },
   upsampleFactor: { type: 'integer', minimum: 2 },
+  upsampleBandwidth: { type: 'number', exclusiveMinimum: 0, maximum: 0.5 },
 } as const;
 
 export class FastCorrelationUDF extends UDF<FastCorrelationParams> {
@@ -59,6 +61,7 @@ export class FastCorrelationUDF extends UDF<FastCorrelationParams> {
       logScale: p.logScale,
       refine: p.refine,
       upsampleFactor: p.upsampleFactor,
+      upsampleBandwidth: p.upsampleBandwidth,
     });
     return {
       correlator,

@@ -46,7 +46,12 @@ export function parabolaVertex(a: number, b: number, c: number): number {
 
 /**
  * The band-limited interpolation of real correlation maps from their spectrum, around a point.
- * One instance per map size and factor: it keeps the exponential table and scratch buffers.
+ * Only frequencies |k| < n * bandwidth per axis take part (default a quarter of the band, so a
+ * sixteenth of the work): a peak that is point-symmetric about its centre (a disk correlated with
+ * a symmetric template) stays symmetric under a symmetric low-pass, so its maximum does not move,
+ * and the correlation of disks many pixels wide has almost no energy up there anyway. The Nyquist
+ * row and column never take part, so that both maps of a pair stay real and separate.
+ * One instance per map size, factor and bandwidth: it keeps the tables and scratch buffers.
  */
 export class UpsampledDft {
   readonly n: number;
@@ -56,12 +61,15 @@ export class UpsampledDft {
   private readonly nf: number;
   private readonly cos: Float64Array;
   private readonly sin: Float64Array;
-  private readonly ex: Float64Array; // samples x n complex: exp(2 pi i kx xv / n)
-  private readonly ey: Float64Array; // samples x n complex
-  private readonly t: Float64Array; // samples(v) x n(ky) complex
+  /** kept frequency indices (0..n-1) and their signed values */
+  private readonly keep: Int32Array;
+  private readonly signed: Int32Array;
+  private readonly ex: Float64Array; // samples x kept complex: exp(2 pi i kx xv / n)
+  private readonly ey: Float64Array;
+  private readonly t: Float64Array; // samples(v) x kept(ky) complex
   private readonly grid: Float64Array; // samples x samples
 
-  constructor(n: number, factor: number) {
+  constructor(n: number, factor: number, bandwidth = 0.25) {
     this.n = n;
     this.factor = factor;
     this.samples = 2 * Math.ceil(0.75 * factor) + 1;
@@ -72,25 +80,33 @@ export class UpsampledDft {
       this.cos[j] = Math.cos((2 * Math.PI * j) / this.nf);
       this.sin[j] = Math.sin((2 * Math.PI * j) / this.nf);
     }
+    const kMax = Math.max(1, Math.min(n / 2 - 1, Math.ceil(n * Math.min(0.5, bandwidth)) - 1));
+    const keep: number[] = [];
+    for (let k = 0; k < n; k++) {
+      const kk = k < n / 2 ? k : k - n;
+      if (Math.abs(kk) <= kMax) keep.push(k);
+    }
+    this.keep = Int32Array.from(keep);
+    this.signed = Int32Array.from(keep, (k) => (k < n / 2 ? k : k - n));
     const r = this.samples;
-    this.ex = new Float64Array(2 * r * n);
-    this.ey = new Float64Array(2 * r * n);
-    this.t = new Float64Array(2 * r * n);
+    const m = keep.length;
+    this.ex = new Float64Array(2 * r * m);
+    this.ey = new Float64Array(2 * r * m);
+    this.t = new Float64Array(2 * r * m);
     this.grid = new Float64Array(r * r);
   }
 
-  /** exp(2 pi i k (p0 f + u - h) / (n f)) for u < samples, k = 0..n-1 as signed frequencies. */
+  /** exp(2 pi i k (p0 f + u - h) / (n f)) for u < samples and the kept frequencies k. */
   private fillKernel(out: Float64Array, p0: number): void {
-    const { n, nf, samples, cos, sin } = this;
+    const { nf, samples, cos, sin, signed } = this;
+    const m = signed.length;
     const h = (samples - 1) / 2;
-    const half = n / 2;
     for (let u = 0; u < samples; u++) {
       const pos = (((p0 * this.factor + u - h) % nf) + nf) % nf;
-      for (let k = 0; k < n; k++) {
-        const kk = k < half ? k : k - n;
-        const j = (((kk * pos) % nf) + nf) % nf;
-        out[2 * (u * n + k)] = cos[j]!;
-        out[2 * (u * n + k) + 1] = sin[j]!;
+      for (let j = 0; j < m; j++) {
+        const idx = (((signed[j]! * pos) % nf) + nf) % nf;
+        out[2 * (u * m + j)] = cos[idx]!;
+        out[2 * (u * m + j) + 1] = sin[idx]!;
       }
     }
   }
@@ -98,39 +114,31 @@ export class UpsampledDft {
   /**
    * Refine a peak at integer map position (iy, ix). `spec` is the n x n complex spectrum
    * (interleaved) of `re + i im` of two real maps; `part` 0 takes the first (real) map, 1 the
-   * second. The Nyquist row and column are left out so that both interpolations stay real and
-   * separate. Returns the refined position in map coordinates and the interpolated height.
+   * second. Returns the refined position in map coordinates and the interpolated height.
    */
   refine(spec: Float64Array, part: 0 | 1, iy: number, ix: number): [number, number, number] {
-    const { n, samples: r, ex, ey, t, grid } = this;
-    const half = n / 2;
+    const { n, samples: r, ex, ey, t, grid, keep } = this;
+    const m = keep.length;
     this.fillKernel(ex, ix);
     this.fillKernel(ey, iy);
     // t[v][ky] = sum_kx spec[ky][kx] ex[v][kx]
-    for (let ky = 0; ky < n; ky++) {
-      if (ky === half) {
-        for (let v = 0; v < r; v++) {
-          t[2 * (v * n + ky)] = 0;
-          t[2 * (v * n + ky) + 1] = 0;
-        }
-        continue;
-      }
-      const row = 2 * ky * n;
+    for (let jy = 0; jy < m; jy++) {
+      const row = 2 * keep[jy]! * n;
       for (let v = 0; v < r; v++) {
-        const e = 2 * v * n;
+        const e = 2 * v * m;
         let re = 0;
         let im = 0;
-        for (let kx = 0; kx < n; kx++) {
-          if (kx === half) continue;
-          const sr = spec[row + 2 * kx]!;
-          const si = spec[row + 2 * kx + 1]!;
-          const er = ex[e + 2 * kx]!;
-          const ei = ex[e + 2 * kx + 1]!;
+        for (let jx = 0; jx < m; jx++) {
+          const o = row + 2 * keep[jx]!;
+          const sr = spec[o]!;
+          const si = spec[o + 1]!;
+          const er = ex[e + 2 * jx]!;
+          const ei = ex[e + 2 * jx + 1]!;
           re += sr * er - si * ei;
           im += sr * ei + si * er;
         }
-        t[2 * (v * n + ky)] = re;
-        t[2 * (v * n + ky) + 1] = im;
+        t[2 * (v * m + jy)] = re;
+        t[2 * (v * m + jy) + 1] = im;
       }
     }
     // grid[u][v] = part of sum_ky ey[u][ky] t[v][ky]
@@ -138,14 +146,14 @@ export class UpsampledDft {
     let bu = 0;
     let bv = 0;
     for (let u = 0; u < r; u++) {
-      const e = 2 * u * n;
+      const e = 2 * u * m;
       for (let v = 0; v < r; v++) {
-        const tv = 2 * v * n;
+        const tv = 2 * v * m;
         let acc = 0;
         if (part === 0) {
-          for (let ky = 0; ky < n; ky++) acc += ey[e + 2 * ky]! * t[tv + 2 * ky]! - ey[e + 2 * ky + 1]! * t[tv + 2 * ky + 1]!;
+          for (let j = 0; j < m; j++) acc += ey[e + 2 * j]! * t[tv + 2 * j]! - ey[e + 2 * j + 1]! * t[tv + 2 * j + 1]!;
         } else {
-          for (let ky = 0; ky < n; ky++) acc += ey[e + 2 * ky]! * t[tv + 2 * ky + 1]! + ey[e + 2 * ky + 1]! * t[tv + 2 * ky]!;
+          for (let j = 0; j < m; j++) acc += ey[e + 2 * j]! * t[tv + 2 * j + 1]! + ey[e + 2 * j + 1]! * t[tv + 2 * j]!;
         }
         grid[u * r + v] = acc;
         if (acc > best) {
@@ -160,8 +168,7 @@ export class UpsampledDft {
     if (bu > 0 && bu < r - 1) du = parabolaVertex(grid[(bu - 1) * r + bv]!, best, grid[(bu + 1) * r + bv]!);
     if (bv > 0 && bv < r - 1) dv = parabolaVertex(grid[bu * r + bv - 1]!, best, grid[bu * r + bv + 1]!);
     const h = (r - 1) / 2;
-    const scale = 1 / (n * n);
-    return [iy + (bu + du - h) / this.factor, ix + (bv + dv - h) / this.factor, best * scale];
+    return [iy + (bu + du - h) / this.factor, ix + (bv + dv - h) / this.factor, best / (n * n)];
   }
 }
 
