@@ -9,7 +9,7 @@
  * next pass shows the new map; drag it; stop; a screenshot for the README.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -55,6 +55,7 @@ let browser: Browser;
 let page: Page;
 const pageErrors: string[] = [];
 
+describe.skipIf(!existsSync('/usr/bin/chromium'))('browser live view', () => {
 beforeAll(async () => {
   execFileSync(process.execPath, [join(PROJECT_ROOT, 'scripts/build-web.mjs')], { stdio: 'pipe' });
   controller = new SyntheticController();
@@ -131,7 +132,6 @@ function expectPixels(map: MapReadback, merged: number): void {
   expect(checked).toBe(merged);
 }
 
-describe('browser live view', () => {
   it('starts an acquisition from the form; maps and signal image equal the merged results and the reference', async () => {
     await page.fill('#scan-h', String(SCAN[0]));
     await page.fill('#scan-w', String(SCAN[1]));

@@ -19,6 +19,7 @@ const K2IS_FRAME: [number, number] = [1860, 2048];
 const STATUS_POLL_MS = 1000;
 
 const base = location.origin;
+// the HTTP half of the client (the stream has its own client per connection; no socket here)
 const api = new TesseraClient({ url: base, WebSocket: class {} as never }).api;
 
 // ---------------------------------------------------------------------------------------------

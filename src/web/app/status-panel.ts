@@ -8,6 +8,9 @@ import type { Progress, SectorStatus } from '../../protocol/ws-messages.js';
 import { fill, fmt, fmtDuration, h } from './dom.js';
 
 const PLOT_SAMPLES = 600;
+
+/** 12,500 -> 12.5k: axis labels that fit. */
+const compact = (v: number): string => (Math.abs(v) >= 1e6 ? `${+(v / 1e6).toFixed(1)}M` : Math.abs(v) >= 1e3 ? `${+(v / 1e3).toFixed(1)}k` : String(v));
 const SAMPLE_EVERY_MS = 500;
 
 export class ProgressBar {
@@ -122,7 +125,7 @@ export class RatePlot {
         scales: { rate: { auto: true, range: (_u, _min, max) => [0, Math.max(1, max)] }, loss: { auto: true, range: (_u, _min, max) => [0, Math.max(1, max)] } },
         axes: [
           { stroke: '#aab', grid: { stroke: '#2a2f3a' } },
-          { scale: 'rate', stroke: '#4fc3f7', grid: { stroke: '#2a2f3a' }, size: 60 },
+          { scale: 'rate', stroke: '#4fc3f7', grid: { stroke: '#2a2f3a' }, size: 50, values: (_u, ticks) => ticks.map(compact) },
           { scale: 'loss', side: 1, stroke: '#ff6b6b', grid: { show: false }, size: 50 },
         ],
         series: [
