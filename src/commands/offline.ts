@@ -30,6 +30,7 @@ export interface RawOfflineOptions {
   gzip?: string;
   allowBlankFrames?: boolean;
   progress?: boolean;
+  partitionFrames?: string;
 }
 
 /** One `--udf` argument, resolved: the group id in the file and the spec to build the UDF from. */
@@ -190,6 +191,7 @@ export async function runOffline(raw: RawOfflineOptions, argv: readonly string[]
   const syncOffset = raw.syncOffset !== undefined ? parseInteger('--sync-offset', raw.syncOffset, -(2 ** 31), 2 ** 31 - 1) : undefined;
   const workers = raw.workers === undefined || raw.workers === 'auto' ? 'auto' : parseInteger('--workers', raw.workers, 0, 256);
   const gzip = raw.gzip !== undefined ? parseInteger('--gzip', raw.gzip, 0, 9) : 0;
+  const partitionFrames = raw.partitionFrames !== undefined ? parseInteger('--partition-frames', raw.partitionFrames, 1, 2 ** 30) : undefined;
 
   await loadConfiguredPlugins(config);
   const specs = parseUdfArgs(raw.udf ?? []);
@@ -245,7 +247,7 @@ export async function runOffline(raw: RawOfflineOptions, argv: readonly string[]
 
     const t0 = performance.now();
     let last: RunStep | null = null;
-    for await (const step of runUdfIter(dataset, udfs, { workers, signal: ac.signal })) {
+    for await (const step of runUdfIter(dataset, udfs, { workers, signal: ac.signal, ...(partitionFrames ? { partitionFrames } : {}) })) {
       last = step;
       progress.update(step.progress);
     }
@@ -260,7 +262,8 @@ export async function runOffline(raw: RawOfflineOptions, argv: readonly string[]
     writer.setAttrs('/', { frames, decoded_bytes: decodedBytes, seconds: Number(seconds.toFixed(3)), workers: String(workers) });
     writer.close();
     const summary: OfflineSummary = { output: writer.path, frames, decodedBytes, seconds, gbPerSecond: decodedBytes / seconds / 1e9, udfs: specs.map((s) => s.id) };
-    log.info({ ...summary }, 'offline run done');
+    // on a terminal the summary line says it all
+    log[tty ? 'debug' : 'info']({ ...summary }, 'offline run done');
     return summary;
   } catch (err) {
     progress.end();
@@ -290,6 +293,7 @@ export function registerOfflineCommand(program: Command): void {
     .option('--sync-offset <n>', "LiberTEM's sync_offset: scan position 0 reads complete frame n - 1 (default: the recording's own, the frame before the first flagged one)")
     .option('--workers <n|auto>', 'worker threads; 0 runs in this thread (default auto: one per core)')
     .option('--gzip <level>', 'compress datasets larger than 64 KiB with gzip at this level 1..9 (default 0: none)')
+    .option('--partition-frames <n>', 'frames per partition, the unit of work and of progress (default: one scan row)')
     .option('--allow-blank-frames', 'read scan positions the recording does not cover as zeros instead of failing')
     .option('--no-progress', 'no progress bar on a terminal')
     .addHelpText(

@@ -22,6 +22,10 @@ const P = H * W;
 const DISK = { type: 'disk', cy: 930, cx: 1024, r: 120 } as const;
 const RING = { type: 'ring', cy: 930, cx: 1024, ri: 200, ro: 500 } as const;
 const COM = { cy: 930, cx: 1024, r: 300 };
+// a non-square scan, so that a transposed nav shape would show
+const NY = 4;
+const NX = 6;
+const N = NY * NX;
 
 interface Reference {
   sum: Float64Array;
@@ -98,13 +102,14 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline on a simulator recording
   let ref: Reference;
   let file: ReducedFile;
   let stdout: string;
-  const frames = 64;
+  let stderr: string;
+  const frames = N;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-offline-'));
     const rec = join(dir, 'rec');
     mkdirSync(rec);
-    await simulateRecording(rec, 'Scan', ['--scan', '8x8', '--seed', '11', '--frames-before', '3', '--frames-after', '2']);
+    await simulateRecording(rec, 'Scan', ['--scan', `${NY}x${NX}`, '--seed', '11', '--frames-before', '3', '--frames-after', '2']);
     const truth = readNpy(join(rec, 'Scan-truth.npy'));
     expect(truth.shape).toEqual([frames, H, W]);
     ref = reference(truth.data as Uint16Array, frames);
@@ -124,6 +129,7 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline on a simulator recording
     expect(r.stderr.split('\n').filter((l) => l.includes('"level":50') || l.startsWith('tessera: error'))).toEqual([]);
     expect(r.code).toBe(0);
     stdout = r.stdout;
+    stderr = r.stderr;
     file = await readReducedFile(out);
   }, 180_000);
   afterEach(killChildren);
@@ -135,15 +141,32 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline on a simulator recording
   it('prints a one-line summary and leaves only the output file', () => {
     const lines = stdout.trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/wrote .*out\.h5 .*64 frames, 0\.49 GB decoded in [\d.]+ s \([\d.]+ GB\/s\)/);
+    expect(lines[0]).toMatch(/wrote .*out\.h5 .*24 frames, 0\.18 GB decoded in [\d.]+ s \([\d.]+ GB\/s\)/);
     expect(readdirSync(dir).sort()).toEqual(['out.h5', 'rec']);
+  });
+
+  it('logs progress (stderr is not a TTY): frames done / total, GB/s, ETA, ending at N / N', () => {
+    const progress = stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === 'progress');
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    for (const p of progress) {
+      expect(p.framesTotal).toBe(N);
+      expect(typeof p.gbPerSecond).toBe('number');
+      expect(p).toHaveProperty('etaSeconds');
+    }
+    expect(progress.at(-1)).toMatchObject({ framesDone: N, etaSeconds: 0 });
+    const done = progress.map((p) => p.framesDone as number);
+    expect([...done].sort((a, b) => a - b)).toEqual(done);
   });
 
   it('root attributes: format, shapes, version, time, command and definition', () => {
     expect(file.format).toBe(REDUCED_FORMAT);
-    expect(file.navShape).toEqual([8, 8]);
+    expect(file.navShape).toEqual([NY, NX]);
     expect(file.sigShape).toEqual([H, W]);
-    expect(file.attrs.frames).toBe(64);
+    expect(file.attrs.frames).toBe(N);
     expect(typeof file.attrs.tessera_version).toBe('string');
     expect(Date.now() - Date.parse(file.attrs.created as string)).toBeLessThan(600_000);
     expect(JSON.parse(file.attrs.command as string).slice(0, 2)).toEqual(['tessera', 'offline']);
@@ -157,7 +180,7 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline on a simulator recording
     expect(Object.keys(file.udfs).sort()).toEqual(['CoMUDF', 'StdDevUDF', 'SumSigUDF', 'SumUDF', 'vd']);
     expect(file.udfs.vd!.name).toBe('ApplyMasksUDF');
     expect(file.udfs.vd!.params).toEqual({ masks: [DISK, RING] });
-    expect(Array.from(file.datasets.damage!.data)).toEqual(new Array(64).fill(1));
+    expect(Array.from(file.datasets.damage!.data)).toEqual(new Array(N).fill(1));
   });
 
   it('Sum, SumSig and ApplyMasks (disk, ring) equal the truth bit for bit', () => {
@@ -166,11 +189,11 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline on a simulator recording
     expect(sum.data).toBeInstanceOf(Float64Array);
     expect(countDiff(sum.data, ref.sum)).toBe(0);
     const ss = file.udfs.SumSigUDF!.buffers.intensity!;
-    expect(ss.shape).toEqual([8, 8]);
+    expect(ss.shape).toEqual([NY, NX]);
     expect(ss.valid).toBeNull(); // every position processed: no mask written
     expect(countDiff(ss.data, ref.perFrame)).toBe(0);
     const vd = file.udfs.vd!.buffers.intensity!;
-    expect(vd.shape).toEqual([8, 8, 2]);
+    expect(vd.shape).toEqual([NY, NX, 2]);
     expect(countDiff(vd.data, ref.masks)).toBe(0);
     // the scene is not blank inside the masks (a test that compares zeros proves little)
     expect(Math.min(...Array.from(ref.masks))).toBeGreaterThan(0);
@@ -179,12 +202,12 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline on a simulator recording
   it('CoM: centre of mass and shifts within 1e-9 px of the truth', () => {
     const b = file.udfs.CoMUDF!.buffers;
     expect(Object.keys(b).sort()).toEqual(['curl', 'divergence', 'field', 'field_x', 'field_y', 'magnitude', 'raw_com', 'raw_shifts', 'regression']);
-    expect(b.raw_com!.shape).toEqual([8, 8, 2]);
+    expect(b.raw_com!.shape).toEqual([NY, NX, 2]);
     expect(maxAbsDiff(b.raw_com!.data, ref.com)).toBeLessThan(1e-9);
     const shifts = ref.com.map((v, i) => v - (i % 2 === 0 ? COM.cy : COM.cx));
     expect(maxAbsDiff(b.raw_shifts!.data, shifts)).toBeLessThan(1e-9);
     expect(maxAbsDiff(b.field!.data, shifts)).toBeLessThan(1e-9); // no rotation, no flip
-    const mag = Array.from({ length: 64 }, (_, k) => Math.hypot(shifts[2 * k]!, shifts[2 * k + 1]!));
+    const mag = Array.from({ length: N }, (_, k) => Math.hypot(shifts[2 * k]!, shifts[2 * k + 1]!));
     expect(maxAbsDiff(b.magnitude!.data, mag)).toBeLessThan(1e-9);
     expect(b.regression!.shape).toEqual([3, 2]);
     // the simulated beam moves: shifts are not all the same
@@ -193,7 +216,7 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline on a simulator recording
 
   it('StdDev: mean, var, std within 1e-9 (relative) of two-pass loops; sums exact', () => {
     const b = file.udfs.StdDevUDF!.buffers;
-    expect(b.num_frames!.data[0]).toBe(64);
+    expect(b.num_frames!.data[0]).toBe(N);
     expect(countDiff(b.sum!.data, ref.sum)).toBe(0);
     expect(maxAbsDiff(b.mean!.data, ref.mean)).toBeLessThan(1e-9);
     let worst = 0;
@@ -219,8 +242,8 @@ out = {
   'dtypes': {k + '/' + b: str(f['udf'][k][b].dtype) for k in f['udf'] for b in f['udf'][k]},
   'sum': float(f['udf/SumUDF/intensity'][930, 1024]),
   'sumsig': f['udf/SumSigUDF/intensity'][3, :].tolist(),
-  'vd': f['udf/vd/intensity'][2, 7, :].tolist(),
-  'com': f['udf/CoMUDF/raw_com'][5, 6, :].tolist(),
+  'vd': f['udf/vd/intensity'][2, 5, :].tolist(),
+  'com': f['udf/CoMUDF/raw_com'][3, 4, :].tolist(),
   'std': float(f['udf/StdDevUDF/std'][930, 1000]),
   'kind': f['udf/SumSigUDF/intensity'].attrs['kind'] if isinstance(f['udf/SumSigUDF/intensity'].attrs['kind'], str) else '?',
   'params': json.loads(f['udf/vd'].attrs['params']),
@@ -229,14 +252,14 @@ print(json.dumps(out))
 `;
     const res = JSON.parse(execFileSync(PY, ['-c', script, out], { encoding: 'utf8' }));
     expect(res.format).toBe(REDUCED_FORMAT);
-    expect(res.nav_shape).toEqual([8, 8]);
+    expect(res.nav_shape).toEqual([NY, NX]);
     expect(res.sig_shape).toEqual([H, W]);
     expect(res.definition[2]).toEqual({ id: 'vd', name: 'ApplyMasksUDF', params: { masks: [DISK, RING] } });
     expect(res.udfs).toEqual(['CoMUDF', 'StdDevUDF', 'SumSigUDF', 'SumUDF', 'vd']);
     expect(res.shapes['SumUDF/intensity']).toEqual([H, W]);
-    expect(res.shapes['SumSigUDF/intensity']).toEqual([8, 8]);
-    expect(res.shapes['vd/intensity']).toEqual([8, 8, 2]);
-    expect(res.shapes['CoMUDF/raw_com']).toEqual([8, 8, 2]);
+    expect(res.shapes['SumSigUDF/intensity']).toEqual([NY, NX]);
+    expect(res.shapes['vd/intensity']).toEqual([NY, NX, 2]);
+    expect(res.shapes['CoMUDF/raw_com']).toEqual([NY, NX, 2]);
     expect(res.shapes['CoMUDF/regression']).toEqual([3, 2]);
     expect(res.shapes['StdDevUDF/num_frames']).toEqual([1]);
     expect(res.shapes['StdDevUDF/var']).toEqual([H, W]);
@@ -244,10 +267,10 @@ print(json.dumps(out))
     expect(res.kind).toBe('nav');
     expect(res.params).toEqual({ masks: [DISK, RING] });
     expect(res.sum).toBe(ref.sum[930 * W + 1024]);
-    expect(res.sumsig).toEqual(Array.from(ref.perFrame.subarray(24, 32)));
-    expect(res.vd).toEqual([ref.masks[(2 * 8 + 7) * 2], ref.masks[(2 * 8 + 7) * 2 + 1]]);
-    expect(Math.abs(res.com[0] - ref.com[(5 * 8 + 6) * 2]!)).toBeLessThan(1e-9);
-    expect(Math.abs(res.com[1] - ref.com[(5 * 8 + 6) * 2 + 1]!)).toBeLessThan(1e-9);
+    expect(res.sumsig).toEqual(Array.from(ref.perFrame.subarray(3 * NX, 4 * NX)));
+    expect(res.vd).toEqual([ref.masks[(2 * NX + 5) * 2], ref.masks[(2 * NX + 5) * 2 + 1]]);
+    expect(Math.abs(res.com[0] - ref.com[(3 * NX + 4) * 2]!)).toBeLessThan(1e-9);
+    expect(Math.abs(res.com[1] - ref.com[(3 * NX + 4) * 2 + 1]!)).toBeLessThan(1e-9);
     expect(Math.abs(res.std - Math.sqrt(ref.variance[930 * W + 1000]!))).toBeLessThan(1e-9);
   });
 
