@@ -61,7 +61,13 @@ async function replayPipeline(name: string, replayArgs: string[], acquisitions: 
   const base = await freeUdpPorts(8);
   const coord = await ElectionCoordinator.start({ endpoint: 'tcp://127.0.0.1:*', expectedSectors: SECTORS, timeoutMs: 10_000 });
   closers.push(() => coord.close());
-  const cfg = writeConfig(dir, `${name}.json`, { detector: { udp: { basePort: base } }, election: { endpoint: coord.endpoint, timeoutMs: 10_000 } });
+  // a long frame timeout: on a loaded machine the sender may stall mid-frame, and a frame given up
+  // early would look like loss
+  const cfg = writeConfig(dir, `${name}.json`, {
+    detector: { udp: { basePort: base } },
+    receiver: { frameTimeoutMs: 3000 },
+    election: { endpoint: coord.endpoint, timeoutMs: 10_000 },
+  });
   const dumps = SECTORS.map((s) => join(dir, `${name}-s${s}.bin`));
   const rxs = SECTORS.map((s, k) =>
     spawnCli(`receiver-${s}`, ['receiver', '--sector', String(s), '--config', cfg, '--scan', `${SCAN[0]}x${SCAN[1]}`, '--dump-frames', dumps[k]!]),
@@ -123,13 +129,18 @@ function checkDumps(r: Run, acquisitions: number, framesPerPass: number): number
 describe('--write-bin recording -> --replay-bin -> 8 receivers (processes, real UDP and ZeroMQ)', () => {
   it('--loop, two passes: two acquisitions, every sector frame equal to the truth bit for bit', async () => {
     // stream frames 0..23 (3 + 20 - 1 + 2) and the incomplete 24th: 25 replay frames per pass
-    const r = await replayPipeline('loop', ['--fps', '100', '--loop', '--max-frames', '50'], 2);
+    const r = await replayPipeline('loop', ['--fps', '60', '--loop', '--max-frames', '50'], 2);
     const done = r.replay.lines.find((l) => l.msg === 'replay done')!;
     expect(done).toMatchObject({ frames: 50, passes: 2, truncatedBlocksSkipped: 8, stoppedEarly: false });
     expect(r.faults).toEqual([]);
-    // damaged: only each pass's incomplete lead-in and last frame (outside the scan); none missing,
-    // so the second pass's block_counts continued the first's
-    for (const f of r.finals) expect(f).toMatchObject({ framesDamaged: 4, framesMissing: 0, resyncs: 0, duplicates: 0, rejected: {} });
+    // no frame missing and no resync: the second pass's block_counts continued the first's. Each
+    // pass has 5 frames outside the scan, 2 of them incomplete as recorded (the lead-in and the
+    // last); a loaded machine may lose a datagram of another one, so that count is a lower bound:
+    // the scan frames themselves are checked exactly below.
+    for (const f of r.finals) {
+      expect(f).toMatchObject({ framesInScan: 40, framesOutsideScan: 10, framesMissing: 0, resyncs: 0, duplicates: 0, rejected: {}, acquisitions: 2 });
+      expect(f.framesDamaged).toBeGreaterThanOrEqual(4);
+    }
     expect(checkDumps(r, 2, 25)).toBe(0);
   });
 
