@@ -8,6 +8,7 @@
  *    (rfft2 + template product + irfft2, src/udf/fft.ts; LiberTEM's FullFrameCorrelationUDF);
  *  - the detector's real-time rate, 400 frames/s.
  */
+import { loadavg } from 'node:os';
 import { FRAME_HEIGHT, FRAME_WIDTH } from '../src/k2is/constants.js';
 import { SimulatedScan } from '../src/k2is/simulator/scene.js';
 import { irfft2, rfft2 } from '../src/udf/fft.js';
@@ -23,6 +24,8 @@ const DETECTOR_FPS = 400;
 const FRAMES = 4;
 
 export async function run(): Promise<void> {
+  // figures are per core: on a shared machine they scale with the share of a core this process gets
+  console.log(`# load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   const scan = new SimulatedScan({ scanShape: [1, 8], seed: 3 });
   // non-vacuum positions: every frame has the full lattice
   const frames = Array.from({ length: FRAMES }, (_, k) => scan.frame(4 + k));

@@ -15,6 +15,8 @@ import { SumUDF } from './sum.js';
 
 export { ApplyMasksUDF, CoMUDF, CrystallinityUDF, FEMUDF, LogsumUDF, PickUDF, StdDevUDF, SumSigUDF, SumUDF };
 export { FastCorrelationUDF, StrainMapUDF };
+/** templates, window correlation, refinement, lattice fit, reference lattice from a frame */
+export * as blobfinder from './blobfinder/index.js';
 
 export const STANDARD_UDFS: UDFClass[] = [
   SumUDF,

@@ -110,9 +110,6 @@ export class WindowCorrelator {
   private readonly rowOut: Float64Array;
   private readonly window: Float64Array;
   private readonly upsampler: UpsampledDft | null;
-  private readonly bitReverse: Int32Array;
-  private readonly twiddleCos: Float64Array;
-  private readonly twiddleSin: Float64Array;
   /** rows of the correlation map that evaluation reads: the search disk plus the CoM window */
   private readonly mapRows: [number, number];
   /** offsets (dy, dx) of the search disk, nearest first */
@@ -141,14 +138,6 @@ export class WindowCorrelator {
     this.window = new Float64Array(n * n);
     this.upsampler = this.refineMethod === 'upsample' ? new UpsampledDft(n, factor, opts.upsampleBandwidth ?? 0.25) : null;
 
-    const bits = Math.log2(n);
-    this.bitReverse = Int32Array.from({ length: n }, (_, i) => {
-      let r = 0;
-      for (let b = 0; b < bits; b++) if (i & (1 << b)) r |= 1 << (bits - 1 - b);
-      return r;
-    });
-    this.twiddleCos = Float64Array.from({ length: n / 2 }, (_, k) => Math.cos((2 * Math.PI * k) / n));
-    this.twiddleSin = Float64Array.from({ length: n / 2 }, (_, k) => Math.sin((2 * Math.PI * k) / n));
     const reach = Math.ceil(this.search) + Math.max(1, this.comRadius) + 1;
     this.mapRows = [Math.max(0, n / 2 - reach), Math.min(n, n / 2 + reach + 1)];
 
@@ -190,61 +179,21 @@ export class WindowCorrelator {
     }
   }
 
-  /**
-   * 1-D transforms of all columns at once: an iterative radix-2 FFT whose butterflies combine
-   * whole rows, so the inner loop runs along contiguous memory (no gather and scatter of
-   * columns). The inverse is scaled by 1/n like fft.js's.
-   */
+  /** 1-D transforms of every column with fft.js (inverse scaled by 1/n). */
   private columnFft(a: Float64Array, inverse: boolean): void {
     const n = this.n;
-    const row = 2 * n;
-    const rev = this.bitReverse;
-    for (let i = 0; i < n; i++) {
-      const j = rev[i]!;
-      if (j > i) {
-        const tmp = this.rowIn;
-        tmp.set(a.subarray(i * row, (i + 1) * row));
-        a.copyWithin(i * row, j * row, (j + 1) * row);
-        a.set(tmp, j * row);
+    const { rowIn, rowOut, fft } = this;
+    for (let x = 0; x < n; x++) {
+      for (let y = 0, i = 2 * x; y < n; y++, i += 2 * n) {
+        rowIn[2 * y] = a[i]!;
+        rowIn[2 * y + 1] = a[i + 1]!;
       }
-    }
-    const cos = this.twiddleCos;
-    const sin = this.twiddleSin;
-    const sign = inverse ? 1 : -1;
-    for (let size = 2; size <= n; size *= 2) {
-      const half = size / 2;
-      const step = n / size;
-      for (let start = 0; start < n; start += size) {
-        for (let k = 0; k < half; k++) {
-          const wr = cos[k * step]!;
-          const wi = sign * sin[k * step]!;
-          const p = (start + k) * row;
-          const q = (start + k + half) * row;
-          if (k === 0) {
-            for (let x = 0; x < row; x++) {
-              const u = a[p + x]!;
-              const v = a[q + x]!;
-              a[p + x] = u + v;
-              a[q + x] = u - v;
-            }
-            continue;
-          }
-          for (let x = 0; x < row; x += 2) {
-            const vr = a[q + x]! * wr - a[q + x + 1]! * wi;
-            const vi = a[q + x]! * wi + a[q + x + 1]! * wr;
-            const ur = a[p + x]!;
-            const ui = a[p + x + 1]!;
-            a[p + x] = ur + vr;
-            a[p + x + 1] = ui + vi;
-            a[q + x] = ur - vr;
-            a[q + x + 1] = ui - vi;
-          }
-        }
+      if (inverse) fft.inverseTransform(rowOut, rowIn);
+      else fft.transform(rowOut, rowIn);
+      for (let y = 0, i = 2 * x; y < n; y++, i += 2 * n) {
+        a[i] = rowOut[2 * y]!;
+        a[i + 1] = rowOut[2 * y + 1]!;
       }
-    }
-    if (inverse) {
-      const scale = 1 / n;
-      for (let i = 0; i < a.length; i++) a[i] = a[i]! * scale;
     }
   }
 
