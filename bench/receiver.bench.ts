@@ -43,7 +43,7 @@ const TIMING = { runs: 5, minTimeMs: 200 };
 const WARM_UP_SECONDS = 1;
 
 /** Sector-frame datagrams with random (valid) 12-bit payloads, in send order. */
-function buildDatagrams(frames: number): Uint8Array[] {
+export function buildDatagrams(frames: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   let x = 0x2545f491;
   for (let f = 0; f < frames; f++) {
@@ -64,7 +64,7 @@ function buildDatagrams(frames: number): Uint8Array[] {
 }
 
 /** Rewrite a datagram's header for stream position `n` (block n % 32 of frame n / 32). */
-function patch(d: Uint8Array, n: number, flagFrom: number): void {
+export function patch(d: Uint8Array, n: number, flagFrom: number): void {
   const frame = Math.floor(n / BLOCKS_PER_SECTOR_FRAME);
   const bc = n >>> 0;
   d[16] = bc >>> 24;
@@ -234,7 +234,7 @@ async function startBareProcess(config: TesseraConfig): Promise<Sink> {
 }
 
 /** Send `rate` datagrams/s for `seconds`, paced on the clock; returns what went out. */
-async function sendPaced(port: number, rate: number, seconds: number, ring: Uint8Array[], warmUp = 0): Promise<{ sent: number; warmSent: number; seconds: number }> {
+export async function sendPaced(port: number, rate: number, seconds: number, ring: Uint8Array[], warmUp = 0): Promise<{ sent: number; warmSent: number; seconds: number }> {
   const sock = dgram.createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
   await new Promise<void>((r) => sock.connect(port, '127.0.0.1', () => r()));
