@@ -19,6 +19,7 @@ import { strainFromLattice, type StrainComponents, type Vec2 } from '../../src/u
 import { referenceFromFrame } from '../../src/udf/lib/blobfinder/peaks.js';
 import type { TemplateSpec } from '../../src/udf/lib/blobfinder/templates.js';
 import { SumUDF } from '../../src/udf/lib/index.js';
+import { UDF } from '../../src/udf/udf.js';
 import { StrainMapUDF, type StrainMapParams } from '../../src/udf/lib/strain.js';
 import { PartitionTask } from '../../src/udf/partition-task.js';
 import { columnSlices } from '../../src/udf/partition.js';
@@ -147,6 +148,35 @@ describe('StrainMapUDF on simulator frames', () => {
     expect(() => new StrainMapUDF({ ...params, template: { type: 'ring', radius: 3 } as unknown as TemplateSpec })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
     expect(() => new StrainMapUDF({ ...params, reference: { positions: [] } })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
     expect(() => new StrainMapUDF({ lattice: params.lattice } as StrainMapParams)).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
+  });
+});
+
+describe('StrainMapUDF with descan larger than the search radius', () => {
+  it('zeroShift as per-frame aux data moves the windows with the central beam', async () => {
+    const shape: [number, number] = [2, 4];
+    // the pattern drifts by up to 30 px across the scan: far beyond the 8 px search
+    const scan = new SimulatedScan({ scanShape: shape, seed: 2, descan: 30, vacuumFraction: 0 });
+    const n = shape[0] * shape[1];
+    const data = new Uint16Array(n * FRAME);
+    for (let i = 0; i < n; i++) scan.frame(i, data.subarray(i * FRAME, (i + 1) * FRAME));
+    const ds = new MemoryDataSet({ data, navShape: shape, sigShape: [FRAME_HEIGHT, FRAME_WIDTH] });
+    const centre: Vec2 = [(FRAME_HEIGHT - 1) / 2, (FRAME_WIDTH - 1) / 2];
+    const shifts = new Float64Array(2 * n);
+    for (let i = 0; i < n; i++) {
+      const z = scan.latticeAt(Math.floor(i / shape[1]), i % shape[1]).zero;
+      shifts[2 * i] = z[0] - centre[0];
+      shifts[2 * i + 1] = z[1] - centre[1];
+    }
+    expect(Math.max(...Array.from(shifts, Math.abs))).toBeGreaterThan(15);
+    const params: StrainMapParams = { lattice: { zero: centre, a: scan.a0, b: scan.b0 }, template: TEMPLATE, maxRadius: 450 };
+    const without = await runUdf(ds, new StrainMapUDF(params));
+    const zeroShift = UDF.auxData(shifts, { kind: 'nav', dtype: 'float64', extraShape: [2] });
+    const r = await runUdf(ds, new StrainMapUDF({ ...params, zeroShift }));
+    const f = compare(scan, r, (iy, ix) => scan.strainAt(iy, ix));
+    expect(f.max).toBeLessThan(2e-4);
+    for (let i = 0; i < n; i++) expect(Math.abs(r.zero!.data[2 * i]! - centre[0] - shifts[2 * i]!)).toBeLessThan(0.05);
+    // without the shift the far corners of the scan lose their disks
+    expect(Array.from(without.peaks!.raw).some((p, i) => p === 0 || Math.abs(without.exx!.raw[i]! - scan.strainAt(Math.floor(i / shape[1]), i % shape[1]).exx) > 1e-3)).toBe(true);
   });
 });
 

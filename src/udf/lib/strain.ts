@@ -12,7 +12,7 @@
  */
 import { TesseraError } from '../../errors.js';
 import type { NDArray } from '../ndarray.js';
-import { type ResultValue, UDF } from '../udf.js';
+import { type AuxData, type ResultValue, UDF } from '../udf.js';
 import { allocatePeakResults, type PeakResults, type RefineMethod, WindowCorrelator } from './blobfinder/correlation.js';
 import { correlationParamsProperties } from './blobfinder/fast-correlation.js';
 import { fitLattice, type Lattice, latticePoint, ordersInFrame, strainFromLattice, type Vec2 } from './blobfinder/lattice.js';
@@ -47,6 +47,11 @@ export interface StrainMapParams {
   weighted?: boolean;
   /** default: lattice.a and lattice.b */
   reference?: StrainReference | null;
+  /**
+   * moves every window by (dy, dx) px: a constant, or per frame as aux data (kind 'nav',
+   * extraShape [2], e.g. the central beam's shift from CoMUDF) for descan larger than `search`
+   */
+  zeroShift?: [number, number] | AuxData | null;
 }
 
 const vec2 = { type: 'array', minItems: 2, maxItems: 2, items: { type: 'number' } } as const;
@@ -55,6 +60,9 @@ interface StrainTaskData {
   correlator: WindowCorrelator;
   ey: Float64Array;
   ex: Float64Array;
+  /** expected positions moved by the frame's zero shift */
+  sy: Float64Array;
+  sx: Float64Array;
   orders: Float64Array;
   res: PeakResults;
 }
@@ -79,6 +87,7 @@ export class StrainMapUDF extends UDF<StrainMapParams> {
       minPeaks: { type: 'integer', minimum: 3 },
       tolerance: { type: 'number', exclusiveMinimum: 0 },
       weighted: { type: 'boolean' },
+      zeroShift: { oneOf: [{ type: 'null' }, vec2, { type: 'object', required: ['$aux'] }] },
       reference: {
         oneOf: [
           { type: 'null' },
@@ -137,15 +146,37 @@ export class StrainMapUDF extends UDF<StrainMapParams> {
     const ey = new Float64Array(orders.length);
     const ex = new Float64Array(orders.length);
     orders.forEach(([n, m], k) => ([ey[k], ex[k]] = latticePoint(p.lattice, n, m)));
-    const data: StrainTaskData = { correlator, ey, ex, orders: Float64Array.from(orders.flat()), res: allocatePeakResults(orders.length) };
+    const data: StrainTaskData = {
+      correlator,
+      ey,
+      ex,
+      sy: new Float64Array(orders.length),
+      sx: new Float64Array(orders.length),
+      orders: Float64Array.from(orders.flat()),
+      res: allocatePeakResults(orders.length),
+    };
     return data as unknown as Record<string, unknown>;
   }
 
   override processFrame(frame: NDArray): void {
     const [h, w] = this.meta.sigShape;
     const p = this.rawParams;
-    const { correlator, ey, ex, orders, res } = this.taskData as unknown as StrainTaskData;
-    correlator.correlate(frame, h, w, ey, ex, res.count, res);
+    const { correlator, ey, ex, sy, sx, orders, res } = this.taskData as unknown as StrainTaskData;
+    const shift = this.params.zeroShift as ArrayLike<number> | null | undefined;
+    if (shift && (shift[0] !== 0 || shift[1] !== 0)) {
+      const [dy, dx] = [Number(shift[0]), Number(shift[1])];
+      if (!Number.isFinite(dy) || !Number.isFinite(dx)) {
+        this.noFit();
+        return;
+      }
+      for (let k = 0; k < ey.length; k++) {
+        sy[k] = ey[k]! + dy;
+        sx[k] = ex[k]! + dx;
+      }
+      correlator.correlate(frame, h, w, sy, sx, res.count, res);
+    } else {
+      correlator.correlate(frame, h, w, ey, ex, res.count, res);
+    }
     const fit = fitLattice(res.refinedY, res.refinedX, orders, res.elevation, {
       minQuality: p.minQuality ?? 0.01,
       minPeaks: p.minPeaks,
@@ -154,11 +185,7 @@ export class StrainMapUDF extends UDF<StrainMapParams> {
     });
     const r = this.results;
     if (fit === null) {
-      r.zero!.fill(NaN);
-      r.a!.fill(NaN);
-      r.b!.fill(NaN);
-      r.peaks![0] = 0;
-      r.fitError![0] = NaN;
+      this.noFit();
       return;
     }
     r.zero!.set(fit.zero);
@@ -166,6 +193,15 @@ export class StrainMapUDF extends UDF<StrainMapParams> {
     r.b!.set(fit.b);
     r.peaks![0] = fit.used;
     r.fitError![0] = fit.rms;
+  }
+
+  private noFit(): void {
+    const r = this.results;
+    r.zero!.fill(NaN);
+    r.a!.fill(NaN);
+    r.b!.fill(NaN);
+    r.peaks![0] = 0;
+    r.fitError![0] = NaN;
   }
 
   /** Reference vectors: given, the params' lattice, or the mean fit over the merged reference positions. */

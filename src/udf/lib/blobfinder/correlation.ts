@@ -51,7 +51,7 @@ export interface CorrelatorOptions {
   logScale?: boolean;
   /** subpixel refinement (default 'upsample') */
   refine?: RefineMethod;
-  /** upsampling factor for 'upsample' (default 10) */
+  /** upsampling factor for 'upsample' (default 4: with the parabola on top, finer grids give the same positions) */
   upsampleFactor?: number;
   /** fraction of the band (per axis) the upsampled DFT uses (default 0.25; 0.5 = all) */
   upsampleBandwidth?: number;
@@ -128,7 +128,7 @@ export class WindowCorrelator {
     this.logScale = opts.logScale ?? true;
     this.refineMethod = opts.refine ?? 'upsample';
     this.comRadius = opts.comRadius ?? 2;
-    const factor = opts.upsampleFactor ?? 10;
+    const factor = opts.upsampleFactor ?? 4;
     if (!Number.isInteger(factor) || factor < 2) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'upsampleFactor', `must be an integer >= 2, got ${factor}`);
     this.fft = new (FFT as unknown as new (n: number) => FFTLike)(n);
     this.work = new Float64Array(2 * n * n);
