@@ -139,7 +139,7 @@ describe('simulator -> receiver processes -> partial results (real UDP and ZeroM
     for (const r of rxs) expect(r.lines.filter((l) => (l.level ?? 0) >= 50), r.name).toEqual([]);
   }, 60_000);
 
-  it('with dropped and corrupt datagrams: damage bitmaps exactly the fault log, buffers the reference over zero-filled blocks', async () => {
+  it('with dropped and corrupt datagrams and a whole frame lost: damage bitmaps exactly the fault log, buffers the reference over zero-filled blocks', async () => {
     const sectors = [3];
     const { merger, base } = await setup('faults', sectors);
     const udfs = standardLiveUdfs({ cy: 930, cx: 900, r: 250 });
@@ -148,7 +148,7 @@ describe('simulator -> receiver processes -> partial results (real UDP and ZeroM
     const framesBefore = 4;
     const { sim, faultLog } = simulate('faults', base, [
       '--scan', '5x5', '--seed', '29', '--sectors', '3', '--frames-before', String(framesBefore), '--frames-after', '3', '--fps', '80',
-      '--drop', '0.03', '--burst-drop', '40', '--corrupt', '0.01', '--duplicate', '0.01',
+      '--drop', '0.03', '--burst-drop', '70', '--corrupt', '0.01', '--duplicate', '0.01',
     ]);
     expect(await sim.exited, sim.rawStderr.slice(-5).join('\n')).toEqual({ code: 0, signal: null });
     await merger.until(() => merger.partials.length >= 4, '4 partials', 30_000);
@@ -161,6 +161,8 @@ describe('simulator -> receiver processes -> partial results (real UDP and ZeroM
       damageOf: (s, i) => losses.get(`${s}/${framesBefore - 1 + i}`) ?? 0,
     });
     expect(damaged).toBeGreaterThan(5); // the faults really hit the scan
+    // the burst took at least one whole frame: it reached the UDFs as zeros, fully damaged
+    expect(merger.partials.some((p) => p.damage.includes(0xffffffff))).toBe(true);
   }, 60_000);
 
   it('continuous scan under way: start at a given frame lines up with the scan; stop ends after the chunk in flight', async () => {
