@@ -41,6 +41,14 @@ export interface OfflineUdfSpec {
 
 const BYTES_PER_FRAME = FRAME_PIXELS * 2;
 
+/** The run was stopped by SIGINT or SIGTERM; nothing was written. */
+export class OfflineInterrupted extends Error {
+  constructor(readonly signalName: string) {
+    super(`interrupted by ${signalName}: nothing written`);
+    this.name = 'OfflineInterrupted';
+  }
+}
+
 function badArg(option: string, why: string): never {
   throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', option, why);
 }
@@ -203,9 +211,10 @@ export async function runOffline(raw: RawOfflineOptions, argv: readonly string[]
   const dataset = K2ISDataSet.open(input, { ...(scanShape ? { scanShape } : {}), ...(syncOffset !== undefined ? { syncOffset } : {}) });
   let writer: ReducedFileWriter | null = null;
   const ac = new AbortController();
-  const stop = (): void => ac.abort(new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'run', 'interrupted'));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const onSigint = (): void => ac.abort(new OfflineInterrupted('SIGINT'));
+  const onSigterm = (): void => ac.abort(new OfflineInterrupted('SIGTERM'));
+  process.once('SIGINT', onSigint);
+  process.once('SIGTERM', onSigterm);
   const tty = raw.progress !== false && process.stderr.isTTY === true;
   const progress = new OfflineProgress(log, tty);
   try {
@@ -250,6 +259,8 @@ export async function runOffline(raw: RawOfflineOptions, argv: readonly string[]
     for await (const step of runUdfIter(dataset, udfs, { workers, signal: ac.signal, ...(partitionFrames ? { partitionFrames } : {}) })) {
       last = step;
       progress.update(step.progress);
+      // in-process runs only await settled promises: let signals, timers and log writes through
+      await new Promise<void>((r) => setImmediate(r));
     }
     const seconds = (performance.now() - t0) / 1000;
     progress.update(last!.progress, true);
@@ -268,10 +279,10 @@ export async function runOffline(raw: RawOfflineOptions, argv: readonly string[]
   } catch (err) {
     progress.end();
     writer?.abort();
-    throw err;
+    throw ac.signal.aborted && ac.signal.reason instanceof OfflineInterrupted ? ac.signal.reason : err;
   } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
     dataset.close();
     await new Promise<void>((r) => log.flush(() => r()));
   }
@@ -312,7 +323,15 @@ Examples:
     --udf 'CoM:{"cy":930,"cx":1024,"r":60}'`,
     )
     .action(async (raw: RawOfflineOptions) => {
-      const s = await runOffline(raw);
+      let s: OfflineSummary;
+      try {
+        s = await runOffline(raw);
+      } catch (err) {
+        if (!(err instanceof OfflineInterrupted)) throw err;
+        process.stderr.write(`tessera offline: ${err.message}\n`);
+        process.exitCode = 130;
+        return;
+      }
       process.stdout.write(
         `tessera offline: wrote ${s.output} (${s.udfs.join(', ')}): ${s.frames} frames, ${(s.decodedBytes / 1e9).toFixed(2)} GB decoded in ${s.seconds.toFixed(2)} s (${s.gbPerSecond.toFixed(2)} GB/s)\n`,
       );

@@ -10,8 +10,16 @@ export interface CliResult {
 
 const children = new Set<ReturnType<typeof spawn>>();
 
+export interface CliOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  timeoutMs?: number;
+  /** called with each chunk of stderr as it arrives */
+  onStderr?: (chunk: string, child: ReturnType<typeof spawn>) => void;
+}
+
 /** Run the compiled CLI; the child is killed by killChildren() if a test fails before it ends. */
-export function runCli(args: string[], options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI_PATH, ...args], {
       cwd: options.cwd,
@@ -22,7 +30,10 @@ export function runCli(args: string[], options: { env?: Record<string, string>; 
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      options.onStderr?.(d.toString(), child);
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
     child.on('error', reject);
     child.on('close', (code) => {
