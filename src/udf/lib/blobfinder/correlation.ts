@@ -110,7 +110,7 @@ export class WindowCorrelator {
   private readonly rowOut: Float64Array;
   private readonly window: Float64Array;
   private readonly upsampler: UpsampledDft | null;
-  /** rows of the correlation map that evaluation reads: the search disk plus the CoM window */
+  /** rows of the correlation map that evaluation reads: a peak anywhere in the search disk, plus the CoM window and the elevation's reach around it */
   private readonly mapRows: [number, number];
   /** offsets (dy, dx) of the search disk, nearest first */
   private readonly searchOffsets: Int32Array;
@@ -138,7 +138,7 @@ export class WindowCorrelator {
     this.window = new Float64Array(n * n);
     this.upsampler = this.refineMethod === 'upsample' ? new UpsampledDft(n, factor, opts.upsampleBandwidth ?? 0.25) : null;
 
-    const reach = Math.ceil(this.search) + Math.max(1, this.comRadius) + 1;
+    const reach = 2 * Math.ceil(this.search) + Math.max(1, this.comRadius) + 1;
     this.mapRows = [Math.max(0, n / 2 - reach), Math.min(n, n / 2 + reach + 1)];
 
     const t = wrappedTemplate(opts.template, n);
