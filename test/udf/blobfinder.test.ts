@@ -109,6 +109,15 @@ describe('window correlation', () => {
           }
         }
       }
+      // float frames (corrections on) take Math.log instead of the integer table: same maps
+      const resF = allocatePeakResults(2);
+      const cf = new WindowCorrelator({ template, search: 6, logScale, refine: 'none' });
+      cf.correlate(Float32Array.from(frame), h, w, [48, 42], [60, 61], 2, resF);
+      for (const part of [0, 1] as const) {
+        const a = c.lastMap(part);
+        const b = cf.lastMap(part);
+        for (let i = 0; i < a.length; i++) expect(b[i]!).toBeCloseTo(a[i]!, 10);
+      }
       // the disk is inside the first window's search disk: its maximum is the nearest pixel
       expect([res.centerY[0], res.centerX[0]]).toEqual([47, 61]);
     }
