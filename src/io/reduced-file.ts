@@ -91,11 +91,32 @@ export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (ArrayBuffer.isView(v) && !(v instanceof DataView) ? Array.from(v as unknown as ArrayLike<number>) : v));
 }
 
+let h5ready: Promise<void> | undefined;
+/** h5wasm, with HDF5 errors thrown (instead of printed to stderr as a stack of diagnostics). */
+function h5(): Promise<void> {
+  h5ready ??= h5wasm.ready.then((m) => {
+    (m as unknown as { activate_throwing_error_handler?: () => number }).activate_throwing_error_handler?.();
+  });
+  return h5ready;
+}
+
+/** The most specific line of an HDF5 error stack ("... error message = 'No such file'", or the innermost "#00n: ... in f(): why"). */
+function hdf5Reason(err: unknown): string {
+  const text = String((err as Error)?.message ?? err);
+  const os = /error message = '([^']*)'/.exec(text);
+  if (os) return os[1]!;
+  const frames = [...text.matchAll(/#\d+: .* in (\w+)\(\): (.*)/g)];
+  if (frames.length > 0) return `${frames.at(-1)![2]!.trim()} (${frames.at(-1)![1]})`;
+  return text.split('\n')[0]!;
+}
+
 function outputError(path: string, err: unknown): TesseraError {
   const e = err as NodeJS.ErrnoException;
   const why =
     e?.code === 'ENOENT'
-      ? `directory ${dirname(path)} does not exist`
+      ? existsSync(dirname(path))
+        ? 'cannot create a file there'
+        : `directory ${dirname(path)} does not exist`
       : e?.code === 'EACCES' || e?.code === 'EPERM'
         ? 'permission denied'
         : e?.code === 'EISDIR'
@@ -104,7 +125,7 @@ function outputError(path: string, err: unknown): TesseraError {
             ? `${dirname(path)} is not a directory`
             : e?.code === 'ENOSPC'
               ? 'no space left on the device'
-              : String(e?.message ?? err).split('\n')[0];
+              : hdf5Reason(err);
   return new TesseraError('TESSERA_ERR_OUTPUT', path, why);
 }
 
@@ -205,7 +226,7 @@ export class ReducedFileWriter {
     const writing = atomic ? `${target}.partial-${process.pid}` : target;
     if (atomic && existsSync(target) && statSync(target).isDirectory()) throw outputError(target, Object.assign(new Error(''), { code: 'EISDIR' }));
     checkWritable(writing, true);
-    await h5wasm.ready;
+    await h5();
     let file: H5File;
     try {
       file = new h5wasm.File(writing, 'w');
@@ -228,7 +249,7 @@ export class ReducedFileWriter {
     const target = resolve(path);
     if (!isHdf5(target)) throw new TesseraError('TESSERA_ERR_OUTPUT', target, 'not an HDF5 file');
     checkWritable(target, false);
-    await h5wasm.ready;
+    await h5();
     const file = new h5wasm.File(target, 'a');
     return new ReducedFileWriter(target, target, false, file, options.compression ?? 0);
   }
@@ -405,7 +426,7 @@ export class ReducedFileWriter {
       return fn();
     } catch (err) {
       if (err instanceof TesseraError) throw err;
-      throw new TesseraError('TESSERA_ERR_OUTPUT', this.path, String((err as Error)?.message ?? err).split('\n')[0]);
+      throw new TesseraError('TESSERA_ERR_OUTPUT', this.path, hdf5Reason(err));
     }
   }
 }
@@ -477,8 +498,13 @@ export async function readReducedFile(path: string, options: { prefix?: string }
   const abs = resolve(path);
   if (!existsSync(abs)) throw new TesseraError('TESSERA_ERR_NOT_FOUND', abs);
   if (!isHdf5(abs)) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', abs, 'not an HDF5 file');
-  await h5wasm.ready;
-  const f = new h5wasm.File(abs, 'r');
+  await h5();
+  let f: H5File;
+  try {
+    f = new h5wasm.File(abs, 'r');
+  } catch (err) {
+    throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', abs, `cannot read it as HDF5: ${hdf5Reason(err)}`);
+  }
   try {
     const attrs = readAttrs(f);
     const prefix = splitPath(options.prefix ?? '').join('/');

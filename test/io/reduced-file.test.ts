@@ -235,4 +235,30 @@ describe('ReducedFileWriter / readReducedFile', () => {
     writeFileSync(join(sub, 'not.h5'), 'hello');
     await expect(readReducedFile(join(sub, 'not.h5'))).rejects.toMatchObject({ code: 'TESSERA_ERR_BAD_ARGUMENT' });
   });
+
+  it('openForUpdate adds to a closed file; a broken HDF5 file is a one-line error', async () => {
+    const path = join(dir, 'update.h5');
+    const w = await ReducedFileWriter.create(path, { attrs: { nav_shape: [2], sig_shape: [1, 1] } });
+    w.writeArray('/damage', Uint8Array.of(1, 0), [2], { dtype: 'uint8' });
+    w.close();
+    const u = await ReducedFileWriter.openForUpdate(path);
+    u.writeArray('/damage', Uint8Array.of(1, 1), [2]);
+    u.appendRows('/stats', Float64Array.of(1, 2), [2]);
+    u.setAttrs('/', { epochs: 1 });
+    u.close();
+    const f = await readReducedFile(path);
+    expect(f.format).toBe(REDUCED_FORMAT);
+    expect(f.attrs.epochs).toBe(1);
+    expect(Array.from(f.datasets.damage!.data)).toEqual([1, 1]);
+    expect(f.datasets.stats!.shape).toEqual([1, 2]);
+
+    // the HDF5 signature followed by garbage
+    const broken = join(dir, 'broken.h5');
+    writeFileSync(broken, Buffer.concat([Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(4096, 7)]));
+    const err = await readReducedFile(broken).catch((e: unknown) => e);
+    expect(isTesseraError(err, 'TESSERA_ERR_BAD_ARGUMENT')).toBe(true);
+    expect((err as Error).message).toContain(broken);
+    expect((err as Error).message.split('\n')).toHaveLength(1);
+    await expect(ReducedFileWriter.openForUpdate(join(dir, 'no-such.h5'))).rejects.toMatchObject({ code: 'TESSERA_ERR_OUTPUT' });
+  });
 });
