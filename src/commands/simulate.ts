@@ -1,7 +1,8 @@
 /**
  * `tessera simulate`: the K2 IS camera stand-in. Streams a synthetic 4D-STEM scan with known
  * ground truth as the camera's UDP datagrams (8 sectors, BASEPORT + sector), and/or writes it as
- * the camera software's recording (8 .bin files + .gtg), and/or writes the truth as .npy.
+ * the camera software's recording (8 .bin files + .gtg), and/or writes the truth as .npy; or, with
+ * --replay-bin, streams a recording (the camera's or its own) as the camera's datagrams again.
  */
 import type { Command } from 'commander';
 import { loadConfig, type TesseraConfig } from '../config.js';
@@ -228,7 +229,8 @@ export function registerSimulateCommand(program: Command): void {
     .command('simulate')
     .description(
       'stand-in for the K2 IS camera: stream a synthetic 4D-STEM scan with known ground truth as UDP datagrams ' +
-        '(sector i to BASEPORT+i), and/or write it as a camera recording (8 .bin + .gtg) and the truth as .npy',
+        '(sector i to BASEPORT+i), and/or write it as a camera recording (8 .bin + .gtg) and the truth as .npy; ' +
+        'or stream a recording over UDP again (--replay-bin)',
     )
     .option('-c, --config <file>', 'config file overlaid on config/default.json')
     .option('--scan <HxW>', 'scan shape, e.g. 32x32 (default: config simulator.scan)')
