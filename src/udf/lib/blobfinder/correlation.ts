@@ -108,7 +108,6 @@ export class WindowCorrelator {
   private readonly spec: Float64Array;
   private readonly rowIn: Float64Array;
   private readonly rowOut: Float64Array;
-  private readonly window: Float64Array;
   private readonly upsampler: UpsampledDft | null;
   /** rows of the correlation map that evaluation reads: a peak anywhere in the search disk, plus the CoM window and the elevation's reach around it */
   private readonly mapRows: [number, number];
@@ -135,7 +134,6 @@ export class WindowCorrelator {
     this.spec = new Float64Array(2 * n * n);
     this.rowIn = new Float64Array(2 * n);
     this.rowOut = new Float64Array(2 * n);
-    this.window = new Float64Array(n * n);
     this.upsampler = this.refineMethod === 'upsample' ? new UpsampledDft(n, factor, opts.upsampleBandwidth ?? 0.25) : null;
 
     const reach = 2 * Math.ceil(this.search) + Math.max(1, this.comRadius) + 1;
@@ -203,10 +201,13 @@ export class WindowCorrelator {
     return [Math.round(ey) - c, Math.round(ex) - c];
   }
 
-  /** Cut (and log-scale) a window into this.window; pixels outside the frame take the window's minimum. */
-  private cut(frame: ArrayLike<number>, h: number, w: number, wy: number, wx: number): void {
+  /**
+   * Cut (and log-scale) a window into the real (`part` 0) or imaginary (1) parts of this.work;
+   * pixels outside the frame take the window's minimum.
+   */
+  private cut(frame: ArrayLike<number>, h: number, w: number, wy: number, wx: number, part: 0 | 1): void {
     const n = this.n;
-    const win = this.window;
+    const work = this.work;
     let min = Infinity;
     const ya = Math.max(0, -wy);
     const yb = Math.min(n, h - wy);
@@ -215,10 +216,10 @@ export class WindowCorrelator {
     const partial = ya > 0 || xa > 0 || yb < n || xb < n;
     for (let y = ya; y < yb; y++) {
       const src = (wy + y) * w + wx;
-      const dst = y * n;
+      const dst = 2 * y * n + part;
       for (let x = xa; x < xb; x++) {
         const v = frame[src + x]!;
-        win[dst + x] = v;
+        work[dst + 2 * x] = v;
         if (v < min) min = v;
       }
     }
@@ -226,17 +227,18 @@ export class WindowCorrelator {
     if (partial) {
       for (let y = 0; y < n; y++) {
         const inside = y >= ya && y < yb;
-        for (let x = 0; x < n; x++) if (!inside || x < xa || x >= xb) win[y * n + x] = min;
+        for (let x = 0; x < n; x++) if (!inside || x < xa || x >= xb) work[2 * (y * n + x) + part] = min;
       }
     }
     if (this.logScale) {
       const off = 1 - min;
+      const end = 2 * n * n;
       if (isIntegerFrame(frame) && min >= 0) {
         // integer counts: log(v - min + 1) of an integer in 1..65536, from a table
         const lut = logTable();
-        for (let i = 0; i < n * n; i++) win[i] = lut[win[i]! + off]!;
+        for (let i = part; i < end; i += 2) work[i] = lut[work[i]! + off]!;
       } else {
-        for (let i = 0; i < n * n; i++) win[i] = Math.log(win[i]! + off);
+        for (let i = part; i < end; i += 2) work[i] = Math.log(work[i]! + off);
       }
     }
   }
@@ -246,33 +248,31 @@ export class WindowCorrelator {
    * entries 0..count-1 of `out`.
    */
   correlate(frame: ArrayLike<number>, h: number, w: number, ey: ArrayLike<number>, ex: ArrayLike<number>, count: number, out: PeakResults): void {
-    const n = this.n;
-    const nn = n * n;
-    const { work, spec, templateSpec: ts, window: win } = this;
+    const nn = this.n * this.n;
+    const { work, spec, templateSpec: ts } = this;
     for (let k = 0; k < count; k += 2) {
       const pair = k + 1 < count;
       const [ay, ax] = this.windowOrigin(ey[k]!, ex[k]!);
-      this.cut(frame, h, w, ay, ax);
-      for (let i = 0; i < nn; i++) work[2 * i] = win[i]!;
+      this.cut(frame, h, w, ay, ax, 0);
       let by = 0;
       let bx = 0;
       if (pair) {
         [by, bx] = this.windowOrigin(ey[k + 1]!, ex[k + 1]!);
-        this.cut(frame, h, w, by, bx);
-        for (let i = 0; i < nn; i++) work[2 * i + 1] = win[i]!;
+        this.cut(frame, h, w, by, bx, 1);
       } else {
-        for (let i = 0; i < nn; i++) work[2 * i + 1] = 0;
+        for (let i = 1; i < 2 * nn; i += 2) work[i] = 0;
       }
       this.fft2(work, false);
-      for (let i = 0; i < nn; i++) {
-        const zr = work[2 * i]!;
-        const zi = work[2 * i + 1]!;
-        const tr = ts[2 * i]!;
-        const ti = ts[2 * i + 1]!;
-        spec[2 * i] = zr * tr - zi * ti;
-        spec[2 * i + 1] = zr * ti + zi * tr;
+      for (let i = 0; i < 2 * nn; i += 2) {
+        const zr = work[i]!;
+        const zi = work[i + 1]!;
+        const tr = ts[i]!;
+        const ti = ts[i + 1]!;
+        const pr = zr * tr - zi * ti;
+        const pi = zr * ti + zi * tr;
+        spec[i] = work[i] = pr;
+        spec[i + 1] = work[i + 1] = pi;
       }
-      work.set(spec);
       // only the rows around the search disk are read back
       this.columnFft(work, true);
       this.rowFft(work, true, this.mapRows[0], this.mapRows[1]);
