@@ -75,6 +75,8 @@ export class PartialRunnerStats {
   paramsApplied = 0;
   /** time spent in UDF processing and partial building, ms */
   busyMs = 0;
+  /** longest single tile hand-off (a chunk's end included: finish, encode, send): how long the receive loop waited */
+  maxStallMs = 0;
 }
 
 interface Chunk {
@@ -270,7 +272,9 @@ export class PartialRunner implements TileSink {
     } catch (err) {
       this.fail(run, err);
     }
-    this.stats.busyMs += performance.now() - t0;
+    const dt = performance.now() - t0;
+    this.stats.busyMs += dt;
+    if (dt > this.stats.maxStallMs) this.stats.maxStallMs = dt;
   }
 
   close(): void {
