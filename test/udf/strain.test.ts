@@ -162,6 +162,11 @@ describe('StrainMapUDF on simulator frames', () => {
     expect(() => new StrainMapUDF({ ...params, reference: { positions: [] } })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
     expect(() => new StrainMapUDF({ lattice: params.lattice } as StrainMapParams)).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
   });
+
+  it('a lattice with parallel vectors is refused when the run starts', async () => {
+    const flat = new StrainMapUDF({ ...params, lattice: { zero: params.lattice.zero, a: [0, 100], b: [0, 200] } });
+    await expect(runUdf(ds, flat, { roi: Uint8Array.from({ length: 24 }, (_, i) => (i === 5 ? 1 : 0)) })).rejects.toMatchObject({ code: 'TESSERA_ERR_UDF_PARAMS' });
+  });
 });
 
 describe('StrainMapUDF with descan larger than the search radius', () => {
