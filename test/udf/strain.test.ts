@@ -18,7 +18,7 @@ import { K2ISDataSet } from '../../src/udf/k2is-dataset.js';
 import { strainFromLattice, type StrainComponents, type Vec2 } from '../../src/udf/lib/blobfinder/lattice.js';
 import { referenceFromFrame } from '../../src/udf/lib/blobfinder/peaks.js';
 import type { TemplateSpec } from '../../src/udf/lib/blobfinder/templates.js';
-import { SumUDF } from '../../src/udf/lib/index.js';
+import { FastCorrelationUDF, SumUDF } from '../../src/udf/lib/index.js';
 import { UDF } from '../../src/udf/udf.js';
 import { StrainMapUDF, type StrainMapParams } from '../../src/udf/lib/strain.js';
 import { PartitionTask } from '../../src/udf/partition-task.js';
@@ -161,6 +161,10 @@ describe('StrainMapUDF on simulator frames', () => {
     expect(() => new StrainMapUDF({ ...params, template: { type: 'ring', radius: 3 } as unknown as TemplateSpec })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
     expect(() => new StrainMapUDF({ ...params, reference: { positions: [] } })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
     expect(() => new StrainMapUDF({ lattice: params.lattice } as StrainMapParams)).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
+    // a window too small for the template and search, found before any work starts
+    expect(() => new StrainMapUDF({ ...params, windowSize: 32 })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
+    expect(() => new StrainMapUDF({ ...params, windowSize: 48 })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
+    expect(() => new FastCorrelationUDF({ peaks: [[10, 10]], template: TEMPLATE, search: 20, windowSize: 64 })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
   });
 
   it('a lattice with parallel vectors is refused when the run starts', async () => {

@@ -17,7 +17,7 @@
 import FFT from 'fft.js';
 import { TesseraError } from '../../../errors.js';
 import { peakElevation, refineCenterOfMass, UpsampledDft } from './refine.js';
-import { type TemplateSpec, templateReach, wrappedTemplate } from './templates.js';
+import { checkTemplate, type TemplateSpec, templateReach, wrappedTemplate } from './templates.js';
 
 interface FFTLike {
   transform(out: Float64Array, data: Float64Array): void;
@@ -94,6 +94,23 @@ export function defaultWindowSize(template: TemplateSpec, search: number): numbe
   return n;
 }
 
+/** Validate correlator options (TESSERA_ERR_BAD_ARGUMENT); returns the window size and search radius. */
+export function checkCorrelatorOptions(opts: CorrelatorOptions): { n: number; search: number } {
+  checkTemplate(opts.template);
+  const search = opts.search ?? 8;
+  if (!(search >= 1)) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'search', `must be >= 1 px, got ${search}`);
+  const n = opts.windowSize ?? defaultWindowSize(opts.template, search);
+  if (!Number.isInteger(n) || n < 8 || (n & (n - 1)) !== 0) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'windowSize', `must be a power of two >= 8, got ${n}`);
+  if (Math.ceil(templateReach(opts.template)) + Math.ceil(search) > n / 2 - 1) {
+    throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'windowSize', `${n} px is too small for a template reaching ${templateReach(opts.template)} px shifted by up to ${search} px`);
+  }
+  const factor = opts.upsampleFactor ?? 4;
+  if (!Number.isInteger(factor) || factor < 2) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'upsampleFactor', `must be an integer >= 2, got ${factor}`);
+  const bw = opts.upsampleBandwidth ?? 0.25;
+  if (!(bw > 0 && bw <= 0.5)) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'upsampleBandwidth', `must be in (0, 0.5], got ${bw}`);
+  return { n, search };
+}
+
 export class WindowCorrelator {
   readonly n: number;
   readonly search: number;
@@ -116,19 +133,13 @@ export class WindowCorrelator {
 
   constructor(opts: CorrelatorOptions) {
     this.template = opts.template;
-    this.search = opts.search ?? 8;
-    if (!(this.search >= 1)) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'search', `must be >= 1 px, got ${this.search}`);
-    const n = opts.windowSize ?? defaultWindowSize(opts.template, this.search);
-    if (!Number.isInteger(n) || n < 8 || (n & (n - 1)) !== 0) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'windowSize', `must be a power of two >= 8, got ${n}`);
-    if (Math.ceil(templateReach(opts.template)) + Math.ceil(this.search) > n / 2 - 1) {
-      throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'windowSize', `${n} px is too small for a template reaching ${templateReach(opts.template)} px shifted by up to ${this.search} px`);
-    }
+    const { n, search } = checkCorrelatorOptions(opts);
+    this.search = search;
     this.n = n;
     this.logScale = opts.logScale ?? true;
     this.refineMethod = opts.refine ?? 'upsample';
     this.comRadius = opts.comRadius ?? 2;
     const factor = opts.upsampleFactor ?? 4;
-    if (!Number.isInteger(factor) || factor < 2) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'upsampleFactor', `must be an integer >= 2, got ${factor}`);
     this.fft = new (FFT as unknown as new (n: number) => FFTLike)(n);
     this.work = new Float64Array(2 * n * n);
     this.spec = new Float64Array(2 * n * n);

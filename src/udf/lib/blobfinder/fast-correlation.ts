@@ -5,7 +5,8 @@
  */
 import type { NDArray } from '../../ndarray.js';
 import { UDF } from '../../udf.js';
-import { allocatePeakResults, type PeakResults, type RefineMethod, WindowCorrelator } from './correlation.js';
+import { TesseraError } from '../../../errors.js';
+import { allocatePeakResults, checkCorrelatorOptions, type PeakResults, type RefineMethod, WindowCorrelator } from './correlation.js';
 import { type TemplateSpec, templateSchema } from './templates.js';
 
 export interface FastCorrelationParams {
@@ -41,6 +42,17 @@ export class FastCorrelationUDF extends UDF<FastCorrelationParams> {
     },
     additionalProperties: false,
   };
+
+  constructor(params: FastCorrelationParams) {
+    super(params);
+    try {
+      checkCorrelatorOptions(params);
+    } catch (err) {
+      // a bad window, search or template is a params mistake: say so before any work starts
+      if (err instanceof TesseraError) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', 'FastCorrelationUDF', err.message);
+      throw err;
+    }
+  }
 
   getResultBuffers() {
     const n = this.rawParams.peaks.length;
