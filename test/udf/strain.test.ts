@@ -167,6 +167,18 @@ describe('StrainMapUDF on simulator frames', () => {
     expect(() => new FastCorrelationUDF({ peaks: [[10, 10]], template: TEMPLATE, search: 20, windowSize: 64 })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_UDF_PARAMS' }));
   });
 
+  it('frames of NaN, infinities or zeros give NaN, not an exception', async () => {
+    const bad = new Float32Array(3 * FRAME);
+    bad.subarray(0, FRAME).fill(NaN);
+    bad.subarray(FRAME, 2 * FRAME).set(ds.data.subarray(5 * FRAME, 6 * FRAME));
+    for (let i = FRAME; i < 2 * FRAME; i += 997) bad[i] = Infinity;
+    const r = await runUdf(new MemoryDataSet({ data: bad, navShape: [3], sigShape: [FRAME_HEIGHT, FRAME_WIDTH] }), new StrainMapUDF(params));
+    for (let i = 0; i < 3; i++) {
+      expect(r.exx!.data[i], `frame ${i}`).toBeNaN();
+      expect(r.peaks!.data[i]).toBe(0);
+    }
+  });
+
   it('a lattice with parallel vectors is refused when the run starts', async () => {
     const flat = new StrainMapUDF({ ...params, lattice: { zero: params.lattice.zero, a: [0, 100], b: [0, 200] } });
     await expect(runUdf(ds, flat, { roi: Uint8Array.from({ length: 24 }, (_, i) => (i === 5 ? 1 : 0)) })).rejects.toMatchObject({ code: 'TESSERA_ERR_UDF_PARAMS' });
