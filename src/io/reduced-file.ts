@@ -24,7 +24,7 @@
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import h5wasm from 'h5wasm/node';
+import type * as H5Types from 'h5wasm/node';
 import { TesseraError } from '../errors.js';
 import { PROJECT_ROOT } from '../paths.js';
 import type { ResultBuffer, UDFResults } from '../udf/dataset-results.js';
@@ -33,9 +33,10 @@ import type { UDFSpec } from '../udf/udf.js';
 
 export const REDUCED_FORMAT = 'tessera-reduced/1';
 
-type H5File = InstanceType<typeof h5wasm.File>;
-type H5Group = InstanceType<typeof h5wasm.Group>;
-type H5Dataset = InstanceType<typeof h5wasm.Dataset>;
+type H5Module = typeof H5Types.default;
+type H5File = H5Types.File;
+type H5Group = H5Types.Group;
+type H5Dataset = H5Types.Dataset;
 
 export type AttrValue = string | number | boolean | readonly number[] | TypedArray | Record<string, unknown> | unknown[];
 
@@ -91,11 +92,17 @@ export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (ArrayBuffer.isView(v) && !(v instanceof DataView) ? Array.from(v as unknown as ArrayLike<number>) : v));
 }
 
+let h5wasm: H5Module;
 let h5ready: Promise<void> | undefined;
-/** h5wasm, with HDF5 errors thrown (instead of printed to stderr as a stack of diagnostics). */
+/**
+ * h5wasm, loaded on first use (importing it costs ~80 MB and most of a second, which the other
+ * roles of the CLI must not pay), with HDF5 errors thrown instead of printed to stderr.
+ */
 function h5(): Promise<void> {
-  h5ready ??= h5wasm.ready.then((m) => {
+  h5ready ??= import('h5wasm/node').then(async (mod) => {
+    const m = await mod.default.ready;
     (m as unknown as { activate_throwing_error_handler?: () => number }).activate_throwing_error_handler?.();
+    h5wasm = mod.default;
   });
   return h5ready;
 }
