@@ -1,9 +1,10 @@
 /**
  * `tessera offline` runs plugin UDFs from the config's udf.pluginDir, on worker threads: a tile
  * UDF (runs sector-split) and a whole-frame UDF (processFrame only) in one pass, checked against
- * the simulator's ground truth. Runs the compiled CLI: build first.
+ * the simulator's ground truth; and the progress bar on a terminal. Runs the compiled CLI: build first.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,5 +129,19 @@ describe.skipIf(!existsSync(CLI_PATH))('tessera offline with plugin UDFs (udf.pl
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^tessera: error TESSERA_ERR_UNKNOWN_UDF: unknown UDF "Above"/m);
     expect(existsSync(join(dir, 'none.h5'))).toBe(false);
+  });
+
+  it.skipIf(!existsSync('/usr/bin/script'))('on a terminal (a pty from script(1)): a progress bar on stderr, ending at 100%', async () => {
+    const rec = join(dir, 'rec');
+    const output = join(dir, 'tty.h5');
+    const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+    const cmd = [process.execPath, CLI_PATH, 'offline', '--input', rec, '--udf', 'SumSig', '--workers', '0', '--output', output].map(quote).join(' ');
+    const res = spawnSync('/usr/bin/script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, TESSERA_LOG_LEVEL: 'warn' } });
+    expect(res.status, res.stdout + res.stderr).toBe(0);
+    const bars = res.stdout.split('\r').filter((l) => l.startsWith('['));
+    expect(bars.length).toBeGreaterThanOrEqual(1);
+    expect(bars.at(-1)).toMatch(/^\[#{30}\] 100% 16\/16 frames +[\d.]+ GB\/s +ETA 00:00/);
+    expect(res.stdout).toMatch(/tessera offline: wrote .*tty\.h5 \(SumSigUDF\): 16 frames/);
+    expect(existsSync(output)).toBe(true);
   });
 });
