@@ -7,7 +7,7 @@
  * to BASEPORT + i (RecordedStreamPlan says which blocks form each frame). Frame k of all
  * selected sectors goes out together, the sectors interleaved block by block as the camera's
  * parallel links deliver them, paced by a deadline clock (frame k due at start + k / fps) or as
- * fast as possible with fps 0. The simulator's faults (drop, burst, duplicate, reorder,
+ * fast as possible with fps 0 (frame-pacer.ts). The simulator's faults (drop, burst, duplicate, reorder,
  * corrupt) apply to the replayed datagrams, logged as for a simulation (streamFrame = replay
  * frame number, from 0, counting every pass).
  *
@@ -15,14 +15,13 @@
  * the current one is sent, so that file reads and sends overlap.
  */
 import { createWriteStream, read, type WriteStream } from 'node:fs';
-import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { BLOCK_SIZE, BLOCKS_PER_SECTOR_FRAME, SECTOR_FRAME_BYTES } from '../constants.js';
 import { readBlockCount, readFrameId } from '../header.js';
 import { TesseraError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { hasFaults, SectorFaultInjector, type FaultKind, type FaultOptions, type FaultRecord } from './faults.js';
 import { RecordedStreamPlan, shiftBlockCounters, type ReplayRange } from './replay-plan.js';
-import type { RateFigures } from './simulation.js';
+import { FramePacer, rateLog, round, type RateFigures } from './frame-pacer.js';
 import type { Datagram } from './stream.js';
 import { UdpSectorSender } from './udp-sender.js';
 
@@ -69,13 +68,6 @@ export interface ReplaySummary extends RateFigures {
   /** per sector: bytes of a truncated block at the end of the file, not sent */
   truncatedBytes: number[];
   syncProblem: string | null;
-}
-
-const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
-
-function rates(frames: number, datagrams: number, bytes: number, seconds: number): RateFigures {
-  const s = Math.max(seconds, 1e-9);
-  return { frames, datagrams, bytes, seconds, framesPerSecond: frames / s, datagramsPerSecond: datagrams / s, megabytesPerSecond: bytes / s / 1e6 };
 }
 
 function readAt(fd: number, buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
@@ -239,22 +231,16 @@ export async function runReplay(o: ReplayOptions, log?: Logger): Promise<ReplayS
 
     const ranges = sectors.map(() => ({ firstBlock: 0, count: 0, firstPosition: 0 }));
     const out: Datagram[] = [];
-    let datagrams = 0;
-    let bytes = 0;
-    let frames = 0;
     const sender = udp;
+    const pacer = new FramePacer({ fps: o.fps, progressIntervalMs: o.progressIntervalMs, signal: o.signal, log });
     const emit = () => {
       for (const d of out) {
         sender.send(d.sector, d.data);
-        datagrams++;
-        bytes += d.data.length;
+        pacer.sent(d.data.length);
       }
       out.length = 0;
     };
 
-    const interval = o.progressIntervalMs ?? 1000;
-    const start = performance.now();
-    let mark = { t: start, frames: 0, datagrams: 0, bytes: 0 };
     let stoppedEarly = false;
     let pass = 0;
     for (let n = 0; n < total; n++) {
@@ -293,33 +279,17 @@ export async function runReplay(o: ReplayOptions, log?: Logger): Promise<ReplayS
       // the buffer is read into again for a later frame: wait for the kernel to take this one
       await udp.idle();
       reader.release(buf);
-      frames++;
-
-      const now = performance.now();
-      if (o.fps > 0) {
-        const due = start + ((n + 1) * 1000) / o.fps;
-        for (let t = now; due > t + 1 && !o.signal?.aborted; t = performance.now()) await sleep(Math.min(due - t, 100));
-      } else if ((n & 7) === 7) {
-        await yieldToEventLoop(); // let signals and log writes through
-      }
-      if (now - mark.t >= interval) {
-        const r = rates(frames - mark.frames, datagrams - mark.datagrams, bytes - mark.bytes, (now - mark.t) / 1000);
-        log?.info(
-          { frame: n, pass, frames: r.frames, fps: round(r.framesPerSecond), datagramsPerSecond: Math.round(r.datagramsPerSecond), MBps: round(r.megabytesPerSecond) },
-          'progress',
-        );
-        mark = { t: now, frames, datagrams, bytes };
-      }
+      await pacer.frameDone(n, { pass });
     }
     for (const inj of injectors.values()) {
       inj.flush(out);
       emit();
     }
     await udp.idle();
-    const elapsed = (performance.now() - start) / 1000;
+    const totals = pacer.totals();
     const summary: ReplaySummary = {
-      ...rates(frames, datagrams, bytes, elapsed),
-      passes: frames === 0 ? 0 : Math.ceil(frames / fpp),
+      ...totals,
+      passes: Math.ceil(totals.frames / fpp),
       stoppedEarly,
       faults: faultCounts,
       udpErrors: udp.stats.errors,
@@ -332,13 +302,10 @@ export async function runReplay(o: ReplayOptions, log?: Logger): Promise<ReplayS
     };
     log?.info(
       {
-        frames,
+        ...rateLog(summary),
         passes: summary.passes,
-        datagrams,
-        fps: round(summary.framesPerSecond),
-        datagramsPerSecond: Math.round(summary.datagramsPerSecond),
-        MBps: round(summary.megabytesPerSecond),
-        seconds: round(elapsed, 3),
+        datagrams: summary.datagrams,
+        seconds: round(summary.seconds, 3),
         stoppedEarly,
         faults: hasFaults(faultOptions) ? faultCounts : undefined,
         truncatedBlocksSkipped: plan.truncatedBytes.filter((b, s) => b > 0 && sectors.includes(s)).length,

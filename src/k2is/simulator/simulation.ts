@@ -5,12 +5,10 @@
  *
  * Frame f of all selected sectors is produced and handed to the outputs before frame f + 1,
  * the sectors interleaved block by block as the camera's parallel links deliver them.
- * Pacing keeps a deadline clock (frame f is due at start + f / fps): a late frame is sent at
- * once and the schedule catches up, instead of every delay pushing all later frames back.
+ * Pacing (frame-pacer.ts) keeps a deadline clock: a late frame is sent at once and the
+ * schedule catches up, instead of every delay pushing all later frames back.
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { BLOCKS_PER_SECTOR_FRAME, FRAME_HEIGHT, FRAME_PIXELS, FRAME_WIDTH, SECTOR_FRAME_BYTES } from '../constants.js';
 import { TesseraError } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -20,6 +18,7 @@ import { hasFaults, SectorFaultInjector, type FaultKind, type FaultOptions, type
 import { SimulatedScan, type SimulatedScanOptions } from './scene.js';
 import { K2ISStream, type Datagram, type StreamOptions } from './stream.js';
 import { UdpSectorSender } from './udp-sender.js';
+import { FramePacer, rateLog, round, type RateFigures } from './frame-pacer.js';
 import { InlineFrameSource, WorkerFrameSource, type FrameSource } from './frame-source.js';
 
 export interface SimulationOptions {
@@ -52,15 +51,7 @@ export interface SimulationOptions {
   settings?: Record<string, unknown>;
 }
 
-export interface RateFigures {
-  frames: number;
-  datagrams: number;
-  bytes: number;
-  seconds: number;
-  framesPerSecond: number;
-  datagramsPerSecond: number;
-  megabytesPerSecond: number;
-}
+export type { RateFigures };
 
 export interface SimulationSummary extends RateFigures {
   stoppedEarly: boolean;
@@ -72,30 +63,6 @@ export interface SimulationSummary extends RateFigures {
   firstShutterFrame: number;
   bin: BinLayout | null;
   truthFrames: number;
-}
-
-function rates(frames: number, datagrams: number, bytes: number, seconds: number): RateFigures {
-  const s = Math.max(seconds, 1e-9);
-  return {
-    frames,
-    datagrams,
-    bytes,
-    seconds,
-    framesPerSecond: frames / s,
-    datagramsPerSecond: datagrams / s,
-    megabytesPerSecond: bytes / s / 1e6,
-  };
-}
-
-const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
-
-function rateLog(r: RateFigures) {
-  return {
-    frames: r.frames,
-    fps: round(r.framesPerSecond),
-    datagramsPerSecond: Math.round(r.datagramsPerSecond),
-    MBps: round(r.megabytesPerSecond),
-  };
 }
 
 /** Write the scan's ground-truth frames, (N, 1860, 2048) uint16, one frame at a time. */
@@ -228,23 +195,16 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
     throw err;
   }
   const out: Datagram[] = [];
-  let datagrams = 0;
-  let bytes = 0;
-  let frames = 0;
+  const pacer = new FramePacer({ fps: o.fps, paced: udp !== null, progressIntervalMs: o.progressIntervalMs, signal: o.signal, log });
   const emit = () => {
     for (const d of out) {
       udp?.send(d.sector, d.data);
       bin?.write(d);
-      datagrams++;
-      bytes += d.data.length;
+      pacer.sent(d.data.length);
     }
     out.length = 0;
   };
 
-  const interval = o.progressIntervalMs ?? 1000;
-  const start = performance.now();
-  let mark = { t: start, frames: 0, datagrams: 0, bytes: 0 };
-  const pace = udp !== null && o.fps > 0;
   let stoppedEarly = false;
   try {
     for (let f = 0; f < total; f++) {
@@ -270,23 +230,7 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
       // The frame buffer is reused for a later frame: wait for the kernel to take this one.
       if (udp) await udp.idle();
       source.release(f);
-      frames++;
-
-      const now = performance.now();
-      if (pace) {
-        const due = start + ((f + 1) * 1000) / o.fps;
-        // short naps, so that a stop request is seen even at very low frame rates
-        for (let t = now; due > t + 1 && !o.signal?.aborted; t = performance.now()) await sleep(Math.min(due - t, 100));
-      } else if ((f & 7) === 7) {
-        await yieldToEventLoop(); // let signals and log writes through
-      }
-      if (now - mark.t >= interval) {
-        log?.info(
-          { frame: f, ...rateLog(rates(frames - mark.frames, datagrams - mark.datagrams, bytes - mark.bytes, (now - mark.t) / 1000)) },
-          'progress',
-        );
-        mark = { t: now, frames, datagrams, bytes };
-      }
+      await pacer.frameDone(f);
     }
     for (const inj of injectors.values()) {
       inj.flush(out);
@@ -294,7 +238,7 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
     }
     bin?.flush();
     if (udp) await udp.idle();
-    const elapsed = (performance.now() - start) / 1000;
+    const totals = pacer.totals();
 
     let layout: BinLayout | null = null;
     if (bin) {
@@ -319,7 +263,7 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
       });
     }
     const summary: SimulationSummary = {
-      ...rates(frames, datagrams, bytes, elapsed),
+      ...totals,
       stoppedEarly,
       faults: faultCounts,
       udpErrors: udp?.stats.errors ?? 0,
