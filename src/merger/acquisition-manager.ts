@@ -72,6 +72,8 @@ interface Acquisition {
   paramsVersions: number[];
   start: AcquireMessage['start'];
   ready: Set<number>;
+  /** sectors whose receiver refused the acquisition (failure message): not waited for */
+  failed: Map<number, { why: string; pid: number | null }>;
   /** per sector: when acquire was last sent */
   acquireSent: Map<number, number>;
   stopAt: number | null;
@@ -124,12 +126,22 @@ export class AcquisitionManager implements AcquisitionController {
       case 'failure': {
         const a = this.acquisitions.get(message.acquisition);
         if (!a || TERMINAL.includes(a.state)) return;
-        this.fail(a, `sector ${message.sector}: ${message.code}: ${message.message}`);
+        const why = `sector ${message.sector}: ${message.code}: ${message.message}`;
+        a.failed.set(message.sector, { why, pid: this.monitor.view(message.sector).last?.pid ?? null });
+        a.ready.delete(message.sector);
+        // one sector that cannot run it (e.g. a restarted receiver that cannot rejoin) is a
+        // missing sector; the acquisition fails only when no live sector can run it
+        if (this.monitor.alive().every((v) => a.failed.has(v.sector))) this.fail(a, why);
+        else {
+          this.o.log?.warn({ acquisition: a.id, sector: message.sector, code: message.code, err: message.message }, 'a receiver cannot run the acquisition: its sector is filled in as missing');
+          a.merger.recheck();
+        }
       }
     }
   }
 
   onPartial(message: PartialMessage): void {
+    this.monitor.seen(message.sector);
     const a = this.current;
     if (!a || a.id !== message.acquisition || (a.state !== 'running' && a.state !== 'stopping')) {
       this.stalePartials++;
@@ -151,7 +163,10 @@ export class AcquisitionManager implements AcquisitionController {
     const h = v.last!;
     if (!a) return;
     const t = Date.now();
-    if (a.state === 'running' && h.acquisition !== a.id) {
+    // a restarted receiver (another pid) may try again what the previous one refused
+    const failed = a.failed.get(v.sector);
+    if (failed && failed.pid !== h.pid) a.failed.delete(v.sector);
+    if (a.state === 'running' && h.acquisition !== a.id && !a.failed.has(v.sector)) {
       // a receiver that started (or restarted) after the acquire: it joins
       const sent = a.acquireSent.get(v.sector) ?? 0;
       if (t - sent > 4 * HEARTBEAT_MS) {
@@ -255,7 +270,7 @@ export class AcquisitionManager implements AcquisitionController {
       sectors: this.sectors,
       chunkTimeoutMs: this.o.chunkTimeoutMs ?? 1500,
       keepEpochs: this.o.keepEpochs ?? 2,
-      isMissing: (s) => this.monitor.view(s).state !== 'alive',
+      isMissing: (s) => this.monitor.view(s).state !== 'alive' || (a?.failed.has(s) ?? false),
       onEpoch: (e) => feed.addEpoch(e),
       onChunk: (c) => this.onChunk(a!, c),
       log: this.o.log,
@@ -271,6 +286,7 @@ export class AcquisitionManager implements AcquisitionController {
       paramsVersions: paramsVersions ?? definition.udfs.map(() => 0),
       start: null,
       ready: new Set(),
+      failed: new Map(),
       acquireSent: new Map(),
       stopAt: null,
       stopTimer: null,

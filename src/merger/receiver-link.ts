@@ -43,6 +43,11 @@ export interface LinkCounters {
   unroutable: number;
 }
 
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Partials queued in the merger's PULL socket at most (each up to a sector's sig buffers, ~4 MB for Sum): bounds memory when the merger falls behind. */
+const RESULTS_HIGH_WATER_MARK = 256;
+
 export const routingIdOf = (sector: number): string => `receiver-${sector}`;
 
 export class ReceiverLink {
@@ -60,7 +65,7 @@ export class ReceiverLink {
     const maxMessageSize = o.maxMessageBytes ?? MAX_LIVE_MESSAGE_BYTES;
     // handover: a restarted receiver takes its routing id over from the dead connection
     this.router = new zmq.Router({ linger: 0, maxMessageSize, handover: true, mandatory: true, sendTimeout: 1000 });
-    this.pull = new zmq.Pull({ linger: 0, maxMessageSize });
+    this.pull = new zmq.Pull({ linger: 0, maxMessageSize, receiveHighWaterMark: RESULTS_HIGH_WATER_MARK });
   }
 
   static async open(o: ReceiverLinkOptions): Promise<ReceiverLink> {
@@ -110,6 +115,7 @@ export class ReceiverLink {
       } catch (err) {
         this.drop((err as TesseraError).code ?? 'error', err, { routingId });
       }
+      if (this.counters.controlMessages % 64 === 0) await yieldToEventLoop();
     }
   }
 
@@ -132,6 +138,9 @@ export class ReceiverLink {
       } catch (err) {
         this.drop((err as TesseraError).code ?? 'error', err);
       }
+      // receive() resolves at once while messages are queued: without this, a backlog of
+      // partials would starve timers and the control socket (heartbeats) for as long as it lasts
+      await yieldToEventLoop();
     }
   }
 

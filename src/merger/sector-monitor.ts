@@ -58,6 +58,9 @@ export class SectorMonitor {
   private readonly timer: NodeJS.Timeout;
   private readonly livenessMs: number;
   private readonly now: () => number;
+  private lastCheck = 0;
+  private skipped = false;
+  private readonly anchors: Array<HeartbeatMessage | undefined> = [];
 
   constructor(private readonly o: SectorMonitorOptions) {
     this.livenessMs = o.livenessMs ?? LIVENESS_MS;
@@ -70,6 +73,7 @@ export class SectorMonitor {
       framesPerSecond: 0,
       status: statusFromCounters(sector, 'unknown', {}, 0),
     }));
+    this.lastCheck = this.now();
     this.timer = setInterval(() => this.check(), o.checkMs ?? 100);
     this.timer.unref();
   }
@@ -80,15 +84,19 @@ export class SectorMonitor {
     const t = this.now();
     const prev = v.last;
     let rate = v.status.datagramsPerSecond;
-    if (prev && t > v.lastSeen) {
-      const dt = (t - v.lastSeen) / 1000;
-      const dd = n(h.counters, 'received') - n(prev.counters, 'received');
-      // a restarted receiver starts its counters again
+    // rates over at least a second of the receiver's own clock (heartbeats can arrive bunched)
+    const anchor = this.anchors[h.sector];
+    if (!anchor || prev?.pid !== h.pid || h.sentAt < anchor.sentAt) this.anchors[h.sector] = h;
+    else if (h.sentAt - anchor.sentAt >= 1000) {
+      const dt = (h.sentAt - anchor.sentAt) / 1000;
+      const dd = n(h.counters, 'received') - n(anchor.counters, 'received');
       rate = dd >= 0 ? Math.round(dd / dt) : 0;
-      if (h.lastIndex !== null && prev.lastIndex !== null && h.shutterRound === prev.shutterRound && h.lastIndex >= prev.lastIndex) {
-        v.framesPerSecond = (h.lastIndex - prev.lastIndex) / dt;
-      } else if (h.lastIndex === null) v.framesPerSecond = 0;
+      if (h.lastIndex !== null && anchor.lastIndex !== null && h.shutterRound === anchor.shutterRound && h.lastIndex >= anchor.lastIndex) {
+        v.framesPerSecond = (h.lastIndex - anchor.lastIndex) / dt;
+      } else v.framesPerSecond = 0;
+      this.anchors[h.sector] = h;
     }
+    if (h.lastIndex === null) v.framesPerSecond = 0;
     if (prev && prev.pid !== h.pid) this.o.log?.info({ sector: h.sector, pid: h.pid, previousPid: prev.pid }, 'receiver restarted');
     v.last = h;
     v.lastSeen = t;
@@ -102,8 +110,23 @@ export class SectorMonitor {
     this.o.onHeartbeat?.(v);
   }
 
+  /** Any other message from the sector (a partial result) also shows it is alive. */
+  seen(sector: number): void {
+    const v = this.views[sector];
+    if (v && v.state === 'alive') v.lastSeen = Math.max(v.lastSeen, this.now());
+  }
+
   private check(): void {
     const t = this.now();
+    const late = t - this.lastCheck - (this.o.checkMs ?? 100);
+    this.lastCheck = t;
+    // this process was busy (a long merge, GC): heartbeats may be waiting in the socket; read
+    // them first (once: a process that is always late still reports missing sectors)
+    if (late > 500 && !this.skipped) {
+      this.skipped = true;
+      return;
+    }
+    this.skipped = false;
     for (const v of this.views) {
       if (v.state === 'alive' && t - v.lastSeen > this.livenessMs) {
         v.state = 'missing';

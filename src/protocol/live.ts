@@ -41,7 +41,10 @@
  *    `rejected` (total, or `rejected.<reason>` keys, summed), `framesDamaged`, `framesMissing`.
  *  - While a merger acquisition is running, the heartbeat's `acquisition` is its id; when a
  *    heartbeat names another (or null), the merger re-sends `acquire` (a restarted receiver
- *    rejoins that way). `ready` after an acquire; `failure` fails the whole acquisition.
+ *    rejoins that way: it gets the acquisition's original `start`, which has passed by then —
+ *    please join at the next chunk boundary instead of refusing). `ready` after an acquire.
+ *    `failure`: the merger fills that sector in as missing (not waited for) until a receiver
+ *    with another pid appears; only when every live sector failed does the acquisition fail.
  *  - `stop` carries `atFrame` (acquisition-relative, a chunk boundary): finish and send every
  *    chunk before it, nothing from it on, then leave the acquisition. `abort`: drop at once.
  *  - `params` apply from chunks whose first frame (acquisition-relative, counted over epochs:

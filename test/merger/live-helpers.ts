@@ -142,6 +142,7 @@ export class FakeReceiver {
   readonly received: MergerToReceiver[] = [];
   readonly state: FakeReceiverState = { phase: 'armed', acquisition: null, lastIndex: null, shutterRound: null, positions: null, counters: {} };
   private timer: NodeJS.Timeout | null = null;
+  private heartbeatMs = 250;
   private closed = false;
   private loop: Promise<void> | null = null;
   private chain: Promise<void> = Promise.resolve();
@@ -162,7 +163,9 @@ export class FakeReceiver {
     this.push.connect(this.results);
     this.loop = this.receiveLoop();
     await this.heartbeat();
+    this.heartbeatMs = heartbeatMs;
     this.timer = setInterval(() => void this.heartbeat(), heartbeatMs);
+    FakeReceiver.live.add(this);
     return this;
   }
 
@@ -187,12 +190,17 @@ export class FakeReceiver {
     }
   }
 
+  /** the last heartbeat sent */
+  lastHeartbeat: HeartbeatMessage | null = null;
+
   heartbeatMessage(): HeartbeatMessage {
-    return { version: LIVE_PROTOCOL_VERSION, type: 'heartbeat', role: 'receiver', sector: this.sector, pid: process.pid, ...this.state, sentAt: Date.now() };
+    return { version: LIVE_PROTOCOL_VERSION, type: 'heartbeat', role: 'receiver', sector: this.sector, pid: process.pid, ...this.state, counters: { ...this.state.counters }, sentAt: Date.now() };
   }
 
   heartbeat(): Promise<void> {
-    return this.sendControl(encodeLive(this.heartbeatMessage()));
+    const m = this.heartbeatMessage();
+    this.lastHeartbeat = m;
+    return this.sendControl(encodeLive(m));
   }
 
   /** Raw frames on the control socket. */
@@ -207,7 +215,18 @@ export class FakeReceiver {
   }
 
   sendPartial(p: PartialMessage): Promise<void> {
+    // the test process is busy while it sends (encoding megabytes): keep every fake receiver's
+    // heartbeat going, as a real receiver's own process would
+    FakeReceiver.pumpHeartbeats();
     return this.push.send(encodeLive(p));
+  }
+
+  private static readonly live = new Set<FakeReceiver>();
+
+  /** Heartbeat every fake receiver whose timer is overdue. */
+  static pumpHeartbeats(): void {
+    const t = Date.now();
+    for (const r of FakeReceiver.live) if (r.timer && (r.lastHeartbeat?.sentAt ?? 0) < t - r.heartbeatMs) void r.heartbeat();
   }
 
   lastAcquire(): AcquireMessage | undefined {
@@ -224,6 +243,7 @@ export class FakeReceiver {
     if (this.closed) return;
     this.closed = true;
     this.silence();
+    FakeReceiver.live.delete(this);
     this.dealer.close();
     this.push.close();
   }

@@ -14,7 +14,7 @@ import { SimulatedScan } from '../../src/k2is/simulator/index.js';
 import { createLogger } from '../../src/log.js';
 import type { AcquisitionRequest } from '../../src/merger/acquisition-schema.js';
 import { startMerger, type MergerProcess } from '../../src/merger/merger-process.js';
-import { encodeLive, LIVE_PROTOCOL_VERSION, LIVENESS_MS, type AcquireMessage, type ParamsMessage, type StopMessage } from '../../src/protocol/live.js';
+import { encodeLive, LIVE_PROTOCOL_VERSION, LIVENESS_MS, type AcquireMessage, type ParamsMessage, type PartialMessage, type StopMessage } from '../../src/protocol/live.js';
 import { MemoryDataSet } from '../../src/udf/dataset.js';
 import { createUdf } from '../../src/udf/registry.js';
 import { runUdf } from '../../src/udf/runner.js';
@@ -38,6 +38,25 @@ const UDFS: AcquisitionRequest['udfs'] = [
 ];
 
 let frames: Uint16Array[] = [];
+/** partials[sector][chunk] over the true frames, computed once: the fake receivers' heartbeats must not wait for this work */
+let partials: PartialMessage[][] = [];
+const TEMPLATE: AcquireMessage = {
+  version: LIVE_PROTOCOL_VERSION,
+  type: 'acquire',
+  acquisition: 'template',
+  scanShape: SCAN,
+  roi: null,
+  udfs: UDFS.map((u) => ({ id: u.id!, name: u.name, params: u.params ?? {} })),
+  chunkSize: CHUNK,
+  mode: 'single',
+  start: null,
+};
+
+/** The precomputed partial of (sector, chunk) for acquisition `id` (a fresh copy). */
+function partialOf(id: string, sector: number, chunk: number, damage?: Uint32Array): PartialMessage {
+  const p = partials[sector]![chunk]!;
+  return { ...p, acquisition: id, damage: damage ?? p.damage, sentAt: Date.now() };
+}
 let merger: MergerProcess | null = null;
 let receivers: FakeReceiver[] = [];
 let clients: TesseraClient[] = [];
@@ -45,11 +64,13 @@ let clients: TesseraClient[] = [];
 beforeAll(() => {
   const scan = new SimulatedScan({ scanShape: SCAN, seed: 7 });
   frames = Array.from({ length: N }, (_, i) => scan.frame(i));
-});
+  const context = contextOf(TEMPLATE);
+  partials = Array.from({ length: 8 }, (_, s) => Array.from({ length: N / CHUNK }, (_, c) => computePartial(TEMPLATE, s, 0, c, (i) => frames[i]!, { context })));
+}, 60_000);
 
 async function setUp(overlay: Record<string, unknown> = {}): Promise<{ merger: MergerProcess; receivers: FakeReceiver[]; client: TesseraClient }> {
   const { path } = await liveConfig(overlay);
-  merger = await startMerger({ config: loadConfig(path), log: createLogger('merger-test', { level: 'silent' }), election: false, staticDir: null, statsIntervalMs: 0 });
+  merger = await startMerger({ config: loadConfig(path), log: createLogger('merger-test', { level: process.env.LIVE_TEST_LOG ?? 'silent' }), election: false, staticDir: null, statsIntervalMs: 0 });
   receivers = await Promise.all(Array.from({ length: 8 }, (_, s) => new FakeReceiver(s, merger!.link.controlEndpoint, merger!.link.resultsEndpoint).connect()));
   const client = new TesseraClient({ url: merger.url, WebSocket: WebSocket as unknown as WebSocketConstructor });
   clients.push(client);
@@ -149,8 +170,7 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
     await r0.sendResults(Buffer.from('garbage'));
     await r0.sendResults(Buffer.from([0x82, 0xa7, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x63, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa7, 0x70, 0x61, 0x72, 0x74, 0x69, 0x61, 0x6c])); // version 99
     await r0.sendResults(encodeLive({ version: LIVE_PROTOCOL_VERSION, type: 'heartbeat' } as never));
-    const context = contextOf(acquire);
-    const good = computePartial(acquire, 1, 0, 0, (i) => frames[i]!, { context });
+    const good = partialOf(id, 1, 0);
     const wrongDtype = structuredClone(good);
     wrongDtype.udfs[0]!.buffers.intensity!.dtype = 'float32';
     const wrongSize = structuredClone(good);
@@ -166,7 +186,7 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
     const sends: Array<[number, number]> = [];
     for (let s = 0; s < 8; s++) for (let c = 0; c < chunks; c++) sends.push([s, c]);
     sends.sort((a, b) => ((a[0] * 7 + a[1] * 13) % 11) - ((b[0] * 7 + b[1] * 13) % 11));
-    for (const [s, c] of sends) await rx[s]!.sendPartial(computePartial(acquire, s, 0, c, (i) => frames[i]!, { context }));
+    for (const [s, c] of sends) await rx[s]!.sendPartial(partialOf(id, s, c));
     await rx[1]!.sendPartial(good);
 
     const mirror = await follow(client, id);
@@ -200,10 +220,9 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
     expect(status.sectors.filter((s) => s.state === 'alive').map((s) => s.sector)).toEqual([0, 1, 2, 3, 4, 6, 7]);
 
     const id = await defineAndStart(client);
-    const acquire = await acquireOf(rx.filter((r) => r.sector !== 5), id);
-    const context = contextOf(acquire);
+    await acquireOf(rx.filter((r) => r.sector !== 5), id);
     const t0 = Date.now();
-    for (let c = 0; c < N / CHUNK; c++) for (const s of [0, 1, 2, 3, 4, 6, 7]) await rx[s]!.sendPartial(computePartial(acquire, s, 0, c, (i) => frames[i]!, { context }));
+    for (let c = 0; c < N / CHUNK; c++) for (const s of [0, 1, 2, 3, 4, 6, 7]) await rx[s]!.sendPartial(partialOf(id, s, c));
     const mirror = await follow(client, id);
     // a sector known to be missing is not waited for
     expect(Date.now() - t0).toBeLessThan(10_000);
@@ -216,8 +235,7 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
   it('fills a sector whose partial does not come within the chunk timeout; the damage map counts blocks exactly', async () => {
     const { merger, receivers: rx, client } = await setUp({ merger: { chunkTimeoutMs: 600 } });
     const id = await defineAndStart(client);
-    const acquire = await acquireOf(rx, id);
-    const context = contextOf(acquire);
+    await acquireOf(rx, id);
     // sector 3 reports three zero-filled blocks at position 6 (chunk 1), and one whole frame lost at 13
     const damage3 = (c: number) => {
       const d = new Uint32Array(CHUNK);
@@ -228,7 +246,7 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
     for (let c = 0; c < N / CHUNK; c++) {
       for (let s = 0; s < 8; s++) {
         if (s === 2 && c === 1) continue; // never arrives
-        await rx[s]!.sendPartial(computePartial(acquire, s, 0, c, (i) => frames[i]!, { context, damage: s === 3 ? damage3(c) : undefined }));
+        await rx[s]!.sendPartial(partialOf(id, s, c, s === 3 ? damage3(c) : undefined));
       }
     }
     const mirror = await follow(client, id);
@@ -241,7 +259,7 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
     expect(missing).toEqual(expectMissing);
     expect((merger.manager.counters() as { merge: { sectorsFilled: number } }).merge.sectorsFilled).toBe(1);
     // the late partial, once it comes, is a counted drop
-    await rx[2]!.sendPartial(computePartial(acquire, 2, 0, 1, (i) => frames[i]!, { context }));
+    await rx[2]!.sendPartial(partialOf(id, 2, 1));
     await waitUntil(() => merger.link.counters.partials >= 8 * 4, 2000, 'late partial received');
   }, 60_000);
 
@@ -255,8 +273,10 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
       for (const r of rx) r.state.lastIndex = index;
     }, 50);
     try {
-      await new Promise((r) => setTimeout(r, 800));
-      const before = index;
+      await new Promise((r) => setTimeout(r, 1300));
+      // what the merger can know: the newest index a heartbeat carried (then time to read it)
+      const before = Math.max(...rx.map((r) => r.lastHeartbeat!.lastIndex!));
+      await new Promise((r) => setTimeout(r, 600));
       const id = await defineAndStart(client, { mode: 'continuous' });
       const acquire = await acquireOf(rx, id);
       expect(acquire.mode).toBe('continuous');
@@ -270,7 +290,8 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
       const startIndex = acquire.start!.startIndex;
       await waitUntil(() => index > startIndex + 3 * N, 5000, 'frames of the acquisition');
       const newMasks = { masks: [{ type: 'disk', cy: 930, cx: 1024, r: 40 }, { type: 'ring', cy: 930, cx: 1024, ri: 90, ro: 600 }] };
-      const rel = index - startIndex;
+      const rel = Math.max(...rx.map((r) => r.lastHeartbeat!.lastIndex!)) - startIndex;
+      await new Promise((r) => setTimeout(r, 600));
       const change = await client.api.updateUdfParams(id, 'masks', newMasks);
       expect(change.udf.params).toEqual(newMasks);
       expect(change.appliesFromFrame % CHUNK).toBe(0);
