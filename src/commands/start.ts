@@ -1,18 +1,43 @@
 /**
- * `tessera start` (`npm start`): the pipeline on one machine. For now: the first-frame election
- * coordinator (hosted here), one `tessera receiver` process per sector, and `tessera simulate
- * --continuous` as the camera, each role its own child process. Prints live per-sector figures
- * from the receivers' stats lines; a child that dies is reported and the pipeline stopped;
- * Ctrl-C stops everything.
+ * `tessera start` (`npm start`): the pipeline on one machine, each role its own child process:
+ * `tessera merger` (HTTP API, WebSocket stream, browser UI, and the first-frame election
+ * coordinator), one `tessera receiver` per sector, and `tessera simulate --continuous` as the
+ * camera. Prints the merger's URL, then live per-sector figures from the receivers' stats
+ * lines; unless --no-acquisition, defines and starts a default continuous acquisition (sum
+ * image, frame sums, bright-field and annular dark-field virtual detectors, centre of mass)
+ * so that a browser shows live pictures at once. A child that dies is reported and the
+ * pipeline stopped; Ctrl-C stops everything.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Command } from 'commander';
+import { TesseraClient } from '../client/tessera-client.js';
 import { loadConfig, type TesseraConfig } from '../config.js';
 import { TesseraError } from '../errors.js';
+import { PATTERN_CENTRE } from '../k2is/simulator/scene.js';
 import { createLogger, type Logger } from '../log.js';
+import type { AcquisitionRequest } from '../merger/acquisition-schema.js';
 import { CLI_PATH } from '../paths.js';
-import { ElectionCoordinator } from '../protocol/election.js';
 import { parseScanShape } from './receiver.js';
+
+/** What `npm start` runs: the standard live picture of a 4D-STEM scan. */
+export function defaultAcquisition(scan: [number, number]): AcquisitionRequest {
+  const [cy, cx] = PATTERN_CENTRE;
+  return {
+    scanShape: scan,
+    mode: 'continuous',
+    udfs: [
+      // float32 holds these integer sums exactly up to 2^24 counts per pixel and halves the traffic
+      { id: 'sum', name: 'SumUDF', params: { dtype: 'float32' } },
+      { id: 'sumsig', name: 'SumSigUDF' },
+      {
+        id: 'detectors',
+        name: 'ApplyMasksUDF',
+        params: { masks: [{ type: 'disk', cy, cx, r: 30 }, { type: 'ring', cy, cx, ri: 60, ro: 800 }] },
+      },
+      { id: 'com', name: 'CoMUDF', params: { cy, cx, r: 30 } },
+    ],
+  };
+}
 
 export interface StartOptions {
   config: TesseraConfig;
@@ -20,6 +45,8 @@ export interface StartOptions {
   scan: [number, number];
   fps: number;
   simulator: boolean;
+  /** define and start defaultAcquisition() once the receivers follow the camera */
+  acquisition?: boolean;
   log: Logger;
   /** where the live table goes (default process.stdout) */
   out?: NodeJS.WriteStream;
@@ -48,12 +75,13 @@ interface SectorFigures {
 }
 
 /** Receiver log messages worth showing besides warnings and errors. */
-const NOTABLE = new Set(['acquisition started', 'acquisition ended', 'receiver listening']);
+const NOTABLE = new Set(['acquisition started', 'acquisition ended', 'receiver listening', 'merger listening', 'election decided', 'acquisition state', 'sector missing: no heartbeat', 'receiver restarted']);
 
 export class Pipeline {
   private readonly roles: Role[] = [];
   private readonly figures = new Map<number, SectorFigures>();
-  private coordinator: ElectionCoordinator | null = null;
+  /** the merger's URL, once it listens */
+  url: string | null = null;
   private timer: NodeJS.Timeout | null = null;
   private stopping = false;
   private drawnLines = 0;
@@ -68,22 +96,51 @@ export class Pipeline {
   async start(): Promise<void> {
     const { config, log } = this.o;
     const sectors = Array.from({ length: config.detector.sectors }, (_, s) => s);
-    this.coordinator = await ElectionCoordinator.start({ endpoint: config.election.endpoint, expectedSectors: sectors, timeoutMs: config.election.timeoutMs, log });
     const cfg = this.o.configPath ? ['--config', this.o.configPath] : [];
     const scan = `${this.o.scan[0]}x${this.o.scan[1]}`;
-    const listening = sectors.map((s) => {
+    // the merger first: it hosts the election the receivers vote with
+    const merger = this.spawnRole('merger', ['merger', ...cfg], { TESSERA_EXIT_WITH_PARENT: '1' });
+    const listening = await Promise.race([
+      new Promise<Record<string, unknown>>((resolve) => this.onLine(merger, (l) => l.msg === 'merger listening' && resolve(l))),
+      this.done.then(() => null),
+    ]);
+    if (!listening || this.stopping) return;
+    this.url = String(listening.url);
+    const elected = new Promise<void>((resolve) => this.onLine(merger, (l) => l.msg === 'election decided' && resolve()));
+    const out = this.o.out ?? process.stdout;
+    out.write(`tessera: ${this.url}\n`);
+    const ready = sectors.map((s) => {
       const role = this.spawnRole(`receiver-${s}`, ['receiver', '--sector', String(s), ...cfg, '--scan', scan, '--continuous'], { TESSERA_EXIT_WITH_PARENT: '1' });
       return new Promise<void>((resolve) => this.onLine(role, (l) => l.msg === 'receiver listening' && resolve()));
     });
-    await Promise.race([Promise.all(listening), this.done]);
+    await Promise.race([Promise.all(ready), this.done]);
     if (this.stopping) return;
     if (this.o.simulator) {
       const u = config.detector.udp;
       const target = u.multicast ? ['--multicast', u.multicast, '--udp', `${u.host}:${u.basePort}`] : ['--udp', `${u.host}:${u.basePort}`];
       this.spawnRole('simulator', ['simulate', ...cfg, '--scan', scan, '--fps', String(this.o.fps), ...target, '--continuous'], {});
     }
-    log.info({ sectors: sectors.length, scan, fps: this.o.fps, simulator: this.o.simulator, election: this.coordinator.endpoint }, 'pipeline running (Ctrl-C stops)');
+    log.info({ url: this.url, sectors: sectors.length, scan, fps: this.o.fps, simulator: this.o.simulator }, 'pipeline running (Ctrl-C stops)');
     this.timer = setInterval(() => this.draw(), config.receiver.statsIntervalMs);
+    if (this.o.acquisition ?? true) void this.startDefaultAcquisition(elected);
+  }
+
+  /** Once the receivers follow the camera's scan, start the default acquisition at its next repetition. */
+  private async startDefaultAcquisition(elected: Promise<void>): Promise<void> {
+    const { log } = this.o;
+    await Promise.race([elected, this.done]);
+    if (this.stopping) return;
+    // a few heartbeats, so that the merger knows where the running scan is
+    await new Promise((r) => setTimeout(r, 1000));
+    if (this.stopping) return;
+    try {
+      const client = new TesseraClient({ url: this.url!, WebSocket: class {} as never });
+      const { id } = await client.api.define(defaultAcquisition(this.o.scan));
+      const started = await client.api.start(id);
+      log.info({ acquisition: id, state: started.state, udfs: started.udfs.map((u) => u.id), url: this.url }, 'default acquisition started: open the URL in a browser');
+    } catch (err) {
+      log.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'cannot start the default acquisition');
+    }
   }
 
   /** Resolves when the pipeline has stopped (Ctrl-C, or a child died). */
@@ -97,15 +154,16 @@ export class Pipeline {
     this.stopping = true;
     this.o.log.info({ reason }, 'stopping the pipeline');
     if (this.timer) clearInterval(this.timer);
-    // the camera first, so that receivers see the end of the stream, then the receivers
-    const order = [...this.roles.filter((r) => r.name === 'simulator'), ...this.roles.filter((r) => r.name !== 'simulator')];
+    // the camera first, so that receivers see the end of the stream, then the receivers, the merger last
+    const rank = (r: Role) => (r.name === 'simulator' ? 0 : r.name === 'merger' ? 2 : 1);
+    const order = [...this.roles].sort((a, b) => rank(a) - rank(b));
     for (const r of order) {
       r.stopping = true;
       if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGTERM');
       if (r.name === 'simulator') await this.exitWithin(r, 5000);
+      if (r.name === 'merger') await Promise.all(order.filter((x) => x.name.startsWith('receiver')).map((x) => this.exitWithin(x, 10_000)));
     }
     await Promise.all(order.map((r) => this.exitWithin(r, 10_000)));
-    await this.coordinator?.close();
     this.draw(true);
     this.finish();
   }
@@ -229,18 +287,19 @@ export class Pipeline {
 export function registerStartCommand(program: Command): void {
   program
     .command('start')
-    .description('run the pipeline on this machine: election coordinator, one receiver per sector and the simulator as the camera, with live per-sector figures (Ctrl-C stops)')
+    .description('run the pipeline on this machine: the merger (HTTP, WebSocket, UI, election), one receiver per sector and the simulator as the camera, with a default live acquisition; prints the URL and live per-sector figures (Ctrl-C stops)')
     .option('-c, --config <file>', 'config file overlaid on config/default.json (passed on to every role)')
     .option('--scan <HxW>', 'scan shape (default: config simulator.scan)')
     .option('--fps <n>', 'simulator frame rate (default: config simulator.fps)')
     .option('--no-simulator', 'do not start the simulator (a real camera sends)')
-    .action(async (raw: { config?: string; scan?: string; fps?: string; simulator: boolean }) => {
+    .option('--no-acquisition', 'do not define and start the default live acquisition')
+    .action(async (raw: { config?: string; scan?: string; fps?: string; simulator: boolean; acquisition: boolean }) => {
       const config = loadConfig(raw.config);
       const scan = raw.scan !== undefined ? parseScanShape(raw.scan) : (config.simulator.scan as [number, number]);
       const fps = raw.fps !== undefined ? Number(raw.fps) : config.simulator.fps;
       if (!Number.isFinite(fps) || fps < 0) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', '--fps', `"${raw.fps}" is not a frame rate`);
       const log = createLogger('start');
-      const pipeline = new Pipeline({ config, configPath: raw.config, scan, fps, simulator: raw.simulator, log });
+      const pipeline = new Pipeline({ config, configPath: raw.config, scan, fps, simulator: raw.simulator, acquisition: raw.acquisition, log });
       const onSignal = (sig: string) => void pipeline.stop(sig);
       process.once('SIGINT', () => onSignal('SIGINT'));
       process.once('SIGTERM', () => onSignal('SIGTERM'));
