@@ -124,9 +124,10 @@ class BenchMerger {
     void this.resultsLoop();
   }
 
-  async heartbeatAfter(t: number, timeoutMs = 15_000): Promise<HeartbeatMessage> {
+  /** The first heartbeat sent after `t` (ms since epoch) by process `pid` (any if omitted). */
+  async heartbeatAfter(t: number, pid?: number, timeoutMs = 15_000): Promise<HeartbeatMessage> {
     const deadline = Date.now() + timeoutMs;
-    while (!this.latest || this.latest.sentAt <= t) {
+    while (!this.latest || this.latest.sentAt <= t || (pid !== undefined && this.latest.pid !== pid)) {
       if (Date.now() > deadline) throw new Error('no heartbeat from the receiver');
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -223,20 +224,24 @@ async function oneRun(cfgPath: string, port: number, merger: BenchMerger, feeder
   const rx = cli(['receiver', '--sector', '0', '--config', cfgPath, '--no-election']);
   try {
     await lines(rx, (l) => l.msg === 'receiver listening');
-    await merger.heartbeatAfter(0);
+    await merger.heartbeatAfter(0, rx.pid); // connected: the control channel reaches this process
     // warm-up: a short scan at 100 fps (a fresh process receives slowly for its first ~150 ms);
     // the paced sender warms up within its stream
     if (feeder === 'simulator') await simulate(port, ['--scan', '8x8', '--frames-before', '36', '--frames-after', '0', '--fps', '100', '--seed', String(k)]);
     const id = `bench-${k}`;
     if (withUdfs) {
-      await merger.router.send(['receiver-0', encodeLive(acquire(id))]);
+      // as a merger does: repeat acquire until ready (a repeat is a no-op on the receiver)
       const deadline = Date.now() + 10_000;
-      while (!merger.ready.has(id)) {
+      for (let next = 0; !merger.ready.has(id); ) {
         if (Date.now() > deadline) throw new Error('no ready from the receiver');
+        if (Date.now() >= next) {
+          await merger.router.send(['receiver-0', encodeLive(acquire(id))]);
+          next = Date.now() + 300;
+        }
         await new Promise((r) => setTimeout(r, 20));
       }
     }
-    const before = await merger.heartbeatAfter(Date.now());
+    const before = await merger.heartbeatAfter(Date.now(), rx.pid);
     const partials0 = merger.partials;
     let sent: number;
     let offeredFps: number;
@@ -251,8 +256,9 @@ async function oneRun(cfgPath: string, port: number, merger: BenchMerger, feeder
       offeredFps = s.sent / s.seconds / BLOCKS_PER_SECTOR_FRAME;
     }
     await new Promise((r) => setTimeout(r, 600));
-    const after = await merger.heartbeatAfter(Date.now());
+    const after = await merger.heartbeatAfter(Date.now(), rx.pid);
     const d = (key: string) => (after.counters[key] ?? 0) - (before.counters[key] ?? 0);
+    if (withUdfs && d('live.framesProcessed') === 0) throw new Error('the UDFs processed no frame: the figure would be meaningless');
     return {
       sent,
       lost: sent - d('received'),
