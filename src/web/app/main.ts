@@ -14,6 +14,7 @@ import { ImageView, type ImageOverlay, type ImageSource } from './image-view.js'
 import { listNavMaps, listPickBuffers, listSigImages, mergedPositions, navMapSource, pickedFrameSource, sigSource, type MapSpec } from './maps.js';
 import { schedule } from './scheduler.js';
 import { EpochHistory, ProgressBar, RatePlot, SectorTable } from './status-panel.js';
+import { StreamPacer } from './stream-pacer.js';
 
 const K2IS_FRAME: [number, number] = [1860, 2048];
 const STATUS_POLL_MS = 1000;
@@ -30,7 +31,7 @@ let summary: AcquisitionSummary | null = null;
 let sigShapeHint: [number, number] = K2IS_FRAME;
 let pick: { y: number; x: number } | null = null;
 let showAllMaps = false;
-const rendered = { version: 0, acquisition: null as string | null, epoch: null as number | null, renders: 0 };
+const rendered = { version: 0, acquisition: null as string | null, epoch: null as number | null, renders: 0, rate: 0 };
 /** per view: the buffer object and version it last showed */
 const shown = new Map<string, { buffer: unknown; version: number; valid: number }>();
 let validStamp = 0;
@@ -300,6 +301,7 @@ function onUpdate(u: AppliedUpdate): void {
         framesMerged: p?.framesMerged ?? 0,
         framesTotal: p?.framesTotal ?? null,
         seconds: (Date.now() - lastEpochSeen.since) / 1000,
+        framesPerSecond: p?.framesPerSecond ?? null,
         damagedPositions: lastEpochSeen.damaged,
         thumbnail: thumbnail(),
       });
@@ -340,17 +342,25 @@ async function connect(): Promise<void> {
     return;
   }
   client = c;
-  connection.textContent = 'live';
+  const maxRate = c.hello?.maxRate ?? 60;
+  const showRate = (rate: number) => {
+    connection.textContent = rate < maxRate ? `live · ${rate} update${rate === 1 ? '' : 's'}/s (page catching up)` : 'live';
+    rendered.rate = rate;
+  };
+  pacer = new StreamPacer(c, maxRate, (rate) => c.subscribe({ acquisition: 'current', maxRate: rate }), showRate);
+  showRate(maxRate);
   connection.className = 'connection up';
   c.on('update', onUpdate);
   c.on('error', (e) => console.warn('stream:', e.message));
   c.on('close', () => {
+    pacer?.stop();
     connection.textContent = 'disconnected, retrying…';
     connection.className = 'connection down';
     setTimeout(() => void connect(), 1000);
   });
   c.subscribe({ acquisition: 'current' });
 }
+let pacer: StreamPacer | null = null;
 
 let polling = false;
 async function pollStatus(): Promise<void> {

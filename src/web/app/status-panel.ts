@@ -150,7 +150,10 @@ export interface EpochRecord {
   epoch: number;
   framesMerged: number;
   framesTotal: number | null;
+  /** as seen by the page (it may have joined late or skipped updates) */
   seconds: number;
+  /** the merger's rate at the last update the page saw */
+  framesPerSecond: number | null;
   damagedPositions: number;
   /** a small picture of the first navigation map */
   thumbnail: string | null;
@@ -189,7 +192,7 @@ export class EpochHistory {
             'span',
             {},
             `${r.acquisition} epoch ${r.epoch}: ${fmt(r.framesMerged)}${r.framesTotal ? `/${fmt(r.framesTotal)}` : ''} frames in ${fmtDuration(r.seconds)}` +
-              (r.seconds > 0 ? `, ${fmt(r.framesMerged / r.seconds, 1)} frames/s` : '') +
+              (r.framesPerSecond !== null ? `, ${fmt(r.framesPerSecond, 1)} frames/s` : '') +
               `, ${fmt(r.damagedPositions)} damaged`,
           ),
         ),
