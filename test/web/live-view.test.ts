@@ -298,6 +298,35 @@ function expectPixels(map: MapReadback, merged: number): void {
     expect(Math.abs(moved.cx - (disk.cx + 20))).toBeLessThanOrEqual(1 / geo.scale + 0.1);
   });
 
+  it('a refused detector change is reverted on the image and offered for the next acquisition', async () => {
+    controller.refuseShapeChange = true;
+    const before = controller.status().acquisition!.udfs.find((u) => u.id === 'ApplyMasksUDF')!.params.masks as SimpleMask[];
+    await page.click('.detectors button[data-mode="ring"]');
+    const geo = await page.evaluate(() => {
+      const v = (window as any).tessera.sigView;
+      const r = v.canvas.getBoundingClientRect();
+      return { left: r.left, top: r.top, scale: v.scale, ox: v.ox, oy: v.oy };
+    });
+    const screen = (x: number, y: number) => ({ x: geo.left + (x - geo.ox) * geo.scale, y: geo.top + (y - geo.oy) * geo.scale });
+    const a = screen(170.5, 140.5);
+    const b = screen(170.5 + 15, 140.5);
+    const log = await page.evaluate(() => (window as any).tessera.detectors.log.length);
+    await page.mouse.move(a.x, a.y);
+    await page.mouse.down();
+    await page.mouse.move(b.x, b.y, { steps: 4 });
+    await page.mouse.up();
+    await page.waitForFunction((n) => (window as any).tessera.detectors.log.length > n, log);
+    const entry = await page.evaluate(() => (window as any).tessera.detectors.log.at(-1));
+    expect(entry.error).toMatch(/shape/);
+    expect(entry.masks).toHaveLength(before.length + 1);
+    // the image shows what runs; the form holds the new set for "Start new"
+    expect(await page.evaluate(() => (window as any).tessera.detectors.masksOf('ApplyMasksUDF'))).toEqual(before);
+    expect(JSON.parse(await page.inputValue('.udf[data-udf="ApplyMasksUDF"] textarea'))).toEqual(entry.masks);
+    expect(controller.status().acquisition!.udfs.find((u) => u.id === 'ApplyMasksUDF')!.params.masks).toEqual(before);
+    await page.click('.detectors button[data-mode="pan"]');
+    controller.refuseShapeChange = false;
+  });
+
   it('shows the running UI (screenshot), then stops from the UI', async () => {
     mkdirSync(OUTPUT, { recursive: true });
     // a pass in progress, a picked scan position

@@ -106,6 +106,8 @@ export interface PatchRecord {
 export class SyntheticController implements AcquisitionController {
   readonly registry: LiveStoreRegistry;
   readonly patches: PatchRecord[] = [];
+  /** refuse parameter changes that change a UDF's result shapes, as the live merger does */
+  refuseShapeChange = false;
   private readonly acquisitions = new Map<string, Acquisition>();
   private next = 1;
   private timer: NodeJS.Timeout | null = null;
@@ -223,6 +225,9 @@ export class SyntheticController implements AcquisitionController {
     if (!udf) throw new TesseraError('TESSERA_ERR_NOT_FOUND', `UDF ${udfId} in acquisition ${id}`);
     if (a.state !== 'defined' && a.state !== 'running') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'change parameters', a.state);
     this.check({ name: udf.name, params });
+    if (this.refuseShapeChange && udf.name === 'ApplyMasksUDF' && (udf.params.masks as unknown[]).length !== (params.masks as unknown[]).length) {
+      throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'these parameters change the shape of its results: define a new acquisition instead');
+    }
     const chunk = a.definition.chunkSize;
     const from = Math.ceil(a.merged / chunk) * chunk;
     a.params.get(udfId)!.push({ from, params: { ...params } });

@@ -23,6 +23,8 @@ interface UdfRow {
   udf: UdfDescription;
   enabled: HTMLInputElement;
   read(): Record<string, unknown>;
+  /** set one parameter's field; false if the form has no such field */
+  write(key: string, value: unknown): boolean;
   body: HTMLElement;
 }
 
@@ -88,6 +90,7 @@ export class AcquisitionPanel {
     const schema = udf.params as Schema;
     const defaults = this.options.defaults(udf.name) ?? {};
     const readers: Array<(out: Record<string, unknown>) => void> = [];
+    const writers = new Map<string, (value: unknown) => void>();
     const fields: HTMLElement[] = [];
     for (const [key, prop] of Object.entries(schema.properties ?? {})) {
       const types = typesOf(prop);
@@ -117,6 +120,7 @@ export class AcquisitionPanel {
             throw new Error(`${udf.name}.${key}: not valid JSON`);
           }
         });
+        writers.set(key, (value) => (area.value = JSON.stringify(value)));
         fields.push(h('label', { class: 'json', title: `${key} (JSON)` }, key, area));
       }
     }
@@ -130,12 +134,26 @@ export class AcquisitionPanel {
       udf,
       enabled,
       body,
+      write: (key, value) => {
+        const w = writers.get(key);
+        if (w) w(value);
+        return !!w;
+      },
       read: () => {
         const out: Record<string, unknown> = {};
         for (const r of readers) r(out);
         return out;
       },
     };
+  }
+
+  /** Put a value into a UDF's JSON parameter field (and check the UDF). */
+  setParam(udfName: string, key: string, value: unknown): boolean {
+    const row = this.rows.find((r) => r.udf.name === udfName);
+    if (!row || !row.write(key, value)) return false;
+    row.enabled.checked = true;
+    row.body.classList.remove('off');
+    return true;
   }
 
   /** The request the form describes (throws with a readable message on bad JSON). */

@@ -45,6 +45,8 @@ export interface DetectorEditorOptions {
   patch(acquisition: string, udfId: string, params: Record<string, unknown>): Promise<UdfParamsChange>;
   /** called after every reply (for the page's message line) */
   onResult?(entry: DetectorLogEntry): void;
+  /** the merger refused these masks for UDF `udf` (they were reverted on the image) */
+  onRejected?(udf: string, masks: Mask[]): void;
 }
 
 export class DetectorEditor implements ImageOverlay {
@@ -55,6 +57,8 @@ export class DetectorEditor implements ImageOverlay {
   targets: UdfInstance[] = [];
   active: string | null = null;
   readonly log: DetectorLogEntry[] = [];
+  /** per UDF, the masks the merger last accepted (what a refused change reverts to) */
+  private readonly confirmed = new Map<string, Mask[]>();
   private drag: Drag | null = null;
   private readonly inFlight = new Set<string>();
   private readonly waiting = new Map<string, Mask[]>();
@@ -100,6 +104,8 @@ export class DetectorEditor implements ImageOverlay {
       }
     } else this.drag = null;
     const before = JSON.stringify(this.targets);
+    if (changedAcq) this.confirmed.clear();
+    for (const u of udfs) if (isApplyMasks(u.name) && !this.inFlight.has(u.id) && !this.waiting.has(u.id)) this.confirmed.set(u.id, (u.params.masks ?? []) as Mask[]);
     this.targets = next;
     if (!this.active || !next.some((t) => t.id === this.active)) this.active = next[0]?.id ?? null;
     if (changedAcq || before !== JSON.stringify(next)) {
@@ -262,10 +268,18 @@ export class DetectorEditor implements ImageOverlay {
     try {
       const reply = await this.options.patch(acquisition, udf, { ...t.params, masks });
       entry = { udf, masks, appliesFromFrame: reply.appliesFromFrame, error: null };
+      this.confirmed.set(udf, masks);
     } catch (err) {
       entry = { udf, masks, appliesFromFrame: null, error: (err as Error).message };
     }
     this.inFlight.delete(udf);
+    if (entry.error && !this.waiting.has(udf)) {
+      // refused (e.g. a merger that cannot change the number of masks mid-acquisition):
+      // show what runs, and offer the new set for the next acquisition
+      const confirmed = this.confirmed.get(udf);
+      if (confirmed) this.setMasks(udf, confirmed);
+      this.options.onRejected?.(udf, masks);
+    }
     this.log.push(entry);
     this.status.textContent = entry.error
       ? `${udf}: ${entry.error}`

@@ -81,6 +81,12 @@ const panel = new AcquisitionPanel({
 const detectors = new DetectorEditor({
   patch: (acquisition, udfId, params) => api.updateUdfParams(acquisition, udfId, params),
   onResult: () => void pollStatus(),
+  onRejected: (udf, masks) => {
+    const name = summary?.udfs.find((u) => u.id === udf)?.name;
+    if (name && panel.setParam(name, 'masks', masks)) {
+      panel.showMessage(`The merger kept the running detectors of ${udf}; the new set is in the form for the next acquisition (Start new).`);
+    }
+  },
 });
 
 /** The picked scan position, marked on every navigation map. */
