@@ -27,11 +27,13 @@ export class StreamPacer {
   private readonly off: () => void;
 
   constructor(
-    client: TesseraClient,
+    client: Pick<TesseraClient, 'on'>,
     private readonly maxRate: number,
     /** subscribe again at this rate */
     private readonly resubscribe: (rate: number) => void,
     private readonly onChange?: (rate: number) => void,
+    /** the local wall clock, ms since 1970 (injectable for tests) */
+    private readonly clock: () => number = Date.now,
   ) {
     this.rate = maxRate;
     this.off = client.on('update', (u) => this.observe(u));
@@ -41,11 +43,11 @@ export class StreamPacer {
     this.off();
   }
 
-  observe(u: Pick<AppliedUpdate, 't'>, now = Date.now()): void {
-    const delay = now - u.t;
+  observe(u: Pick<AppliedUpdate, 't'>): void {
+    const t = this.clock();
+    const delay = t - u.t;
     this.baseline = Math.min(this.baseline, delay);
     this.lagMs = delay - this.baseline;
-    const t = performance.now();
     if (this.lagMs > SLOW_MS) {
       this.quietSince = null;
       if (this.rate > MIN_RATE && t - this.lastChange > MIN_CHANGE_INTERVAL_MS) this.set(Math.max(MIN_RATE, Math.floor(this.rate / 2)), t);
