@@ -327,6 +327,25 @@ function expectPixels(map: MapReadback, merged: number): void {
     controller.refuseShapeChange = false;
   });
 
+  it('a page opened during an acquisition follows it and fills its form from it', async () => {
+    const second = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    try {
+      await second.goto(server.url);
+      await second.waitForSelector('#acq-state[data-state="running"]');
+      const acq = controller.status().acquisition!;
+      expect(await second.inputValue('#scan-h')).toBe(String(SCAN[0]));
+      expect(await second.inputValue('#scan-w')).toBe(String(SCAN[1]));
+      expect(await second.isChecked('#continuous')).toBe(true);
+      const masks = acq.udfs.find((u) => u.id === 'ApplyMasksUDF')!.params.masks;
+      expect(JSON.parse(await second.inputValue('.udf[data-udf="ApplyMasksUDF"] textarea'))).toEqual(masks);
+      // the same maps, from its own subscription
+      await second.waitForFunction((v) => (window as any).tessera.rendered.version >= v, controller.registry.get('current')!.version);
+      expect(await second.evaluate(() => [...(window as any).tessera.navViews.keys()].sort())).toEqual(await page.evaluate(() => [...(window as any).tessera.navViews.keys()].sort()));
+    } finally {
+      await second.close();
+    }
+  });
+
   it('shows the running UI (screenshot), then stops from the UI', async () => {
     mkdirSync(OUTPUT, { recursive: true });
     // a pass in progress, a picked scan position

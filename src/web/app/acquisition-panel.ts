@@ -46,6 +46,7 @@ export class AcquisitionPanel {
   private readonly stateLine: HTMLElement;
   private rows: UdfRow[] = [];
   private current: AcquisitionSummary | null = null;
+  private adopted = false;
 
   constructor(private readonly options: AcquisitionPanelOptions) {
     const num = (id: string, value: number, title: string) => h('input', { type: 'number', id, min: 1, step: 1, value: String(value), title, class: 'dim' });
@@ -99,9 +100,11 @@ export class AcquisitionPanel {
       if (prop.enum) {
         const select = h('select', { name: key }, h('option', { value: '' }, '(default)'), ...prop.enum.map((v) => h('option', { value: JSON.stringify(v), selected: JSON.stringify(v) === JSON.stringify(initial) }, String(v))));
         readers.push((out) => void (select.value !== '' && (out[key] = JSON.parse(select.value))));
+        writers.set(key, (value) => (select.value = value === undefined ? '' : JSON.stringify(value)));
         fields.push(h('label', { title: key }, key, select));
       } else if (types.includes('boolean') && types.length === 1) {
         const box = h('input', { type: 'checkbox', name: key, checked: initial === true });
+        writers.set(key, (value) => (box.checked = value === true));
         readers.push((out) => {
           if (box.checked || initial !== undefined) out[key] = box.checked;
         });
@@ -109,6 +112,7 @@ export class AcquisitionPanel {
       } else if (types.some((t) => t === 'number' || t === 'integer') && types.every((t) => t === 'number' || t === 'integer' || t === 'null')) {
         const input = h('input', { type: 'number', name: key, step: types.includes('integer') ? 1 : 'any', placeholder: nullable ? 'auto' : 'default', value: initial === undefined || initial === null ? '' : String(initial) });
         readers.push((out) => void (input.value !== '' && (out[key] = Number(input.value))));
+        writers.set(key, (value) => (input.value = typeof value === 'number' ? String(value) : ''));
         fields.push(h('label', { title: key }, key, input));
       } else {
         const area = h('textarea', { name: key, rows: 3, spellcheck: false }, initial === undefined ? '' : JSON.stringify(initial));
@@ -145,6 +149,25 @@ export class AcquisitionPanel {
         return out;
       },
     };
+  }
+
+  /**
+   * Fill the form from a running acquisition (scan, mode, UDFs and their parameters), so that
+   * "Start new" starts the same again unless the user changes something. Once per page.
+   */
+  adopt(summary: AcquisitionSummary): void {
+    if (this.adopted || this.rows.length === 0) return;
+    this.adopted = true;
+    this.scanH.value = String(summary.scanShape[0]);
+    this.scanW.value = String(summary.scanShape[1]);
+    this.continuous.checked = summary.mode === 'continuous';
+    this.chunk.value = summary.chunkSize === summary.scanShape[1] ? '' : String(summary.chunkSize);
+    for (const row of this.rows) {
+      const u = summary.udfs.find((x) => x.name === row.udf.name);
+      row.enabled.checked = !!u;
+      row.body.classList.toggle('off', !u);
+      if (u) for (const [k, v] of Object.entries(u.params)) row.write(k, v);
+    }
   }
 
   /** Put a value into a UDF's JSON parameter field (and check the UDF). */

@@ -376,6 +376,7 @@ async function pollStatus(): Promise<void> {
     const status: MergerStatus = await api.status();
     summary = status.acquisition;
     panel.setCurrent(summary);
+    if (summary) panel.adopt(summary);
     detectors.setAcquisition(summary?.id ?? null, summary?.udfs ?? []);
     if (mirror().sectors.length === 0 && status.sectors.length > 0) {
       sectors.set(status.sectors);
