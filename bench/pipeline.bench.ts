@@ -1,0 +1,283 @@
+/**
+ * The whole live pipeline on this machine, every role its own process as `tessera start` runs
+ * it: eight `tessera receiver` processes and `tessera merger`, fed by this process acting as
+ * the camera (pre-rendered simulator datagrams, paced per frame, all eight sectors of frame f
+ * before f+1), with a TesseraClient on the merger's WebSocket. The acquisition is the default
+ * live one (sum image, frame sums, BF + ADF detectors, CoM), one partial per scan row.
+ *
+ * 1. Highest per-sector frame rate sustained without loss: a ladder of camera rates, each
+ *    rate a few single scans; a rate passes when every scan completes with all 8 sectors of
+ *    every position complete (damage map) and nothing filled in by the merger. Quoted as a
+ *    fraction of the detector's 400 fps. The camera here is one Node process: its own send
+ *    rate is reported beside it (it caps what can be measured).
+ * 2. Latency from the last datagram of a frame leaving the camera to the client seeing its
+ *    merged value, p50/p99, at a rate well below the limit: for the last frame of each row
+ *    (the frame that completes the row's chunk: the pipeline's own latency) and for every
+ *    frame (which includes waiting for the rest of its row).
+ */
+import dgram from 'node:dgram';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { WebSocket } from 'ws';
+import { TesseraClient, type WebSocketConstructor } from '../src/client/tessera-client.js';
+import { defaultAcquisition } from '../src/commands/start.js';
+import { BLOCK_SIZE, BLOCKS_PER_SECTOR_FRAME, NUM_SECTORS, SECTOR_FRAME_BYTES } from '../src/k2is/constants.js';
+import { K2ISStream, SimulatedScan } from '../src/k2is/simulator/index.js';
+import { CLI_PATH } from '../src/paths.js';
+import { median, report } from './lib.js';
+
+const SCAN: [number, number] = [4, 8];
+const POSITIONS = SCAN[0] * SCAN[1];
+const FRAMES_BEFORE = 2;
+const FRAMES_AFTER = 1;
+const STREAM_FRAMES = FRAMES_BEFORE - 1 + POSITIONS + FRAMES_AFTER;
+const LADDER = [25, 50, 100, 150, 200, 300, 400];
+const TRIALS = 2;
+const LATENCY_TRIALS = 6;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function freeUdpBase(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 30000);
+    const socks: dgram.Socket[] = [];
+    let ok = true;
+    for (let s = 0; s < NUM_SECTORS && ok; s++) {
+      const sock = dgram.createSocket('udp4');
+      ok = await new Promise<boolean>((r) => {
+        sock.once('error', () => r(false));
+        sock.bind(base + s, '127.0.0.1', () => r(true));
+      });
+      socks.push(sock);
+    }
+    await Promise.all(socks.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    if (ok) return base;
+  }
+  throw new Error('no free UDP ports');
+}
+
+interface Role {
+  child: ChildProcess;
+  lines: Array<Record<string, unknown>>;
+}
+
+function spawnRole(args: string[]): Role {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, TESSERA_LOG_JSON: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const role: Role = { child, lines: [] };
+  let buf = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (c: string) => {
+    buf += c;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      try {
+        role.lines.push(JSON.parse(buf.slice(0, i)) as Record<string, unknown>);
+      } catch {
+        // not JSON
+      }
+      buf = buf.slice(i + 1);
+    }
+  });
+  return role;
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The camera: the stream's sector frames, rendered once; headers shifted per pass so that the stream continues. */
+class Camera {
+  private readonly frames: Uint8Array[][];
+  private readonly sockets: dgram.Socket[] = [];
+  private pass = 0;
+
+  constructor(private readonly base: number) {
+    const stream = new K2ISStream(new SimulatedScan({ scanShape: SCAN, seed: 3 }), { framesBeforeScan: FRAMES_BEFORE, framesAfterScan: FRAMES_AFTER });
+    this.frames = Array.from({ length: STREAM_FRAMES }, (_, f) =>
+      Array.from({ length: NUM_SECTORS }, (_, s) => {
+        const out = new Uint8Array(SECTOR_FRAME_BYTES);
+        stream.writeSectorFrame(f, s, out);
+        return out;
+      }),
+    );
+  }
+
+  async open(): Promise<void> {
+    for (let s = 0; s < NUM_SECTORS; s++) {
+      const sock = dgram.createSocket('udp4');
+      await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+      await new Promise<void>((r) => sock.connect(this.base + s, '127.0.0.1', () => r()));
+      sock.setSendBufferSize(8 << 20);
+      this.sockets.push(sock);
+    }
+  }
+
+  /** Send one pass of the stream at `fps`; returns per stream frame the time its last datagram was sent (performance.now()). */
+  async send(fps: number): Promise<{ lastSent: number[]; seconds: number }> {
+    const shift = this.pass * (STREAM_FRAMES + 16);
+    this.pass++;
+    const lastSent: number[] = [];
+    const t0 = performance.now();
+    for (let f = 0; f < STREAM_FRAMES; f++) {
+      const due = t0 + (f * 1000) / fps;
+      while (performance.now() < due) await new Promise((r) => setImmediate(r));
+      for (let s = 0; s < NUM_SECTORS; s++) {
+        const bytes = this.frames[f]![s]!;
+        for (let b = 0; b < BLOCKS_PER_SECTOR_FRAME; b++) {
+          const d = bytes.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE);
+          const v = new DataView(d.buffer, d.byteOffset, BLOCK_SIZE);
+          // block_count and frame_id continue across passes, as a camera's do
+          v.setUint32(16, (f * 32 + b + shift * 32) >>> 0);
+          v.setUint32(24, (f + shift) >>> 0);
+          this.sockets[s]!.send(d);
+        }
+      }
+      lastSent.push(performance.now());
+    }
+    return { lastSent, seconds: (performance.now() - t0) / 1000 };
+  }
+
+  close(): void {
+    for (const s of this.sockets) s.close();
+  }
+}
+
+interface Trial {
+  ok: boolean;
+  why: string;
+  latencyRowEnd: number[];
+  latencyAll: number[];
+  sendFps: number;
+}
+
+async function trial(client: TesseraClient, camera: Camera, fps: number): Promise<Trial> {
+  const { id } = await client.api.define({ ...defaultAcquisition(SCAN), mode: 'single' });
+  await client.api.start(id);
+  // the receivers take the acquisition before the camera starts
+  await new Promise((r) => setTimeout(r, 600));
+  client.subscribe({ acquisition: id });
+  const seen = new Array<number>(POSITIONS).fill(NaN);
+  const off = client.on('update', () => {
+    const m = client.mirror;
+    if (m.acquisition !== id) return;
+    const d = m.get('_damage', 'sectorsComplete')?.data as Uint8Array | undefined;
+    if (!d) return;
+    const t = performance.now();
+    for (let i = 0; i < POSITIONS; i++) if (d[i]! > 0 && Number.isNaN(seen[i]!)) seen[i] = t;
+  });
+  const sent = await camera.send(fps);
+  let why = '';
+  try {
+    await until(async () => ['done', 'failed', 'aborted'].includes((await client.api.get(id)).state), 15_000, 'the scan to complete');
+    await client.waitFor((m) => m.acquisition === id && m.state?.state === 'done', 5000);
+  } catch (err) {
+    why = (err as Error).message;
+    await client.api.abort(id).catch(() => {});
+  }
+  off();
+  const m = client.mirror;
+  const complete = m.get('_damage', 'sectorsComplete')?.data as Uint8Array | undefined;
+  const missing = m.get('_damage', 'blocksMissing')?.data as Uint16Array | undefined;
+  if (!why && (!complete || !missing)) why = 'no damage map';
+  if (!why) {
+    const short = [...complete!].filter((v) => v !== 8).length;
+    const blocks = [...missing!].reduce((a, b) => a + b, 0);
+    if (short > 0) why = `${short} positions with incomplete sectors, ${blocks} blocks missing`;
+  }
+  const latencyAll: number[] = [];
+  const latencyRowEnd: number[] = [];
+  for (let p = 0; p < POSITIONS; p++) {
+    const l = seen[p]! - sent.lastSent[p + FRAMES_BEFORE - 1]!;
+    if (!Number.isFinite(l)) continue;
+    latencyAll.push(l);
+    if ((p + 1) % SCAN[1] === 0) latencyRowEnd.push(l);
+  }
+  return { ok: why === '', why, latencyAll, latencyRowEnd, sendFps: STREAM_FRAMES / sent.seconds };
+}
+
+function percentile(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+export async function run(): Promise<void> {
+  const base = await freeUdpBase();
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-pipeline-'));
+  const config = join(dir, 'config.json');
+  const http = await freePort();
+  writeFileSync(
+    config,
+    JSON.stringify({
+      detector: { udp: { host: '127.0.0.1', basePort: base } },
+      election: { endpoint: `tcp://127.0.0.1:${await freePort()}` },
+      merger: { control: `tcp://127.0.0.1:${await freePort()}`, results: `tcp://127.0.0.1:${await freePort()}`, http: { host: '127.0.0.1', port: http }, chunkTimeoutMs: 3000 },
+    }),
+  );
+  console.log(`scan ${SCAN[0]}x${SCAN[1]} (${POSITIONS} frames per single scan), one partial per row, UDFs: ${defaultAcquisition(SCAN).udfs.map((u) => u.name).join(', ')}; camera = this process`);
+  const roles: Role[] = [];
+  const camera = new Camera(base);
+  const client = new TesseraClient({ url: `http://127.0.0.1:${http}`, WebSocket: WebSocket as unknown as WebSocketConstructor });
+  try {
+    roles.push(spawnRole(['merger', '-c', config]));
+    await until(() => roles[0]!.lines.some((l) => l.msg === 'merger listening'), 30_000, 'the merger');
+    for (let s = 0; s < NUM_SECTORS; s++) roles.push(spawnRole(['receiver', '--sector', String(s), '-c', config]));
+    await until(async () => (await client.api.status().catch(() => null))?.sectors.every((s) => s.state === 'alive') ?? false, 30_000, 'eight receivers');
+    await camera.open();
+    await client.connect();
+
+    // 1. the ladder
+    let best = 0;
+    const sendRates: number[] = [];
+    for (const fps of LADDER) {
+      let pass = true;
+      for (let t = 0; t < TRIALS && pass; t++) {
+        const r = await trial(client, camera, fps);
+        sendRates.push(r.sendFps);
+        console.log(`  ${fps} fps (camera sent at ${r.sendFps.toFixed(0)} fps): ${r.ok ? 'no loss' : r.why}`);
+        pass = r.ok && r.sendFps >= fps * 0.9;
+      }
+      if (!pass) break;
+      best = fps;
+    }
+    report('pipeline: highest per-sector frame rate without loss, 8 receivers + merger', best, 'fps', best / 400, "the detector's 400 fps");
+    report('camera (this process): highest send rate reached', Math.max(...sendRates), 'fps', Math.max(...sendRates) / 400, "the detector's 400 fps");
+
+    // 2. latency at a rate well inside the limit
+    const fps = Math.max(10, Math.floor((best || 25) / 2));
+    const rowEnd: number[] = [];
+    const all: number[] = [];
+    for (let t = 0; t < LATENCY_TRIALS; t++) {
+      const r = await trial(client, camera, fps);
+      rowEnd.push(...r.latencyRowEnd);
+      all.push(...r.latencyAll);
+    }
+    const rowTime = (SCAN[1] * 1000) / fps;
+    report(`latency last datagram -> client, row-completing frames, p50 at ${fps} fps`, median(rowEnd), 'ms', median(rowEnd) / rowTime, `one row of frames (${rowTime.toFixed(0)} ms)`);
+    report(`latency last datagram -> client, row-completing frames, p99 at ${fps} fps`, percentile(rowEnd, 0.99), 'ms', percentile(rowEnd, 0.99) / 100, 'the 100 ms goal');
+    report(`latency last datagram -> client, every frame (incl. waiting for its row), p50 at ${fps} fps`, median(all), 'ms', median(all) / rowTime, 'one row of frames');
+    report(`latency last datagram -> client, every frame, p99 at ${fps} fps`, percentile(all, 0.99), 'ms', percentile(all, 0.99) / 100, 'the 100 ms goal');
+  } finally {
+    await client.close().catch(() => {});
+    camera.close();
+    for (const r of roles.reverse()) if (r.child.exitCode === null) r.child.kill('SIGTERM');
+    await Promise.all(roles.map((r) => new Promise((res) => (r.child.exitCode !== null ? res(null) : r.child.once('exit', res)))));
+  }
+}
