@@ -6,10 +6,10 @@
  * Start an acquisition from the form; the navigation maps (the data behind them and the
  * canvas pixels) equal the merged results and an independent reference over the frames;
  * draw a virtual detector on the signal image: the PATCH carries the drawn geometry and the
- * next pass shows the new map; drag it; stop; a screenshot for the README.
+ * next pass shows the new map; drag it; stop; a screenshot (test-output/ui.png; the README's comes from test/web/start-ui.test.ts).
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -354,7 +354,6 @@ function expectPixels(map: MapReadback, merged: number): void {
     await page.evaluate(() => (window as any).tessera.setPick(6, 9));
     await page.waitForFunction(() => document.querySelector('#pick-info')?.textContent?.includes('scan y 6, x 9'));
     await page.screenshot({ path: join(OUTPUT, 'ui.png'), fullPage: true });
-    copyFileSync(join(OUTPUT, 'ui.png'), join(PROJECT_ROOT, 'docs', 'ui-screenshot.png'));
 
     await page.click('#btn-stop');
     await page.waitForSelector('#acq-state[data-state="done"]');

@@ -350,7 +350,8 @@ async function connect(): Promise<void> {
   client = c;
   const maxRate = c.hello?.maxRate ?? 60;
   const showRate = (rate: number) => {
-    connection.textContent = rate < maxRate ? `live · ${rate} update${rate === 1 ? '' : 's'}/s (page catching up)` : 'live';
+    connection.textContent = rate < maxRate ? `live · ${rate}/s` : 'live';
+    connection.title = `updates per second this page asks for (at most ${maxRate}); lowered while the page falls behind the stream, raised again when it keeps up`;
     rendered.rate = rate;
   };
   pacer = new StreamPacer(c, maxRate, (rate) => c.subscribe({ acquisition: 'current', maxRate: rate }), showRate);
