@@ -217,18 +217,25 @@ interface RunResult {
 
 type Feeder = 'simulator' | 'paced';
 
+/** acquisition ids stay unique over the whole run (the stand-in merger remembers every ready) */
+let acquisitions = 0;
+
 /** Pre-built datagrams (random 12-bit payloads, headers patched per frame) for the paced sender. */
 const RING = buildDatagrams(32);
 
 async function oneRun(cfgPath: string, port: number, merger: BenchMerger, feeder: Feeder, withUdfs: boolean, fps: number, seconds: number, k: number): Promise<RunResult> {
   const rx = cli(['receiver', '--sector', '0', '--config', cfgPath, '--no-election']);
+  const events: string[] = [];
+  rx.stderr!.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString('utf8').split('\n')) if (/"msg":"(live|acquisition|first shutter|stream)/.test(line)) events.push(line.slice(0, 300));
+  });
   try {
     await lines(rx, (l) => l.msg === 'receiver listening');
     await merger.heartbeatAfter(0, rx.pid); // connected: the control channel reaches this process
     // warm-up: a short scan at 100 fps (a fresh process receives slowly for its first ~150 ms);
     // the paced sender warms up within its stream
     if (feeder === 'simulator') await simulate(port, ['--scan', '8x8', '--frames-before', '36', '--frames-after', '0', '--fps', '100', '--seed', String(k)]);
-    const id = `bench-${k}`;
+    const id = `bench-${++acquisitions}`;
     if (withUdfs) {
       // as a merger does: repeat acquire until ready (a repeat is a no-op on the receiver)
       const deadline = Date.now() + 10_000;
@@ -258,7 +265,7 @@ async function oneRun(cfgPath: string, port: number, merger: BenchMerger, feeder
     await new Promise((r) => setTimeout(r, 600));
     const after = await merger.heartbeatAfter(Date.now(), rx.pid);
     const d = (key: string) => (after.counters[key] ?? 0) - (before.counters[key] ?? 0);
-    if (withUdfs && d('live.framesProcessed') === 0) throw new Error('the UDFs processed no frame: the figure would be meaningless');
+    if (withUdfs && d('live.framesProcessed') === 0) throw new Error(`the UDFs processed no frame: the figure would be meaningless\n${events.join('\n')}`);
     return {
       sent,
       lost: sent - d('received'),
