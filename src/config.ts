@@ -39,7 +39,16 @@ export interface TesseraConfig {
   merger: {
     control: string;
     results: string;
-    http: { host: string; port: number };
+    http: {
+      host: string;
+      port: number;
+      /** bearer token for control actions; required when host is not loopback (src/merger/auth.ts) */
+      token?: string | null;
+      /** bearer token that allows reading (status, stream, metrics) but no control */
+      viewerToken?: string | null;
+      /** anyone who reaches the server may read */
+      publicRead?: boolean;
+    };
     /** after a chunk's first partial, wait this long for the other sectors before zero-filling them */
     chunkTimeoutMs: number;
     /** epochs of a continuous scan merged and served at the same time */
@@ -89,7 +98,16 @@ export const configSchema = obj({
   merger: obj({
     control: zmqEndpoint,
     results: zmqEndpoint,
-    http: obj({ host: { type: 'string', minLength: 1 }, port }),
+    http: {
+      ...obj({ host: { type: 'string', minLength: 1 }, port }),
+      properties: {
+        host: { type: 'string', minLength: 1 },
+        port,
+        token: { type: ['string', 'null'], minLength: 16, maxLength: 4096 },
+        viewerToken: { type: ['string', 'null'], minLength: 16, maxLength: 4096 },
+        publicRead: { type: 'boolean' },
+      },
+    },
     chunkTimeoutMs: positiveInt,
     keepEpochs: positiveInt,
     hostElection: { type: 'boolean' },

@@ -166,6 +166,8 @@ export interface TesseraClientOptions {
   fetch?: typeof fetch;
   /** path of the stream (default /ws) */
   wsPath?: string;
+  /** bearer token (control or viewer) for a merger that requires one (src/merger/auth.ts) */
+  token?: string | null;
 }
 
 export type SubscribeOptions = Partial<Omit<SubscribeMessage, 'v' | 'type'>>;
@@ -209,6 +211,7 @@ export class TesseraClient {
   private readonly WebSocketCtor: WebSocketConstructor;
   private readonly fetchFn: typeof fetch;
   private readonly wsPath: string;
+  private readonly token: string | null;
 
   constructor(options: TesseraClientOptions) {
     this.baseUrl = options.url.replace(/\/$/, '');
@@ -217,6 +220,7 @@ export class TesseraClient {
     this.WebSocketCtor = ctor;
     this.fetchFn = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.wsPath = options.wsPath ?? '/ws';
+    this.token = options.token ?? null;
   }
 
   on<K extends keyof ClientEvents>(event: K, listener: (value: ClientEvents[K]) => void): () => void {
@@ -230,7 +234,9 @@ export class TesseraClient {
 
   /** Open the stream; resolves with the server's hello. */
   connect(): Promise<HelloMessage> {
-    const socket = new this.WebSocketCtor(this.baseUrl.replace(/^http/, 'ws') + this.wsPath);
+    // browsers cannot set headers on a WebSocket: the token goes in the query (RFC 6750 §2.3)
+    const query = this.token ? `?access_token=${encodeURIComponent(this.token)}` : '';
+    const socket = new this.WebSocketCtor(this.baseUrl.replace(/^http/, 'ws') + this.wsPath + query);
     socket.binaryType = 'arraybuffer';
     this.socket = socket;
     return new Promise((resolvePromise, reject) => {
@@ -360,7 +366,10 @@ export class TesseraClient {
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const response = await this.fetchFn(`${this.baseUrl}/api${path}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: {
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await response.text();

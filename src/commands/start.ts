@@ -134,7 +134,7 @@ export class Pipeline {
     await new Promise((r) => setTimeout(r, 1000));
     if (this.stopping) return;
     try {
-      const client = new TesseraClient({ url: this.url!, WebSocket: class {} as never });
+      const client = new TesseraClient({ url: this.url!, WebSocket: class {} as never, token: this.o.config.merger.http.token ?? process.env.TESSERA_CONTROL_TOKEN ?? null });
       const { id } = await client.api.define(defaultAcquisition(this.o.scan));
       const started = await client.api.start(id);
       log.info({ acquisition: id, state: started.state, udfs: started.udfs.map((u) => u.id), url: this.url }, 'default acquisition started: open the URL in a browser');

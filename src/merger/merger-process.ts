@@ -11,6 +11,7 @@ import { PROJECT_ROOT } from '../paths.js';
 import { ElectionCoordinator } from '../protocol/election.js';
 import { loadConfiguredPlugins } from '../udf/plugins.js';
 import { AcquisitionManager } from './acquisition-manager.js';
+import { resolveAccessPolicy } from './auth.js';
 import { LiveStoreRegistry } from './live-store.js';
 import { ReceiverLink } from './receiver-link.js';
 import { buildMergerServer, type MergerServer } from './server.js';
@@ -41,6 +42,8 @@ export const DEFAULT_STATIC_DIR = join(PROJECT_ROOT, 'dist', 'web');
 export async function startMerger(o: MergerProcessOptions): Promise<MergerProcess> {
   const { config } = o;
   const log = o.log ?? createLogger('merger');
+  // refuse a network address without a control token before anything is bound
+  const access = resolveAccessPolicy(config.merger.http);
   const plugins = await loadConfiguredPlugins(config);
   if (plugins.length) log.info({ plugins }, 'UDF plugins loaded');
   const registry = new LiveStoreRegistry({ keepEpochs: config.merger.keepEpochs });
@@ -73,7 +76,7 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
       cleanups.push(() => election!.close());
     }
     const staticDir = o.staticDir === undefined ? (existsSync(DEFAULT_STATIC_DIR) ? DEFAULT_STATIC_DIR : null) : o.staticDir;
-    const server = await buildMergerServer({ controller: manager, stores: registry, logger: log, host: config.merger.http.host, port: config.merger.http.port, staticDir });
+    const server = await buildMergerServer({ controller: manager, stores: registry, logger: log, host: config.merger.http.host, port: config.merger.http.port, staticDir, access });
     cleanups.push(() => server.close());
     const every = o.statsIntervalMs ?? 5000;
     if (every > 0) {

@@ -7,6 +7,7 @@ import { extname, resolve, sep } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import { TesseraError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
+import { installAccessControl, isLoopbackHost, resolveAccessPolicy, type HttpAccessPolicy } from './auth.js';
 import { httpApiPlugin, tesseraErrorHandler, tesseraNotFoundHandler, type AcquisitionController, type HttpApiOptions } from './http-api.js';
 import { LiveStore, LiveStoreRegistry } from './live-store.js';
 import { LiveStream, wsStreamPlugin, type LiveStreamOptions } from './ws-stream.js';
@@ -24,6 +25,8 @@ export interface MergerServerOptions {
   staticDir?: string | null;
   ws?: Omit<LiveStreamOptions, 'registry' | 'logger'>;
   api?: Omit<HttpApiOptions, 'controller'>;
+  /** who may control and who may read (src/merger/auth.ts); none: open (loopback) */
+  access?: HttpAccessPolicy | null;
 }
 
 export interface MergerServer {
@@ -95,12 +98,18 @@ export async function buildMergerServer(options: MergerServerOptions): Promise<M
   });
   fastify.setErrorHandler(tesseraErrorHandler);
   fastify.setNotFoundHandler(tesseraNotFoundHandler);
+  if (options.access) installAccessControl(fastify, options.access);
   const stream = new LiveStream({ ...options.ws, registry, logger: logger.child({ part: 'ws' }) });
   await fastify.register(wsStreamPlugin, { stream });
   if (options.controller) await fastify.register(httpApiPlugin, { ...options.api, prefix: '/api', controller: options.controller });
   if (hasFiles(options.staticDir)) await fastify.register(staticFilesPlugin, { root: options.staticDir });
 
   const host = options.host ?? '127.0.0.1';
+  // a server on the network without a control token would let anyone there start and stop acquisitions
+  if (!options.access?.controlToken && !isLoopbackHost(host)) {
+    await fastify.close();
+    resolveAccessPolicy({ host, token: null }, {});
+  }
   await fastify.listen({ host, port: options.port ?? 0 });
   const address = fastify.server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
