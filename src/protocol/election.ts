@@ -28,6 +28,8 @@ import type { Logger } from '../log.js';
 export const ELECTION_PROTOCOL_VERSION = 1;
 const STEP = 32;
 const MAX_SECTOR = 7;
+/** election messages are a few dozen bytes: anything much larger is dropped by ZeroMQ unread */
+export const MAX_ELECTION_MESSAGE_BYTES = 64 * 1024;
 
 export interface ProposeMessage {
   version: number;
@@ -181,7 +183,7 @@ interface Round {
 export class ElectionCoordinator {
   readonly stats = { messages: 0, malformed: 0, proposals: 0, queries: 0, decisions: 0 };
   readonly decisions: Decision[] = [];
-  private readonly router = new zmq.Router({ linger: 0 });
+  private readonly router = new zmq.Router({ linger: 0, maxMessageSize: MAX_ELECTION_MESSAGE_BYTES });
   private round: Round | null = null;
   private rounds = 0;
   private sendChain: Promise<void> = Promise.resolve();
@@ -374,7 +376,7 @@ interface PendingRequest {
 
 export class ElectionClient {
   readonly stats = { sent: 0, answers: 0, malformed: 0, unmatched: 0 };
-  private readonly dealer = new zmq.Dealer({ linger: 0 });
+  private readonly dealer = new zmq.Dealer({ linger: 0, maxMessageSize: MAX_ELECTION_MESSAGE_BYTES });
   private readonly pending = new Map<number, PendingRequest>();
   private nextRequestId = 1;
   private sendChain: Promise<void> = Promise.resolve();
