@@ -149,8 +149,9 @@ export function mergeConfig<T>(base: T, override: unknown): T {
   if (override === null || typeof override !== 'object' || Array.isArray(override)) return override as T;
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
   for (const [k, v] of Object.entries(override as Record<string, unknown>)) {
-    const b = out[k];
-    out[k] = b !== null && typeof b === 'object' && !Array.isArray(b) ? mergeConfig(b, v) : v;
+    const b = Object.hasOwn(out, k) ? out[k] : undefined;
+    // defineProperty: a "__proto__" key in a file stays a key (reported as unknown), never a prototype
+    Object.defineProperty(out, k, { value: b !== null && typeof b === 'object' && !Array.isArray(b) ? mergeConfig(b, v) : v, enumerable: true, writable: true, configurable: true });
   }
   return out as T;
 }
