@@ -84,7 +84,8 @@ async function settled(): Promise<void> {
   await page.waitForFunction(
     ([acq, epoch, version]) => {
       const r = (window as any).tessera.rendered;
-      return r.acquisition === acq && r.epoch === epoch && r.version === version;
+      // maps and images come on two streams: both at the store's newest version
+      return r.acquisition === acq && r.epoch === epoch && r.version === version && r.imagesVersion === version;
     },
     [store.acquisition, store.epoch, store.version] as const,
     { timeout: 15_000 },
@@ -151,6 +152,14 @@ function expectPixels(map: MapReadback, merged: number): void {
     expect(controller.advance(half)).toBe(half);
     await settled();
     const store = controller.registry.get('current')!;
+
+    // two streams: the signal image alone on one, everything else on the other
+    const split = await page.evaluate(() => {
+      const s = (window as any).tessera.streams;
+      return { maps: [...s.maps.mirror.buffers.keys()].sort(), images: [...s.images.mirror.buffers.keys()] };
+    });
+    expect(split.images).toEqual(['SumUDF/intensity']);
+    expect(split.maps).toEqual(store.listBuffers().map((b) => b.key).filter((k) => k !== 'SumUDF/intensity').sort());
 
     const bf = await readMap('ApplyMasksUDF/intensity#0');
     const adf = await readMap('ApplyMasksUDF/intensity#1');

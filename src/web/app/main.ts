@@ -1,7 +1,8 @@
 /**
- * Tessera's browser live view. One WebSocket subscription to the merger's current
- * acquisition keeps a LiveMirror (src/client/tessera-client.ts); every update only marks the
- * page dirty, and one render per animation frame draws the newest state (latest wins). The
+ * Tessera's browser live view. Two WebSocket subscriptions to the merger's current
+ * acquisition (maps and status; signal images: live-streams.ts) keep LiveMirrors
+ * (src/client/tessera-client.ts); every update only marks the page dirty, and one render per
+ * animation frame draws the newest state (latest wins). The
  * HTTP API defines, starts, stops and aborts acquisitions and moves virtual detectors.
  */
 import type { AcquisitionSummary, MergerStatus } from '../../merger/acquisition-schema.js';
@@ -14,7 +15,7 @@ import { ImageView, type ImageOverlay, type ImageSource } from './image-view.js'
 import { listNavMaps, listPickBuffers, listSigImages, mergedPositions, navMapSource, pickedFrameSource, sigSource, type MapSpec } from './maps.js';
 import { schedule } from './scheduler.js';
 import { EpochHistory, ProgressBar, RatePlot, SectorTable } from './status-panel.js';
-import { StreamPacer } from './stream-pacer.js';
+import { LiveStreams } from './live-streams.js';
 
 const K2IS_FRAME: [number, number] = [1860, 2048];
 const STATUS_POLL_MS = 1000;
@@ -26,18 +27,18 @@ const api = new TesseraClient({ url: base, WebSocket: class {} as never }).api;
 // ---------------------------------------------------------------------------------------------
 // state
 
-let client: TesseraClient | null = null;
 let summary: AcquisitionSummary | null = null;
 let sigShapeHint: [number, number] = K2IS_FRAME;
 let pick: { y: number; x: number } | null = null;
 let showAllMaps = false;
-const rendered = { version: 0, acquisition: null as string | null, epoch: null as number | null, renders: 0, rate: 0 };
+const rendered = { version: 0, acquisition: null as string | null, epoch: null as number | null, renders: 0, rate: 0, imagesVersion: 0 };
 /** per view: the buffer object and version it last showed */
 const shown = new Map<string, { buffer: unknown; version: number; valid: number }>();
 let validStamp = 0;
 let lastEpochSeen: { acquisition: string; epoch: number; progress: LiveMirror['progress']; since: number; damaged: number } | null = null;
 
-const mirror = (): LiveMirror => client?.mirror ?? emptyMirror;
+const mirror = (): LiveMirror => streams?.maps.mirror ?? emptyMirror;
+const imageMirror = (): LiveMirror => streams?.imageMirror() ?? emptyMirror;
 const emptyMirror = new LiveMirror();
 
 // ---------------------------------------------------------------------------------------------
@@ -206,15 +207,16 @@ function renderNow(): void {
     shown.set(spec.id, { buffer: b, version: b?.version ?? -1, valid: validStamp });
   }
 
-  // signal image
-  const sigs = listSigImages(m);
+  // signal image (from the images stream once the page has split its subscription)
+  const im = imageMirror();
+  const sigs = listSigImages(im);
   const keys = sigs.map((b) => b.key);
   if ([...sigSelect.options].map((o) => o.value).join() !== keys.join()) {
     const keep = sigSelect.value;
     fill(sigSelect, ...keys.map((k) => h('option', { value: k, selected: k === keep }, k)));
     if (!keys.includes(keep)) sigSelect.value = keys.find((k) => /^sum/i.test(k) && !/sumsig/i.test(k)) ?? keys[0] ?? '';
   }
-  const sig = m.buffers.get(sigSelect.value);
+  const sig = im.buffers.get(sigSelect.value);
   const lastSig = shown.get('sig');
   if (!sig) {
     if (lastSig) sigView.setSource(null);
@@ -232,6 +234,7 @@ function renderNow(): void {
   if (m.sectors.length > 0) sectors.set(m.sectors);
   if (valid) lastDamaged = countDamaged(m, valid);
   rendered.version = m.version;
+  rendered.imagesVersion = im.version;
   rendered.acquisition = m.acquisition;
   rendered.epoch = m.epoch;
   rendered.renders++;
@@ -338,36 +341,34 @@ function thumbnail(): string | null {
 }
 
 async function connect(): Promise<void> {
-  const c = new TesseraClient({ url: base });
+  const s = new LiveStreams(base, {
+    onMaps: onUpdate,
+    onImages: () => render(),
+    onRates: (images, max) => {
+      connection.textContent = images < max ? `live · images ${images}/s` : 'live';
+      connection.title = `signal images per second this page asks for (at most ${max}; maps always at the full rate): lowered while the page falls behind the stream, raised again when it keeps up`;
+      rendered.rate = images;
+    },
+    onClose: () => {
+      if (streams !== s) return;
+      streams = null;
+      connection.textContent = 'disconnected, retrying…';
+      connection.className = 'connection down';
+      setTimeout(() => void connect(), 1000);
+    },
+  });
   try {
-    await c.connect();
+    await s.connect();
   } catch {
-    connection.textContent = 'disconnected, retrying…';
-    connection.className = 'connection down';
-    setTimeout(() => void connect(), 2000);
+    // (close() schedules the retry)
+    streams = s;
+    s.close();
     return;
   }
-  client = c;
-  const maxRate = c.hello?.maxRate ?? 60;
-  const showRate = (rate: number) => {
-    connection.textContent = rate < maxRate ? `live · ${rate}/s` : 'live';
-    connection.title = `updates per second this page asks for (at most ${maxRate}); lowered while the page falls behind the stream, raised again when it keeps up`;
-    rendered.rate = rate;
-  };
-  pacer = new StreamPacer(c, maxRate, (rate) => c.subscribe({ acquisition: 'current', maxRate: rate }), showRate);
-  showRate(maxRate);
+  streams = s;
   connection.className = 'connection up';
-  c.on('update', onUpdate);
-  c.on('error', (e) => console.warn('stream:', e.message));
-  c.on('close', () => {
-    pacer?.stop();
-    connection.textContent = 'disconnected, retrying…';
-    connection.className = 'connection down';
-    setTimeout(() => void connect(), 1000);
-  });
-  c.subscribe({ acquisition: 'current' });
 }
-let pacer: StreamPacer | null = null;
+let streams: LiveStreams | null = null;
 
 let polling = false;
 async function pollStatus(): Promise<void> {
@@ -415,6 +416,9 @@ Object.assign(window, {
     },
     get pick() {
       return pick;
+    },
+    get streams() {
+      return streams;
     },
     set pickFrame(provider: PickFrameProvider) {
       pickFrame = provider;

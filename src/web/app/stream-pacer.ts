@@ -43,6 +43,7 @@ export class StreamPacer {
     this.off();
   }
 
+  /** An update arrived (this pacer's stream, or another on the same page). */
   observe(u: Pick<AppliedUpdate, 't'>): void {
     const t = this.clock();
     const delay = t - u.t;
