@@ -59,6 +59,13 @@ export interface TesseraConfig {
   shuffle: { slices: string; frames: string };
   udf: { pluginDir: string | null };
   dataDir: string;
+  /** recordings of acquisitions (src/merger/recorder.ts): written into dataDir */
+  recorder: {
+    /** take and write what changed at most this often */
+    writeIntervalMs: number;
+    /** append a snapshot of the sig and single results this often (and at the end of each epoch) */
+    snapshotIntervalMs: number;
+  };
 }
 
 const port = { type: 'integer', minimum: 0, maximum: 65535 } as const;
@@ -115,6 +122,7 @@ export const configSchema = obj({
   shuffle: obj({ slices: zmqEndpoint, frames: zmqEndpoint }),
   udf: obj({ pluginDir: { type: ['string', 'null'] } }),
   dataDir: { type: 'string', minLength: 1 },
+  recorder: obj({ writeIntervalMs: positiveInt, snapshotIntervalMs: positiveInt }),
 });
 
 const ajv = new Ajv({ allErrors: true });

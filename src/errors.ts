@@ -64,6 +64,8 @@ export const ERRORS = {
 
   // files written by Tessera
   TESSERA_ERR_OUTPUT: { message: 'cannot write %s: %s' },
+  TESSERA_ERR_RECORD_PATH: { message: 'recording path %s: %s', statusCode: 400 },
+  TESSERA_ERR_NOT_A_RECORDING: { message: '%s is not a Tessera recording: %s' },
   TESSERA_ERR_NPY: { message: 'npy file %s: %s' },
   TESSERA_ERR_PATH_OUTSIDE_DATA_DIR: { message: 'path %s is outside the data directory %s', statusCode: 400 },
 } as const satisfies Record<string, ErrorSpec>;

@@ -46,6 +46,8 @@ import type { AcquisitionController } from './http-api.js';
 import { LiveFeed } from './live-feed.js';
 import type { LiveStoreRegistry } from './live-store.js';
 import { SectorMonitor, type SectorView } from './sector-monitor.js';
+import { recordingPath } from './record-path.js';
+import { AcquisitionRecorder, DEFAULT_RECORDER_SETTINGS, type RecorderSettings, type RecordingStatus } from './recorder.js';
 
 export interface AcquisitionManagerOptions {
   registry: LiveStoreRegistry;
@@ -58,6 +60,8 @@ export interface AcquisitionManagerOptions {
   /** frames this long at the observed frame rate are taken to be in flight (start, params, stop) */
   inFlightMs?: number;
   livenessMs?: number;
+  /** recordings: data directory, write and snapshot intervals */
+  recorder?: Partial<RecorderSettings>;
   log?: Logger;
 }
 
@@ -79,6 +83,9 @@ interface Acquisition {
   stopAt: number | null;
   stopTimer: NodeJS.Timeout | null;
   rate: { t: number; frames: number; fps: number };
+  recorder: AcquisitionRecorder;
+  /** recordings of this acquisition so far (a restarted recording gets a new file) */
+  recordings: number;
 }
 
 const TERMINAL: AcquisitionState[] = ['done', 'aborted', 'failed'];
@@ -235,6 +242,7 @@ export class AcquisitionManager implements AcquisitionController {
     const udfs = this.instantiate(definition);
     const context = makeRunContext({ navShape: definition.scanShape, sigShape: this.sigShape, datasetDtype: 'uint16', sectors: this.sectors, udfs, roi: definition.roi });
     this.trial(udfs, context);
+    if (definition.record.enabled) recordingPath(this.recorderSettings.dataDir, 'check', definition.record.path);
     if (busy && busy.state === 'defined') this.discard(busy);
     const id = `acq-${this.prefix}-${this.next++}`;
     const a = this.build(id, definition, context);
@@ -261,6 +269,20 @@ export class AcquisitionManager implements AcquisitionController {
     });
     // the merger's callbacks need the record the merger is part of
     let a: Acquisition | null = null;
+    const rs = this.recorderSettings;
+    const recorder = new AcquisitionRecorder({
+      acquisition: id,
+      definition,
+      navShape: definition.scanShape,
+      sigShape: this.sigShape,
+      udfs,
+      writeIntervalMs: rs.writeIntervalMs,
+      snapshotIntervalMs: rs.snapshotIntervalMs,
+      epochs: () => a?.merger.epochList ?? [],
+      stats: () => ({ sectors: this.monitor.statuses(), merge: a!.merger.counters }),
+      onStatus: (record) => feed.mergeInfo({ record }),
+      log: this.o.log,
+    });
     const merger = new ChunkMerger({
       acquisition: id,
       udfs,
@@ -271,7 +293,10 @@ export class AcquisitionManager implements AcquisitionController {
       chunkTimeoutMs: this.o.chunkTimeoutMs ?? 1500,
       keepEpochs: this.o.keepEpochs ?? 2,
       isMissing: (s) => this.monitor.view(s).state !== 'alive' || (a?.failed.has(s) ?? false),
-      onEpoch: (e) => feed.addEpoch(e),
+      onEpoch: (e) => {
+        feed.addEpoch(e);
+        recorder.addEpoch(e);
+      },
       onChunk: (c) => this.onChunk(a!, c),
       log: this.o.log,
     });
@@ -291,6 +316,8 @@ export class AcquisitionManager implements AcquisitionController {
       stopAt: null,
       stopTimer: null,
       rate: { t: Date.now(), frames: 0, fps: 0 },
+      recorder,
+      recordings: 0,
     };
     feed.setSectors(this.monitor.statuses());
     return a;
@@ -373,6 +400,7 @@ export class AcquisitionManager implements AcquisitionController {
     this.broadcast(this.acquireMessage(a));
     a.rate = { t, frames: 0, fps: 0 };
     this.setState(a, 'running');
+    if (a.definition.record.enabled) void this.startRecording(a);
     this.o.log?.info({ acquisition: id, start: a.start, alive: this.monitor.alive().map((v) => v.sector) }, 'acquisition started');
     return this.summary(a);
   }
@@ -437,6 +465,7 @@ export class AcquisitionManager implements AcquisitionController {
     a.feed.flush();
     if (a.state === 'running') this.broadcast(this.stopMessage(a));
     this.setState(a, 'done');
+    void a.recorder.close('done');
   }
 
   private fail(a: Acquisition, message: string): void {
@@ -444,6 +473,7 @@ export class AcquisitionManager implements AcquisitionController {
     a.merger.close();
     this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'failed', message);
+    void a.recorder.close('failed');
     this.o.log?.error({ acquisition: a.id, message }, 'acquisition failed');
   }
 
@@ -454,11 +484,13 @@ export class AcquisitionManager implements AcquisitionController {
     a.merger.close();
     if (a.state !== 'defined') this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'aborted', 'aborted by request');
+    void a.recorder.close('aborted');
     return this.summary(a);
   }
 
   private onChunk(a: Acquisition, c: MergedChunk): void {
     a.feed.chunk(c);
+    a.recorder.chunk(c);
     const t = Date.now();
     if (t - a.rate.t >= 1000) {
       a.rate = { t, frames: a.merger.framesMerged, fps: ((a.merger.framesMerged - a.rate.frames) * 1000) / (t - a.rate.t) };
@@ -522,7 +554,8 @@ export class AcquisitionManager implements AcquisitionController {
       scanShape: d.scanShape,
       mode: d.mode,
       chunkSize: d.chunkSize,
-      record: d.record,
+      record: a.recorder.status(),
+      epochs: this.o.registry.epochs(a.id),
       udfs: d.udfs.map((u) => ({ ...u, params: { ...u.params } })),
       roi: roiSummary(d.roi),
       progress: {
@@ -532,6 +565,31 @@ export class AcquisitionManager implements AcquisitionController {
         etaSeconds: framesTotal !== null && fps > 0 ? Math.max(0, framesTotal - framesMerged) / fps : null,
       },
     };
+  }
+
+  private get recorderSettings(): RecorderSettings {
+    return { ...DEFAULT_RECORDER_SETTINGS, ...this.o.recorder };
+  }
+
+  /** Start writing the acquisition's recording (inside the data directory); errors end up in its status. */
+  private async startRecording(a: Acquisition): Promise<RecordingStatus> {
+    const n = ++a.recordings;
+    let path = recordingPath(this.recorderSettings.dataDir, a.id, a.definition.record.path);
+    if (n > 1) path = path.replace(/(\.h5)?$/, `-${n}.h5`);
+    return a.recorder.start(path);
+  }
+
+  /** Switch the recording of a defined or running acquisition on or off (HTTP API). */
+  async setRecording(id: string, enabled: boolean): Promise<AcquisitionSummary> {
+    const a = this.need(id);
+    if (a.state !== 'defined' && a.state !== 'running') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', enabled ? 'start recording' : 'stop recording', a.state);
+    const state = a.recorder.status().state;
+    a.definition.record.enabled = enabled;
+    if (a.state === 'running') {
+      if (enabled && state !== 'recording' && state !== 'closing') await this.startRecording(a);
+      else if (!enabled && state === 'recording') await a.recorder.stop('recording stopped');
+    }
+    return this.summary(a);
   }
 
   /** Counters for logs and benchmarks. */

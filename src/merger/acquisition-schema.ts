@@ -63,12 +63,52 @@ export interface AcquisitionSummary {
   scanShape: [number, number];
   mode: AcquisitionMode;
   chunkSize: number;
-  record: { enabled: boolean; path: string | null };
+  /** the recording's status (src/merger/recorder.ts RecordingStatus: state, error, lagMs, bytes, …) */
+  record: { enabled: boolean; path: string | null } & Partial<RecordingSummary>;
+  /** epochs the WebSocket stream still offers (subscribe with epoch: k), oldest first */
+  epochs?: number[];
   udfs: UdfInstance[];
   /** selected scan positions, or null without ROI */
   roi: { selected: number } | null;
   progress: Progress;
 }
+
+export interface RecordingSummary {
+  state: 'off' | 'recording' | 'closing' | 'closed' | 'failed';
+  error: { code: string; message: string } | null;
+  lagMs: number;
+  batches: number;
+  bytes: number;
+  lastWriteMs: number | null;
+  lastPublishMs: number | null;
+  startedAt: string | null;
+  endedAt: string | null;
+}
+
+/** Body of POST /api/acquisitions/:id/record */
+export const recordBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['enabled'],
+  properties: { enabled: { type: 'boolean' } },
+} as const;
+
+const recordingSummarySchema = {
+  type: 'object',
+  properties: {
+    enabled: { type: 'boolean' },
+    path: { type: ['string', 'null'] },
+    state: { type: 'string' },
+    error: { anyOf: [{ type: 'null' }, { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } }] },
+    lagMs: { type: 'number' },
+    batches: { type: 'integer' },
+    bytes: { type: 'number' },
+    lastWriteMs: { type: ['number', 'null'] },
+    lastPublishMs: { type: ['number', 'null'] },
+    startedAt: { type: ['string', 'null'] },
+    endedAt: { type: ['string', 'null'] },
+  },
+} as const;
 
 export interface MergerStatus {
   /** the current acquisition, or null */
@@ -223,7 +263,8 @@ export const acquisitionSummarySchema = {
     scanShape: { type: 'array', items: { type: 'integer' } },
     mode: { type: 'string' },
     chunkSize: { type: 'integer' },
-    record: { type: 'object', properties: { enabled: { type: 'boolean' }, path: { type: ['string', 'null'] } } },
+    record: recordingSummarySchema,
+    epochs: { type: 'array', items: { type: 'integer' } },
     udfs: { type: 'array', items: udfInstance },
     roi: { anyOf: [{ type: 'null' }, { type: 'object', properties: { selected: { type: 'integer' } } }] },
     progress: progressSchema,
@@ -306,9 +347,16 @@ function roiMask(roi: RoiRequest, [h, w]: [number, number]): Uint8Array {
 }
 
 /** Defaults and cross-field checks for a request that passed `acquisitionRequestSchema`. */
+/** Largest scan (positions) an acquisition may have: 4096 x 4096; a float64 nav map is then 128 MiB. */
+export const MAX_SCAN_POSITIONS = 1 << 24;
+
 export function normalizeAcquisitionRequest(request: AcquisitionRequest): AcquisitionDefinition {
   const scanShape: [number, number] = [request.scanShape[0], request.scanShape[1]];
   const navSize = scanShape[0] * scanShape[1];
+  // each nav buffer and ROI mask is allocated at define: an unbounded scan is a request to eat all memory
+  if (navSize > MAX_SCAN_POSITIONS) {
+    throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'scanShape', `${scanShape[0]} x ${scanShape[1]} is more than ${MAX_SCAN_POSITIONS} scan positions`);
+  }
   const chunkSize = request.chunkSize ?? scanShape[1];
   if (chunkSize > navSize) {
     throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'chunkSize', `${chunkSize} is more than the ${navSize} scan positions`);

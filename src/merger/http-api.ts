@@ -15,6 +15,7 @@ import {
   errorReplySchema,
   mergerStatusSchema,
   normalizeAcquisitionRequest,
+  recordBodySchema,
   udfListSchema,
   udfParamsBodySchema,
   udfParamsChangeSchema,
@@ -48,6 +49,8 @@ export interface AcquisitionController {
   /** new parameters for one UDF, applied from the next chunk */
   updateUdfParams(id: string, udfId: string, params: Record<string, unknown>): Awaitable<UdfParamsChange>;
   status(): Awaitable<MergerStatus>;
+  /** switch the recording of a defined or running acquisition on or off (optional: a controller without it answers 404) */
+  setRecording?(id: string, enabled: boolean): Awaitable<AcquisitionSummary>;
 }
 
 export interface HttpApiOptions {
@@ -135,6 +138,14 @@ export const httpApiPlugin: FastifyPluginAsync<HttpApiOptions> = async (fastify,
     { schema: { params: udfParamsPathSchema, body: udfParamsBodySchema, response: { 200: udfParamsChangeSchema, ...errorReplies } } },
     async (request) => controller.updateUdfParams(request.params.id, request.params.udfId, request.body.params),
   );
+
+  if (controller.setRecording) {
+    fastify.post<{ Params: { id: string }; Body: { enabled: boolean } }>(
+      '/acquisitions/:id/record',
+      { schema: { params: acquisitionIdParamsSchema, body: recordBodySchema, response: { 200: acquisitionSummarySchema, ...errorReplies } } },
+      async (request) => controller.setRecording!(request.params.id, request.body.enabled),
+    );
+  }
 
   fastify.get('/status', { schema: { response: { 200: mergerStatusSchema, ...errorReplies } } }, async () => controller.status());
 };

@@ -134,6 +134,11 @@ export class LiveFeed {
     f.lastSig = f.lastDerived = Date.now();
   }
 
+  /** Add or replace some info fields (e.g. the recording's status), keeping the others. */
+  mergeInfo(extra: Record<string, unknown>): void {
+    this.updateInfo({ ...this.o.info, ...extra });
+  }
+
   updateInfo(info: Record<string, unknown>): void {
     this.o.info = info;
     for (const f of this.epochs.values()) f.store.setInfo(info);

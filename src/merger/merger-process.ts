@@ -54,6 +54,7 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
     sectors: config.detector.sectors,
     chunkTimeoutMs: config.merger.chunkTimeoutMs,
     keepEpochs: config.merger.keepEpochs,
+    recorder: { dataDir: config.dataDir, ...config.recorder },
     log,
   });
   const cleanups: Array<() => Promise<void> | void> = [() => manager.close()];
