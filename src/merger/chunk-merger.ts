@@ -72,6 +72,8 @@ export interface MergedChunk {
   /** per scan position of [navStart, navEnd) */
   sectorsComplete: Uint8Array;
   blocksMissing: Uint16Array;
+  /** per position and sector (position-major, `sectors` per position): the zero-filled blocks' bitmap (0xffffffff: filled in) */
+  sectorBlocks: Uint32Array;
   /** sectors filled in with zero frames */
   filledSectors: number[];
   /** newest sentAt of the partials (receiver clock), for latency figures */
@@ -356,10 +358,12 @@ export class ChunkMerger {
     const n = p.navEnd - p.navStart;
     const sectorsComplete = new Uint8Array(n);
     const blocksMissing = new Uint16Array(n);
+    const sectorBlocks = new Uint32Array(n * this.o.sectors);
     for (let s = 0; s < this.o.sectors; s++) {
       const d = p.damage.get(s);
       for (let i = 0; i < n; i++) {
         const bits = d === undefined ? 0xffffffff : d[i]!;
+        sectorBlocks[i * this.o.sectors + s] = bits;
         if (bits === 0) sectorsComplete[i]!++;
         else blocksMissing[i]! += popcount(bits);
       }
@@ -371,7 +375,7 @@ export class ChunkMerger {
     e.complete = e.chunksMerged === e.chunks;
     this.counters.chunksMerged++;
     this.counters.framesMerged += p.frames;
-    this.o.onChunk({ epoch: e, chunk: p.chunk, navStart: p.navStart, navEnd: p.navEnd, frames: p.frames, sectorsComplete, blocksMissing, filledSectors: filled, sentAt: p.sentAt });
+    this.o.onChunk({ epoch: e, chunk: p.chunk, navStart: p.navStart, navEnd: p.navEnd, frames: p.frames, sectorsComplete, blocksMissing, sectorBlocks, filledSectors: filled, sentAt: p.sentAt });
   }
 
   close(): void {

@@ -11,7 +11,10 @@
  * 30 MB sum image per chunk.
  */
 import { createLogger, type Logger } from '../log.js';
-import type { DType as WsDType } from '../protocol/ws-messages.js';
+import { DAMAGE_UDF, type DType as WsDType } from '../protocol/ws-messages.js';
+
+/** `_damage/sectorBlocks`: nav x sectors, uint32 bitmap of the zero-filled blocks of each sector's frame (0xffffffff: the sector was filled in by the merger) */
+export const DAMAGE_SECTOR_BLOCKS = 'sectorBlocks';
 import { getUdfClass } from '../udf/registry.js';
 import { UDF } from '../udf/udf.js';
 import type { UDFResults } from '../udf/dataset-results.js';
@@ -72,6 +75,8 @@ export class LiveFeed {
         store.defineBuffer({ udfId: o.udfs[i]!.id, name, kind: r.kind, dtype: r.dtype as WsDType, shape });
       }
     });
+    // the exact damage: which blocks of which sector were zero-filled, per position
+    store.defineBuffer({ udfId: DAMAGE_UDF, name: DAMAGE_SECTOR_BLOCKS, kind: 'nav', dtype: 'uint32', shape: [...o.scanShape, o.sectors] });
     store.setProgress({ framesMerged: 0, framesTotal: o.framesPerEpoch });
     for (const s of this.sectors) store.setSectorStatus(s.sector, s);
     this.epochs.set(epoch.epoch, { epoch, store, lastSig: 0, lastDerived: 0 });
@@ -90,6 +95,7 @@ export class LiveFeed {
     all.forEach((results, i) => this.write(store, this.o.udfs[i]!.id, results, c, this.derived[i]!, sigDue, derivedDue, w));
     if (sigDue) f.lastSig = t;
     if (derivedDue) f.lastDerived = t;
+    store.updateNavRange(DAMAGE_UDF, DAMAGE_SECTOR_BLOCKS, c.navStart, c.navEnd, c.sectorBlocks);
     store.setDamage(c.navStart, c.navEnd, c.sectorsComplete, c.blocksMissing);
     store.setProgress({ framesMerged: c.epoch.framesMerged });
     if (c.sentAt > 0) {

@@ -25,6 +25,8 @@ export interface MergerProcessOptions {
   staticDir?: string | null;
   /** log counters this often (default 5 s; 0: never) */
   statsIntervalMs?: number;
+  /** override LIVENESS_MS (tests whose fake receivers share a busy process with the merger) */
+  livenessMs?: number;
 }
 
 export interface MergerProcess {
@@ -54,6 +56,7 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
     sectors: config.detector.sectors,
     chunkTimeoutMs: config.merger.chunkTimeoutMs,
     keepEpochs: config.merger.keepEpochs,
+    livenessMs: o.livenessMs,
     recorder: { dataDir: config.dataDir, ...config.recorder },
     log,
   });

@@ -46,7 +46,7 @@ export interface LinkCounters {
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Partials queued in the merger's PULL socket at most (each up to a sector's sig buffers, ~4 MB for Sum): bounds memory when the merger falls behind. */
-const RESULTS_HIGH_WATER_MARK = 256;
+const RESULTS_HIGH_WATER_MARK = 64;
 
 export const routingIdOf = (sector: number): string => `receiver-${sector}`;
 

@@ -68,9 +68,16 @@ beforeAll(() => {
   partials = Array.from({ length: 8 }, (_, s) => Array.from({ length: N / CHUNK }, (_, c) => computePartial(TEMPLATE, s, 0, c, (i) => frames[i]!, { context })));
 }, 60_000);
 
-async function setUp(overlay: Record<string, unknown> = {}): Promise<{ merger: MergerProcess; receivers: FakeReceiver[]; client: TesseraClient }> {
-  const { path } = await liveConfig(overlay);
-  merger = await startMerger({ config: loadConfig(path), log: createLogger('merger-test', { level: process.env.LIVE_TEST_LOG ?? 'silent' }), election: false, staticDir: null, statsIntervalMs: 0 });
+/**
+ * `livenessMs`: the fake receivers share this process with the merger and the test's own work,
+ * so on a loaded machine their heartbeats can be late by seconds; tests that are not about
+ * liveness give them more room (the liveness test uses the real LIVENESS_MS).
+ */
+async function setUp(overlay: { merger?: Record<string, unknown> } = {}, livenessMs = 10_000): Promise<{ merger: MergerProcess; receivers: FakeReceiver[]; client: TesseraClient }> {
+  // sending megabytes of partials from this one process can take seconds on a loaded machine:
+  // only the timeout test waits for the chunk timeout
+  const { path } = await liveConfig({ merger: { chunkTimeoutMs: 15_000, ...overlay.merger } });
+  merger = await startMerger({ config: loadConfig(path), log: createLogger('merger-test', { level: process.env.LIVE_TEST_LOG ?? 'silent' }), election: false, staticDir: null, statsIntervalMs: 0, livenessMs });
   receivers = await Promise.all(Array.from({ length: 8 }, (_, s) => new FakeReceiver(s, merger!.link.controlEndpoint, merger!.link.resultsEndpoint).connect()));
   const client = new TesseraClient({ url: merger.url, WebSocket: WebSocket as unknown as WebSocketConstructor });
   clients.push(client);
@@ -209,7 +216,7 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
   }, 60_000);
 
   it('reports a silent sector missing within LIVENESS_MS and completes the scan with its slice zero-filled and marked', async () => {
-    const { receivers: rx, client } = await setUp();
+    const { receivers: rx, client } = await setUp({}, LIVENESS_MS);
     const silentAt = Date.now();
     rx[5]!.silence();
     await waitUntil(async () => (await client.api.status()).sectors[5]!.state === 'missing', LIVENESS_MS + 2000, 'sector 5 missing');
@@ -233,7 +240,7 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
   }, 60_000);
 
   it('fills a sector whose partial does not come within the chunk timeout; the damage map counts blocks exactly', async () => {
-    const { merger, receivers: rx, client } = await setUp({ merger: { chunkTimeoutMs: 600 } });
+    const { merger, receivers: rx, client } = await setUp({ merger: { chunkTimeoutMs: 2000 } });
     const id = await defineAndStart(client);
     await acquireOf(rx, id);
     // sector 3 reports three zero-filled blocks at position 6 (chunk 1), and one whole frame lost at 13
