@@ -28,6 +28,7 @@ import { FrameSlotPool } from './frame-slots.js';
 import { SectorFrameAssembler } from './sector-frame-assembler.js';
 import { MergerLink } from './merger-link.js';
 import { PartialRunner } from './partial-runner.js';
+import { SliceSender } from './slice-sender.js';
 import { LocalElector, ShutterSync, type FirstFrameElector } from './shutter-sync.js';
 import { ReceiverCounters, StatsReporter } from './stats.js';
 import { SectorTiler } from './tiler.js';
@@ -68,6 +69,8 @@ export class SectorReceiver {
   readonly acquisitions: AcquisitionSummary[] = [];
   /** runs the merger's live acquisitions (with `merger: true`) */
   readonly runner: PartialRunner | null = null;
+  /** sends the slices of the frames the shuffle selects (with `merger: true`) */
+  readonly slices: SliceSender | null = null;
   private link: MergerLink | null = null;
   private source: SectorUdpSource | null = null;
   private election: ElectionClient | null = null;
@@ -102,6 +105,8 @@ export class SectorReceiver {
         log: o.log,
       });
       this.sinks.push(this.runner);
+      this.slices = new SliceSender({ sector, endpoint: config.shuffle.slices, log: o.log });
+      this.sinks.push(this.slices);
     }
     this.tiler = new SectorTiler({ sector, shape: r.tile, decoder: this.decoder, pool: this.pool, sinks: this.sinks, counters: this.counters, log: o.log });
 

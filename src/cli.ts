@@ -11,6 +11,8 @@ import { registerReceiverCommand } from './commands/receiver.js';
 import { registerStartCommand } from './commands/start.js';
 import { registerMergerCommand } from './commands/merger.js';
 import { registerOfflineCommand } from './commands/offline.js';
+import { registerShuffleCommand } from './commands/shuffle.js';
+import { registerWorkerCommand } from './commands/worker.js';
 
 export function buildProgram(): Command {
   const program = new Command('tessera')
@@ -24,6 +26,8 @@ export function buildProgram(): Command {
   registerStartCommand(program);
   registerMergerCommand(program);
   registerOfflineCommand(program);
+  registerShuffleCommand(program);
+  registerWorkerCommand(program);
   return program;
 }
 

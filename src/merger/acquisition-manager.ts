@@ -46,6 +46,7 @@ import type { AcquisitionController } from './http-api.js';
 import { LiveFeed } from './live-feed.js';
 import type { LiveStoreRegistry } from './live-store.js';
 import { SectorMonitor, type SectorView } from './sector-monitor.js';
+import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
 import { recordingPath } from './record-path.js';
 import { AcquisitionRecorder, DEFAULT_RECORDER_SETTINGS, type RecorderSettings, type RecordingStatus } from './recorder.js';
 
@@ -60,6 +61,8 @@ export interface AcquisitionManagerOptions {
   /** frames this long at the observed frame rate are taken to be in flight (start, params, stop) */
   inFlightMs?: number;
   livenessMs?: number;
+  /** the shuffle service: whole-frame UDFs run behind it when it is there (src/shuffle/shuffle-link.ts) */
+  shuffle?: ShuffleLink | null;
   /** recordings: data directory, write and snapshot intervals */
   recorder?: Partial<RecorderSettings>;
   log?: Logger;
@@ -217,7 +220,7 @@ export class AcquisitionManager implements AcquisitionController {
     return definition.udfs.map((u) => {
       getUdfClass(u.name);
       const udf = createUdf({ name: u.name, params: u.params });
-      if (udf.getMethod() !== 'tile') throw new TesseraError('TESSERA_ERR_NEEDS_WHOLE_FRAMES', u.name);
+      if (udf.getMethod() !== 'tile' && !this.o.shuffle?.available()) throw new TesseraError('TESSERA_ERR_NEEDS_WHOLE_FRAMES', u.name);
       return udf;
     });
   }
@@ -239,7 +242,10 @@ export class AcquisitionManager implements AcquisitionController {
   define(definition: AcquisitionDefinition): AcquisitionSummary {
     const busy = this.current;
     if (busy && (busy.state === 'running' || busy.state === 'stopping')) throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'define another acquisition', `${busy.id} ${busy.state}`);
-    const udfs = this.instantiate(definition);
+    const all = this.instantiate(definition);
+    // whole-frame UDFs run behind the shuffle, in a context of their own (src/shuffle/)
+    const udfs = all.filter((u) => u.getMethod() === 'tile');
+    this.o.shuffle?.check(definition.udfs.filter((_, i) => all[i]!.getMethod() !== 'tile').map((u) => ({ name: u.name, params: u.params })), definition.scanShape, definition.roi);
     const context = makeRunContext({ navShape: definition.scanShape, sigShape: this.sigShape, datasetDtype: 'uint16', sectors: this.sectors, udfs, roi: definition.roi });
     this.trial(udfs, context);
     if (definition.record.enabled) recordingPath(this.recorderSettings.dataDir, 'check', definition.record.path);
@@ -256,7 +262,7 @@ export class AcquisitionManager implements AcquisitionController {
   private build(id: string, definition: AcquisitionDefinition, context: RunContext, paramsVersions?: number[]): Acquisition {
     const positions = definition.scanShape[0] * definition.scanShape[1];
     const selected = roiSummary(definition.roi)?.selected ?? positions;
-    const udfs = definition.udfs.map((u) => ({ id: u.id, name: u.name, params: u.params }));
+    const udfs = definition.udfs.filter((u) => !isWholeFrame(u)).map((u) => ({ id: u.id, name: u.name, params: u.params }));
     const feed = new LiveFeed({
       registry: this.o.registry,
       acquisition: id,
@@ -369,7 +375,7 @@ export class AcquisitionManager implements AcquisitionController {
       acquisition: a.id,
       scanShape: d.scanShape,
       roi: d.roi,
-      udfs: d.udfs.map((u) => ({ id: u.id, name: u.name, params: u.params })),
+      udfs: d.udfs.filter((u) => !isWholeFrame(u)).map((u) => ({ id: u.id, name: u.name, params: u.params })),
       chunkSize: d.chunkSize,
       mode: d.mode,
       start: a.start,
@@ -398,6 +404,7 @@ export class AcquisitionManager implements AcquisitionController {
     const t = Date.now();
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
     this.broadcast(this.acquireMessage(a));
+    this.o.shuffle?.start({ ...this.acquireMessage(a), udfs: a.definition.udfs.filter((u) => isWholeFrame(u)).map((u) => ({ id: u.id, name: u.name, params: u.params })) }, a.definition.mode);
     a.rate = { t, frames: 0, fps: 0 };
     this.setState(a, 'running');
     if (a.definition.record.enabled) void this.startRecording(a);
@@ -434,6 +441,7 @@ export class AcquisitionManager implements AcquisitionController {
     a.stopAt = this.nextSafeFrame(a);
     this.setState(a, 'stopping');
     this.broadcast(this.stopMessage(a));
+    this.o.shuffle?.end(a.id, 'stop', a.stopAt);
     const t = Date.now();
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
     // the chunks before stopAt arrive, or the timeout fills them in
@@ -464,6 +472,7 @@ export class AcquisitionManager implements AcquisitionController {
     a.merger.close();
     a.feed.flush();
     if (a.state === 'running') this.broadcast(this.stopMessage(a));
+    this.o.shuffle?.end(a.id, 'stop', a.stopAt);
     this.setState(a, 'done');
     void a.recorder.close('done');
   }
@@ -473,6 +482,7 @@ export class AcquisitionManager implements AcquisitionController {
     a.merger.close();
     this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'failed', message);
+    this.o.shuffle?.end(a.id, 'abort');
     void a.recorder.close('failed');
     this.o.log?.error({ acquisition: a.id, message }, 'acquisition failed');
   }
@@ -484,6 +494,7 @@ export class AcquisitionManager implements AcquisitionController {
     a.merger.close();
     if (a.state !== 'defined') this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'aborted', 'aborted by request');
+    this.o.shuffle?.end(a.id, 'abort');
     void a.recorder.close('aborted');
     return this.summary(a);
   }
@@ -507,6 +518,7 @@ export class AcquisitionManager implements AcquisitionController {
     const udf = a.definition.udfs[index]!;
     const spec = { name: udf.name, params: { ...params } };
     const candidate = createUdf(spec);
+    if (isWholeFrame(candidate)) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'whole-frame UDFs keep their parameters for the acquisition: define a new acquisition instead');
     const before = this.trial([{ name: udf.name, params: udf.params }], a.context).declarations[0]!;
     const after = this.trial([candidate], a.context).declarations[0]!;
     const layout = (d: typeof before) => JSON.stringify(Object.entries(d).map(([k, v]) => [k, v.kind, v.dtype, v.extraShape, v.use]));

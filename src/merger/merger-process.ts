@@ -14,6 +14,7 @@ import { AcquisitionManager } from './acquisition-manager.js';
 import { resolveAccessPolicy } from './auth.js';
 import { LiveStoreRegistry } from './live-store.js';
 import { ReceiverLink } from './receiver-link.js';
+import { ShuffleLink } from '../shuffle/shuffle-link.js';
 import { buildMergerServer, type MergerServer } from './server.js';
 
 export interface MergerProcessOptions {
@@ -50,7 +51,10 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
   if (plugins.length) log.info({ plugins }, 'UDF plugins loaded');
   const registry = new LiveStoreRegistry({ keepEpochs: config.merger.keepEpochs });
   let link: ReceiverLink | null = null;
+  // whole-frame UDFs run behind the shuffle service when one answers (src/shuffle/)
+  const shuffle = new ShuffleLink({ endpoint: config.shuffle.slices, registry, keepEpochs: config.merger.keepEpochs, log });
   const manager = new AcquisitionManager({
+    shuffle,
     registry,
     send: (sector, message) => (link ? link.send(sector, message) : Promise.resolve(false)),
     sectors: config.detector.sectors,
@@ -60,7 +64,7 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
     recorder: { dataDir: config.dataDir, ...config.recorder },
     log,
   });
-  const cleanups: Array<() => Promise<void> | void> = [() => manager.close()];
+  const cleanups: Array<() => Promise<void> | void> = [() => shuffle.close(), () => manager.close()];
   const close = async () => {
     for (const c of cleanups.reverse()) await c();
   };
@@ -71,6 +75,7 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
       log,
       onControl: (m) => manager.onControl(m),
       onPartial: (m) => manager.onPartial(m),
+      onFrameResults: (raw) => shuffle.onResults(raw),
     });
     cleanups.push(() => link!.close());
     let election: ElectionCoordinator | null = null;

@@ -20,6 +20,7 @@ import {
   type PartialMessage,
   type ReceiverToMerger,
 } from '../protocol/live.js';
+import { FRAMES_TAG } from '../shuffle/protocol.js';
 
 export interface ReceiverLinkOptions {
   control: string;
@@ -30,6 +31,8 @@ export interface ReceiverLinkOptions {
   onControl: (message: ReceiverToMerger, routingId: string) => void;
   /** `bytes`: size of the message on the wire */
   onPartial: (message: PartialMessage, bytes: number) => void;
+  /** frame workers' results (two frames: FRAMES_TAG, msgpack), for the shuffle link */
+  onFrameResults?: (raw: Buffer) => void;
 }
 
 export interface LinkCounters {
@@ -130,6 +133,11 @@ export class ReceiverLink {
         return;
       }
       try {
+        if (frames.length === 2 && this.o.onFrameResults && frames[0]!.toString('latin1') === FRAMES_TAG) {
+          this.o.onFrameResults(frames[1]!);
+          await yieldToEventLoop();
+          continue;
+        }
         if (frames.length !== 1) throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'partial', `${frames.length} frames, expected 1`);
         const message = decodePartialMessage(frames[0]!);
         this.counters.partials++;

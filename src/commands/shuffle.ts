@@ -1,0 +1,49 @@
+/**
+ * `tessera shuffle`: the shuffle service (src/shuffle/shuffle-service.ts): whole frames from
+ * the receivers' sector slices (config shuffle.slices) to the workers (config shuffle.frames).
+ */
+import type { Command } from 'commander';
+import { loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { parseSelection } from '../shuffle/selection.js';
+import { ShuffleService } from '../shuffle/shuffle-service.js';
+import { parseScanShape } from './receiver.js';
+
+export function registerShuffleCommand(program: Command): void {
+  program
+    .command('shuffle')
+    .description('gather the sector slices of the selected frames from the receivers (config shuffle.slices), reassemble whole frames and hand them to `tessera worker` processes by credit (config shuffle.frames)')
+    .option('-c, --config <file>', 'config file overlaid on config/default.json')
+    .option('--select <rule>', 'frames of each acquisition: all, every:N, list:P1,P2,… (scan positions) or rect:Y,X,H,W (with --scan)', 'all')
+    .option('--scan <HxW>', 'scan shape for --select rect:…')
+    .option('--fixed-rate', 'never lower the selection rate (skipped frames are still counted)')
+    .option('--frame-timeout <ms>', 'complete a frame with zeros after this long', '500')
+    .action(async (raw: { config?: string; select: string; scan?: string; fixedRate?: boolean; frameTimeout: string }) => {
+      const config = loadConfig(raw.config);
+      const log = createLogger('shuffle');
+      const select = parseSelection(raw.select, raw.scan ? parseScanShape(raw.scan) : undefined);
+      const s = await ShuffleService.start({ slices: config.shuffle.slices, frames: config.shuffle.frames, select, fixedRate: raw.fixedRate ?? false, frameTimeoutMs: Number(raw.frameTimeout), log });
+      log.info({ slices: s.slicesEndpoint, frames: s.framesEndpoint, select: select.kind }, 'shuffle listening');
+      const stats = setInterval(() => log.info(s.counters(), 'shuffle stats'), 2000);
+      await waitForSignal(log);
+      clearInterval(stats);
+      log.info(s.counters(), 'shuffle stopped: final counters');
+      await s.close();
+      await new Promise<void>((resolve) => log.flush(() => resolve()));
+    });
+}
+
+export function waitForSignal(log: { info: (o: object, m: string) => void }): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping');
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    if (process.env.TESSERA_EXIT_WITH_PARENT === '1') {
+      const parent = process.ppid;
+      setInterval(() => process.ppid !== parent && stop('parent exited'), 1000).unref();
+    }
+  });
+}

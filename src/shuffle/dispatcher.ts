@@ -1,0 +1,184 @@
+/**
+ * `FrameDispatcher`: hands whole frames to workers by credit. A worker asks for n frames
+ * (`credit`); a frame goes to the worker with the most credit left (ties: the one served
+ * longest ago), or waits in a queue of at most `maxQueued` frames. When no worker has credit
+ * and the queue is full, the frame is skipped and counted: memory stays bounded whatever the
+ * workers' speed.
+ *
+ * `RateController` turns skips into a lower selection rate: after a window with skips it
+ * doubles the decimation (the shuffle then appends a selection rule from a frame safely ahead,
+ * see selection.ts), after `quietMs` without skips and with idle credit it halves it again.
+ */
+
+export interface DispatchFrame {
+  /** anything the sender needs; released (dropped) when skipped */
+  index: number;
+}
+
+export interface WorkerState {
+  id: string;
+  credits: number;
+  lastSeen: number;
+  lastServed: number;
+  dispatched: number;
+}
+
+export interface DispatcherCounters {
+  offered: number;
+  dispatched: number;
+  skipped: number;
+  queuedMax: number;
+}
+
+export class FrameDispatcher<F extends DispatchFrame> {
+  readonly counters: DispatcherCounters = { offered: 0, dispatched: 0, skipped: 0, queuedMax: 0 };
+  readonly workers = new Map<string, WorkerState>();
+  private readonly queue: F[] = [];
+  private serial = 0;
+
+  constructor(
+    private readonly o: {
+      maxQueued: number;
+      /** a worker silent this long is gone (its credit with it) */
+      workerTimeoutMs: number;
+      send: (worker: string, frame: F) => void;
+      onSkip?: (frame: F) => void;
+      now?: () => number;
+    },
+  ) {}
+
+  private now(): number {
+    return this.o.now ? this.o.now() : Date.now();
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /** Credit from a worker (n = 0: only a sign of life). */
+  credit(id: string, n: number): void {
+    let w = this.workers.get(id);
+    if (!w) {
+      w = { id, credits: 0, lastSeen: 0, lastServed: 0, dispatched: 0 };
+      this.workers.set(id, w);
+    }
+    w.lastSeen = this.now();
+    w.credits += n;
+    this.drain();
+  }
+
+  /** Workers silent for workerTimeoutMs are forgotten; returns their ids. */
+  expire(): string[] {
+    const t = this.now();
+    const gone: string[] = [];
+    for (const w of this.workers.values()) {
+      if (t - w.lastSeen > this.o.workerTimeoutMs) {
+        this.workers.delete(w.id);
+        gone.push(w.id);
+      }
+    }
+    return gone;
+  }
+
+  /** Credit not used: workers idle for lack of frames. */
+  get idleCredits(): number {
+    let n = 0;
+    for (const w of this.workers.values()) n += w.credits;
+    return n;
+  }
+
+  private pick(): WorkerState | null {
+    let best: WorkerState | null = null;
+    for (const w of this.workers.values()) {
+      if (w.credits <= 0) continue;
+      if (!best || w.credits > best.credits || (w.credits === best.credits && w.lastServed < best.lastServed)) best = w;
+    }
+    return best;
+  }
+
+  private give(w: WorkerState, f: F): void {
+    w.credits--;
+    w.lastServed = ++this.serial;
+    w.dispatched++;
+    this.counters.dispatched++;
+    this.o.send(w.id, f);
+  }
+
+  private drain(): void {
+    while (this.queue.length) {
+      const w = this.pick();
+      if (!w) return;
+      this.give(w, this.queue.shift()!);
+    }
+  }
+
+  offer(f: F): 'sent' | 'queued' | 'skipped' {
+    this.counters.offered++;
+    const w = this.queue.length === 0 ? this.pick() : null;
+    if (w) {
+      this.give(w, f);
+      return 'sent';
+    }
+    if (this.queue.length < this.o.maxQueued) {
+      this.queue.push(f);
+      this.counters.queuedMax = Math.max(this.counters.queuedMax, this.queue.length);
+      this.drain();
+      return 'queued';
+    }
+    this.counters.skipped++;
+    this.o.onSkip?.(f);
+    return 'skipped';
+  }
+
+  /** Drop what is queued (abort). */
+  clear(): F[] {
+    return this.queue.splice(0);
+  }
+}
+
+export class RateController {
+  decimate = 1;
+  private windowStart: number;
+  private skippedAtWindow = 0;
+  private lastSkip = -Infinity;
+  private lastChange: number;
+
+  constructor(
+    private readonly o: { windowMs: number; quietMs: number; maxDecimate: number; now?: () => number },
+  ) {
+    this.windowStart = this.lastChange = this.now();
+  }
+
+  private now(): number {
+    return this.o.now ? this.o.now() : Date.now();
+  }
+
+  reset(): void {
+    this.decimate = 1;
+    this.windowStart = this.lastChange = this.now();
+  }
+
+  /**
+   * Called periodically with the cumulative skip count and whether workers have idle credit;
+   * returns the new decimation when it changes, else null.
+   */
+  update(skippedTotal: number, idle: boolean): number | null {
+    const t = this.now();
+    if (skippedTotal > this.skippedAtWindow) this.lastSkip = t;
+    if (t - this.windowStart < this.o.windowMs) return null;
+    const skipped = skippedTotal - this.skippedAtWindow;
+    this.skippedAtWindow = skippedTotal;
+    this.windowStart = t;
+    if (skipped > 0 && this.decimate < this.o.maxDecimate) {
+      this.decimate = Math.min(this.o.maxDecimate, this.decimate * 2);
+      this.lastChange = t;
+      return this.decimate;
+    }
+    if (skipped === 0 && idle && this.decimate > 1 && t - this.lastSkip >= this.o.quietMs && t - this.lastChange >= this.o.quietMs) {
+      this.decimate = Math.max(1, this.decimate / 2);
+      this.lastChange = t;
+      return this.decimate;
+    }
+    return null;
+  }
+}

@@ -1,0 +1,276 @@
+/**
+ * The shuffle's messages (docs/protocol.md, "Shuffle and frame workers"). msgpack maps with
+ * `version` and `type`, like src/protocol/live.ts; pixels travel as a second ZeroMQ frame
+ * (no msgpack copy of 1 MB slices or 7.6 MB frames).
+ *
+ *   shuffle.slices  shuffle ROUTER binds.
+ *     receivers' SliceSender DEALER (routing id `slices-<sector>`):
+ *       -> `hello` (every HELLO_MS, carries the rule version it holds)
+ *       -> [`slice` header, uint16 pixels]  rows [row0, row0 + rows) of one sector frame
+ *       <- `selection` (the RuleBook: every change, and again to a receiver with an old version)
+ *     the merger's ShuffleLink DEALER (routing id `merger`):
+ *       -> `acquire` / `params` / `stop` / `abort` (src/protocol/live.ts, with the whole-frame UDFs)
+ *       <- `status` (every STATUS_MS: workers, counters, decimation)
+ *   shuffle.frames  shuffle ROUTER binds; each `tessera worker` DEALER connects:
+ *       -> `credit` {n}: n more frames wanted (the first one is the hello)
+ *       <- `acquire` / `stop` / `abort` (forwarded), [`frame` header, uint16 1860 x 2048 pixels]
+ *   merger.results  workers PUSH [`frames`, msgpack `frames`]: results of the frames they processed.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { TesseraError } from '../errors.js';
+import { isDType } from '../udf/dtype.js';
+import { LIVE_PROTOCOL_VERSION, type WireArray } from '../protocol/live.js';
+import { checkRule, type SelectionBase, type SelectionRule } from './selection.js';
+
+export const SHUFFLE_PROTOCOL_VERSION = LIVE_PROTOCOL_VERSION;
+export const HELLO_MS = 500;
+export const STATUS_MS = 500;
+/** the first frame of a worker's results message on merger.results (a partial has one frame) */
+export const FRAMES_TAG = 'frames';
+
+export interface HelloMessage {
+  version: number;
+  type: 'hello';
+  sector: number;
+  pid: number;
+  ruleVersion: number;
+}
+
+export interface SliceHeader {
+  version: number;
+  type: 'slice';
+  sector: number;
+  /** election round of the detector acquisition (null: a local one) */
+  round: number | null;
+  index: number;
+  /** the merger acquisition of the rule that selected it */
+  acquisition: string;
+  row0: number;
+  rows: number;
+  /** missing blocks of the whole sector frame (tile.ts) */
+  damage: number;
+}
+
+export interface SelectionMessage {
+  version: number;
+  type: 'selection';
+  ruleVersion: number;
+  rules: SelectionRule[];
+}
+
+export interface ShuffleStatus {
+  version: number;
+  type: 'status';
+  pid: number;
+  acquisition: string | null;
+  workers: number;
+  /** frames all 8 sectors of which arrived, and those completed with zeros */
+  framesComplete: number;
+  framesIncomplete: number;
+  framesDispatched: number;
+  /** selected frames dropped for lack of a free worker (back-pressure) */
+  framesSkipped: number;
+  /** current decimation: about 1 of this many base-selected frames is selected */
+  decimate: number;
+  sentAt: number;
+}
+
+export interface CreditMessage {
+  version: number;
+  type: 'credit';
+  pid: number;
+  n: number;
+}
+
+export interface FrameHeader {
+  version: number;
+  type: 'frame';
+  acquisition: string;
+  epoch: number;
+  position: number;
+  index: number;
+  /** per sector: its missing blocks (0xffffffff: the sector never arrived, zero-filled) */
+  damage: number[];
+}
+
+export interface FrameResultsMessage {
+  version: number;
+  type: 'frames';
+  acquisition: string;
+  worker: string;
+  epoch: number;
+  /** scan positions processed, ascending; nav buffers hold one row per entry in this order */
+  positions: Int32Array;
+  /** per position: sectors that arrived complete (0..8) */
+  sectors: Uint8Array;
+  udfs: Array<{ id: string; paramsVersion: number; buffers: Record<string, WireArray> }>;
+  sentAt: number;
+}
+
+const packr = new Packr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false });
+
+export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage | ShuffleStatus | CreditMessage | FrameHeader | FrameResultsMessage): Buffer {
+  if (m.type === 'selection') {
+    return packr.pack({ ...m, rules: m.rules.map((r) => ({ ...r, base: r.base.kind === 'mask' ? { kind: 'mask', mask: r.base.mask } : r.base })) });
+  }
+  if (m.type === 'frames') {
+    const pos = m.positions;
+    return packr.pack({ ...m, positions: new Uint8Array(pos.buffer, pos.byteOffset, pos.byteLength) });
+  }
+  return packr.pack(m);
+}
+
+function bad(what: string, why: string): never {
+  throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', what, why);
+}
+type Obj = Record<string, unknown>;
+function obj(v: unknown, what: string): Obj {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || ArrayBuffer.isView(v)) bad(what, 'not a map');
+  return v as Obj;
+}
+function int(m: Obj, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = m[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(String(m.type), `${key} is not an integer in [${min}, ${max}]: ${String(v)}`);
+  return v;
+}
+function str(m: Obj, key: string): string {
+  const v = m[key];
+  if (typeof v !== 'string' || v.length === 0 || v.length > 256) bad(String(m.type), `${key} is not a string`);
+  return v;
+}
+function bin(m: Obj, key: string): Uint8Array {
+  const v = m[key];
+  if (!(v instanceof Uint8Array)) bad(String(m.type), `${key} is not binary`);
+  return v;
+}
+
+/** Decode the msgpack envelope of any shuffle message (version and type checked). */
+export function decodeShuffle(raw: Uint8Array): Obj {
+  let m: unknown;
+  try {
+    m = unpackr.unpack(raw);
+  } catch (err) {
+    bad('shuffle', `not msgpack: ${(err as Error).message}`);
+  }
+  const r = obj(m, 'shuffle');
+  if (r.version !== SHUFFLE_PROTOCOL_VERSION) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', String(r.version), SHUFFLE_PROTOCOL_VERSION);
+  if (typeof r.type !== 'string') bad('shuffle', 'no type field');
+  return r;
+}
+
+export function asHello(m: Obj): HelloMessage {
+  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'hello', sector: int(m, 'sector', 0, 63), pid: int(m, 'pid'), ruleVersion: int(m, 'ruleVersion') };
+}
+
+export function asSlice(m: Obj): SliceHeader {
+  return {
+    version: SHUFFLE_PROTOCOL_VERSION,
+    type: 'slice',
+    sector: int(m, 'sector', 0, 63),
+    round: m.round === null || m.round === undefined ? null : int(m, 'round'),
+    index: int(m, 'index'),
+    acquisition: str(m, 'acquisition'),
+    row0: int(m, 'row0', 0, 1 << 16),
+    rows: int(m, 'rows', 1, 1 << 16),
+    damage: int(m, 'damage', 0, 0xffffffff),
+  };
+}
+
+function asBase(v: unknown): SelectionBase {
+  const b = obj(v, 'selection.base');
+  switch (b.kind) {
+    case 'all':
+    case 'none':
+      return { kind: b.kind };
+    case 'every':
+      return { kind: 'every', n: int(b, 'n', 1) };
+    case 'mask':
+      return { kind: 'mask', mask: Uint8Array.from(bin(b, 'mask')) };
+    case 'list':
+      if (!Array.isArray(b.positions) || b.positions.length > 1 << 20) bad('selection', 'positions is not a list');
+      return { kind: 'list', positions: (b.positions as unknown[]).map((p) => (Number.isInteger(p) ? (p as number) : bad('selection', 'a position is not an integer'))) };
+    default:
+      return bad('selection', `base kind ${String(b.kind)}`);
+  }
+}
+
+export function asSelection(m: Obj): SelectionMessage {
+  if (!Array.isArray(m.rules) || m.rules.length > 64) bad('selection', 'rules is not a list');
+  const rules = (m.rules as unknown[]).map((v) => {
+    const r = obj(v, 'selection.rule');
+    const rule: SelectionRule = {
+      acquisition: str(r, 'acquisition'),
+      shutterRound: r.shutterRound === null || r.shutterRound === undefined ? null : int(r, 'shutterRound'),
+      startIndex: int(r, 'startIndex'),
+      positions: int(r, 'positions', 1),
+      fromIndex: int(r, 'fromIndex'),
+      base: asBase(r.base),
+      decimate: int(r, 'decimate', 1),
+    };
+    try {
+      return checkRule(rule);
+    } catch (err) {
+      return bad('selection', (err as Error).message);
+    }
+  });
+  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'selection', ruleVersion: int(m, 'ruleVersion'), rules };
+}
+
+export function asCredit(m: Obj): CreditMessage {
+  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: int(m, 'pid'), n: int(m, 'n', 0, 1024) };
+}
+
+export function asStatus(m: Obj): ShuffleStatus {
+  return {
+    version: SHUFFLE_PROTOCOL_VERSION,
+    type: 'status',
+    pid: int(m, 'pid'),
+    acquisition: m.acquisition === null || m.acquisition === undefined ? null : str(m, 'acquisition'),
+    workers: int(m, 'workers'),
+    framesComplete: int(m, 'framesComplete'),
+    framesIncomplete: int(m, 'framesIncomplete'),
+    framesDispatched: int(m, 'framesDispatched'),
+    framesSkipped: int(m, 'framesSkipped'),
+    decimate: int(m, 'decimate', 1),
+    sentAt: int(m, 'sentAt'),
+  };
+}
+
+export function asFrameHeader(m: Obj): FrameHeader {
+  if (!Array.isArray(m.damage) || m.damage.length > 64 || !m.damage.every((d) => Number.isInteger(d) && d >= 0 && d <= 0xffffffff)) bad('frame', 'damage is not a list of bitmaps');
+  return {
+    version: SHUFFLE_PROTOCOL_VERSION,
+    type: 'frame',
+    acquisition: str(m, 'acquisition'),
+    epoch: int(m, 'epoch'),
+    position: int(m, 'position'),
+    index: int(m, 'index'),
+    damage: m.damage as number[],
+  };
+}
+
+export function asFrameResults(m: Obj): FrameResultsMessage {
+  if (m.type !== 'frames') bad('frames', `type ${String(m.type)}`);
+  const posBytes = bin(m, 'positions');
+  if (posBytes.byteLength % 4 !== 0) bad('frames', 'positions is not int32');
+  const positions = new Int32Array(posBytes.byteLength / 4);
+  new Uint8Array(positions.buffer).set(posBytes);
+  const sectors = Uint8Array.from(bin(m, 'sectors'));
+  if (sectors.length !== positions.length) bad('frames', `${sectors.length} sector counts for ${positions.length} positions`);
+  for (let i = 1; i < positions.length; i++) if (!(positions[i]! > positions[i - 1]!)) bad('frames', 'positions are not ascending');
+  if (positions.length > 0 && positions[0]! < 0) bad('frames', 'a negative position');
+  if (!Array.isArray(m.udfs) || m.udfs.length > 64) bad('frames', 'udfs is not a list');
+  const udfs = (m.udfs as unknown[]).map((u, i) => {
+    const o = obj(u, `frames.udfs[${i}]`);
+    const b = obj(o.buffers, `frames.udfs[${i}].buffers`);
+    const buffers: Record<string, WireArray> = {};
+    for (const [name, w] of Object.entries(b)) {
+      const x = obj(w, name);
+      if (!isDType(x.dtype) || !(x.data instanceof Uint8Array)) bad('frames', `buffer ${name} is not a typed array`);
+      buffers[name] = { dtype: x.dtype, data: x.data };
+    }
+    return { id: str(o, 'id'), paramsVersion: int(o, 'paramsVersion'), buffers };
+  });
+  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'frames', acquisition: str(m, 'acquisition'), worker: str(m, 'worker'), epoch: int(m, 'epoch'), positions, sectors, udfs, sentAt: int(m, 'sentAt') };
+}

@@ -1,0 +1,200 @@
+/**
+ * `ShuffleLink`: the merger's side of the shuffle. A DEALER (routing id `merger`) on the
+ * shuffle's `shuffle.slices` ROUTER: it says hello, sends the acquisition's whole-frame UDFs
+ * (acquire / params / stop / abort, the receivers' message types) and reads the shuffle's
+ * status. The workers' `frames` results (which arrive on the merger's results socket) are
+ * routed here and merged by the acquisition's WholeFrameMerger.
+ *
+ * `available()`: a shuffle answered within LIVENESS_MS and has at least one worker. The
+ * acquisition manager accepts whole-frame UDFs at define only then.
+ */
+import * as zmq from 'zeromq';
+import { FRAME_HEIGHT, FRAME_WIDTH } from '../k2is/constants.js';
+import type { Logger } from '../log.js';
+import type { LiveUdfSpec } from '../merger/chunk-merger.js';
+import type { LiveStoreRegistry } from '../merger/live-store.js';
+import { encodeLive, LIVE_PROTOCOL_VERSION, LIVENESS_MS, type AcquireMessage, type MergerToReceiver } from '../protocol/live.js';
+import { DatasetResults } from '../udf/dataset-results.js';
+import { wholeFrame } from '../udf/partition.js';
+import { PartitionTask } from '../udf/partition-task.js';
+import { createUdf } from '../udf/registry.js';
+import { makeRunContext } from '../udf/runner.js';
+import type { UDF, UDFSpec } from '../udf/udf.js';
+import { TesseraError } from '../errors.js';
+import { asFrameResults, asStatus, decodeShuffle, encodeShuffle, HELLO_MS, SHUFFLE_PROTOCOL_VERSION, type ShuffleStatus } from './protocol.js';
+import { WholeFrameMerger } from './whole-frame-merger.js';
+
+export interface ShuffleLinkOptions {
+  /** the shuffle's slices endpoint (config shuffle.slices) */
+  endpoint: string;
+  registry: LiveStoreRegistry;
+  keepEpochs: number;
+  /** accept whole-frame UDFs without a live shuffle (they then wait for one) */
+  assumeAvailable?: boolean;
+  /** keep merging a finished acquisition's late results this long (default 10 s) */
+  graceMs?: number;
+  log?: Logger;
+}
+
+/** Whether a UDF runs behind the shuffle (no processTile). */
+export function isWholeFrame(spec: UDFSpec | UDF): boolean {
+  const udf = typeof (spec as UDF).getMethod === 'function' ? (spec as UDF) : createUdf(spec as UDFSpec);
+  return udf.getMethod() !== 'tile';
+}
+
+interface LinkedAcquisition {
+  message: AcquireMessage;
+  merger: WholeFrameMerger;
+  ended: boolean;
+}
+
+export class ShuffleLink {
+  status: ShuffleStatus | null = null;
+  statusAt = 0;
+  readonly dropped: Record<string, number> = {};
+  private readonly dealer: zmq.Dealer;
+  private readonly acquisitions = new Map<string, LinkedAcquisition>();
+  private current: LinkedAcquisition | null = null;
+  private readonly timer: NodeJS.Timeout;
+  private readonly loop: Promise<void>;
+  private sendChain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(private readonly o: ShuffleLinkOptions) {
+    this.dealer = new zmq.Dealer({ routingId: 'merger', linger: 0, immediate: true, sendTimeout: 0, reconnectInterval: 100, reconnectMaxInterval: 1000, sendHighWaterMark: 256 });
+    this.dealer.connect(o.endpoint);
+    this.loop = this.receiveLoop();
+    this.hello();
+    this.timer = setInterval(() => this.hello(), HELLO_MS);
+  }
+
+  available(): boolean {
+    return this.o.assumeAvailable === true || (this.status !== null && Date.now() - this.statusAt < LIVENESS_MS && this.status.workers > 0);
+  }
+
+  /** Refuse, before the acquisition exists, what the shuffle could not run (TESSERA_ERR_NEEDS_WHOLE_FRAMES / _UDF_PARAMS). */
+  check(specs: UDFSpec[], scanShape: [number, number], roi: Uint8Array | null): void {
+    if (specs.length === 0) return;
+    if (!this.available()) throw new TesseraError('TESSERA_ERR_NEEDS_WHOLE_FRAMES', specs.map((s) => s.name).join(', '));
+    const udfs = specs.map((s) => createUdf(s));
+    for (const u of udfs) {
+      if (u.getMethod() === 'partition') throw new TesseraError('TESSERA_ERR_UDF_PARAMS', u.constructor.name, 'processPartition UDFs need every frame of a partition: the shuffle runs processFrame UDFs');
+    }
+    try {
+      const context = makeRunContext({ navShape: scanShape, sigShape: [FRAME_HEIGHT, FRAME_WIDTH], datasetDtype: 'uint16', sectors: 8, udfs, roi });
+      new DatasetResults(udfs, context);
+      const first = context.roi ? context.roi.indexOf(1) : 0;
+      new PartitionTask({ udfs, context, partition: { navStart: first, navEnd: first + 1, sig: wholeFrame(context.sigShape) } }).finish();
+    } catch (err) {
+      if (err instanceof TesseraError && err.statusCode !== undefined && err.statusCode < 500) throw err;
+      throw new TesseraError('TESSERA_ERR_UDF_PARAMS', specs.map((s) => s.name).join(', '), (err as Error).message);
+    }
+  }
+
+  /** Start an acquisition's whole-frame part: `message` carries only the whole-frame UDFs. */
+  start(message: AcquireMessage, mode: 'single' | 'continuous'): WholeFrameMerger | null {
+    if (message.udfs.length === 0) return null;
+    const udfs: LiveUdfSpec[] = message.udfs.map((u) => ({ id: u.id, name: u.name, params: u.params }));
+    const instances = udfs.map((u) => createUdf({ name: u.name, params: u.params }));
+    const context = makeRunContext({ navShape: message.scanShape, sigShape: [FRAME_HEIGHT, FRAME_WIDTH], datasetDtype: 'uint16', sectors: 8, udfs: instances, roi: message.roi });
+    const merger = new WholeFrameMerger({ acquisition: message.acquisition, udfs, context, registry: this.o.registry, scanShape: message.scanShape, keepEpochs: mode === 'single' ? 1 : this.o.keepEpochs, log: this.o.log });
+    const a: LinkedAcquisition = { message, merger, ended: false };
+    this.acquisitions.set(message.acquisition, a);
+    this.current = a;
+    this.send(message);
+    this.o.log?.info({ acquisition: message.acquisition, udfs: udfs.map((u) => u.name) }, 'whole-frame UDFs sent to the shuffle');
+    return merger;
+  }
+
+  params(acquisition: string, udfId: string, params: Record<string, unknown>, fromFrame: number): void {
+    if (!this.acquisitions.has(acquisition)) return;
+    this.send({ version: LIVE_PROTOCOL_VERSION, type: 'params', acquisition, udfId, params, fromFrame });
+  }
+
+  /** The acquisition ended (stop, done, abort, failure): results still on the way are merged for graceMs. */
+  end(acquisition: string, how: 'stop' | 'abort', atFrame: number | null = null): void {
+    const a = this.acquisitions.get(acquisition);
+    if (!a || a.ended) return;
+    a.ended = true;
+    this.send(how === 'stop' ? { version: LIVE_PROTOCOL_VERSION, type: 'stop', acquisition, atFrame } : { version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition });
+    const t = setTimeout(() => {
+      a.merger.close();
+      if (this.acquisitions.get(acquisition) === a && this.current !== a) this.acquisitions.delete(acquisition);
+    }, how === 'abort' ? 0 : (this.o.graceMs ?? 10_000));
+    t.unref();
+  }
+
+  merger(acquisition: string): WholeFrameMerger | null {
+    return this.acquisitions.get(acquisition)?.merger ?? null;
+  }
+
+  /** A worker's `frames` message from the merger's results socket. */
+  onResults(raw: Uint8Array): void {
+    try {
+      const m = asFrameResults(decodeShuffle(raw));
+      const a = this.acquisitions.get(m.acquisition);
+      if (!a) {
+        this.dropped.stale = (this.dropped.stale ?? 0) + 1;
+        return;
+      }
+      a.merger.add(m);
+    } catch (err) {
+      const code = (err as TesseraError).code ?? 'error';
+      this.dropped[code] = (this.dropped[code] ?? 0) + 1;
+      this.o.log?.warn({ err: (err as Error).message, code }, 'whole-frame results dropped');
+    }
+  }
+
+  counters(): Record<string, unknown> {
+    const c = this.current;
+    return { shuffle: this.status, available: this.available(), dropped: this.dropped, wholeFrames: c ? c.merger.counters : null };
+  }
+
+  private send(m: MergerToReceiver): void {
+    this.sendRaw(encodeLive(m));
+  }
+
+  private sendRaw(bytes: Buffer): void {
+    if (this.closed) return;
+    this.sendChain = this.sendChain.then(() => this.dealer.send(bytes).catch(() => {}));
+  }
+
+  private hello(): void {
+    this.sendRaw(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'hello', sector: 0, pid: process.pid, ruleVersion: 0 }));
+  }
+
+  private async receiveLoop(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await this.dealer.receive();
+      } catch {
+        return;
+      }
+      try {
+        const s = asStatus(decodeShuffle(frames[0]!));
+        const first = this.status === null;
+        this.status = s;
+        this.statusAt = Date.now();
+        if (first) this.o.log?.info({ workers: s.workers, pid: s.pid }, 'shuffle connected');
+        const c = this.current;
+        if (c) c.merger.setStatus(s);
+        // a restarted shuffle does not know the running acquisition: tell it again
+        if (c && !c.ended && s.acquisition !== c.message.acquisition) this.send(c.message);
+      } catch (err) {
+        this.dropped.status = (this.dropped.status ?? 0) + 1;
+        this.o.log?.warn({ err: (err as Error).message }, 'shuffle link: malformed message dropped');
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    for (const a of this.acquisitions.values()) a.merger.close();
+    await this.sendChain.catch(() => {});
+    this.dealer.close();
+    await this.loop.catch(() => {});
+  }
+}

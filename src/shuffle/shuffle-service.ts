@@ -1,0 +1,338 @@
+/**
+ * `ShuffleService`: the `tessera shuffle` process. It takes the merger's acquisitions (the
+ * whole-frame UDFs), tells the receivers which frames to send (selection.ts), reassembles
+ * their sector slices into whole frames (frame-assembler.ts) and hands them to the workers by
+ * credit (dispatcher.ts). When the workers fall behind it skips frames (counted) and lowers
+ * the selection rate with a new rule from a frame safely ahead, instead of buffering.
+ *
+ * Sockets (protocol.ts): a ROUTER on `shuffle.slices` (receivers and the merger) and a ROUTER
+ * on `shuffle.frames` (workers). Every message is validated; a bad one is counted and dropped.
+ */
+import * as zmq from 'zeromq';
+import { TesseraError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { decodeMergerMessage, encodeLive, type AcquireMessage, type MergerToReceiver, MAX_LIVE_MESSAGE_BYTES } from '../protocol/live.js';
+import { FrameDispatcher, RateController } from './dispatcher.js';
+import { type AssembledFrame, WholeFrameAssembler } from './frame-assembler.js';
+import {
+  asCredit,
+  asHello,
+  asSlice,
+  decodeShuffle,
+  encodeShuffle,
+  SHUFFLE_PROTOCOL_VERSION,
+  STATUS_MS,
+  type FrameHeader,
+  type ShuffleStatus,
+} from './protocol.js';
+import { RuleBook, type SelectionBase, type SelectionRule } from './selection.js';
+import { SerialSender } from './serial-sender.js';
+
+export const MERGER_ID = 'merger';
+
+export interface ShuffleServiceOptions {
+  slices: string;
+  frames: string;
+  /** base selection of every acquisition (default all frames of its ROI) */
+  select?: SelectionBase;
+  frameTimeoutMs?: number;
+  /** frames being assembled at most */
+  maxFrames?: number;
+  /** assembled frames waiting for a worker at most */
+  maxQueued?: number;
+  /** never decimate (tests that need every frame) */
+  fixedRate?: boolean;
+  workerTimeoutMs?: number;
+  log?: Logger;
+}
+
+interface OutFrame {
+  index: number;
+  header: FrameHeader;
+  data: Uint16Array;
+}
+
+export class ShuffleService {
+  readonly book = new RuleBook();
+  readonly assembler: WholeFrameAssembler;
+  readonly dispatcher: FrameDispatcher<OutFrame>;
+  readonly rate: RateController;
+  readonly dropped: Record<string, number> = {};
+  slicesEndpoint = '';
+  framesEndpoint = '';
+  acquisition: AcquireMessage | null = null;
+  private base: SelectionBase;
+  private readonly sliceRouter: zmq.Router;
+  private readonly frameRouter: zmq.Router;
+  private readonly sliceOut: SerialSender;
+  private readonly frameOut: SerialSender;
+  private readonly receivers = new Set<string>();
+  private mergerSeen = false;
+  private newestIndex = -1;
+  private rateWindow = { t: Date.now(), slices: 0, fps: 0 };
+  private timers: NodeJS.Timeout[] = [];
+  private loops: Promise<void>[] = [];
+  private closed = false;
+  private droppedTotal = 0;
+
+  private constructor(private readonly o: ShuffleServiceOptions) {
+    this.base = o.select ?? { kind: 'all' };
+    const common = { linger: 0, maxMessageSize: MAX_LIVE_MESSAGE_BYTES, mandatory: true, handover: true, sendTimeout: 2000 };
+    this.sliceRouter = new zmq.Router({ ...common, receiveHighWaterMark: 64 });
+    this.frameRouter = new zmq.Router({ ...common, sendHighWaterMark: 16 });
+    this.sliceOut = new SerialSender(this.sliceRouter, 1024);
+    this.frameOut = new SerialSender(this.frameRouter, 64);
+    this.assembler = new WholeFrameAssembler({ frameTimeoutMs: o.frameTimeoutMs ?? 500, maxFrames: o.maxFrames ?? 8, onFrame: (f) => this.onFrame(f) });
+    this.dispatcher = new FrameDispatcher<OutFrame>({
+      maxQueued: o.maxQueued ?? 4,
+      workerTimeoutMs: o.workerTimeoutMs ?? 3000,
+      send: (w, f) => this.frameOut.send([w, encodeShuffle(f.header), Buffer.from(f.data.buffer, f.data.byteOffset, f.data.byteLength)]),
+    });
+    this.rate = new RateController({ windowMs: 1000, quietMs: 5000, maxDecimate: 1024 });
+  }
+
+  static async start(o: ShuffleServiceOptions): Promise<ShuffleService> {
+    const s = new ShuffleService(o);
+    try {
+      await s.sliceRouter.bind(o.slices);
+      await s.frameRouter.bind(o.frames);
+    } catch (err) {
+      s.sliceRouter.close();
+      s.frameRouter.close();
+      throw new TesseraError('TESSERA_ERR_BIND', `${o.slices} / ${o.frames}`, (err as Error).message);
+    }
+    s.slicesEndpoint = s.sliceRouter.lastEndpoint ?? o.slices;
+    s.framesEndpoint = s.frameRouter.lastEndpoint ?? o.frames;
+    s.loops = [s.sliceLoop(), s.frameLoop()];
+    s.timers.push(setInterval(() => s.tick(), 50));
+    s.timers.push(setInterval(() => s.sendStatus(), STATUS_MS));
+    return s;
+  }
+
+  private drop(reason: string, err?: unknown): void {
+    this.dropped[reason] = (this.dropped[reason] ?? 0) + 1;
+    this.droppedTotal++;
+    if (this.droppedTotal <= 20 || this.droppedTotal % 1000 === 0) this.o.log?.warn({ reason, err: (err as Error | undefined)?.message, dropped: this.droppedTotal }, 'shuffle: message dropped');
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // receivers and the merger
+
+  private async sliceLoop(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await this.sliceRouter.receive();
+      } catch {
+        return;
+      }
+      const id = frames[0]!.toString('latin1');
+      try {
+        if (id === MERGER_ID) {
+          if (frames.length !== 2) throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'merger', `${frames.length - 1} frames`);
+          this.mergerSeen = true;
+          // the merger says hello (so that it gets status before any acquisition), then live.ts messages
+          if (decodeShuffle(frames[1]!).type === 'hello') continue;
+          this.onMerger(decodeMergerMessage(frames[1]!));
+          continue;
+        }
+        const m = decodeShuffle(frames[1]!);
+        if (m.type === 'hello') {
+          const h = asHello(m);
+          this.receivers.add(id);
+          if (h.ruleVersion !== this.book.version) this.sendSelection(id);
+        } else if (m.type === 'slice') {
+          if (frames.length !== 3) throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'slice', 'no pixel frame');
+          this.onSlice(asSlice(m), frames[2]!);
+        } else throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'shuffle', `unexpected ${String(m.type)}`);
+      } catch (err) {
+        this.drop((err as TesseraError).code ?? 'error', err);
+      }
+    }
+  }
+
+  private onSlice(h: ReturnType<typeof asSlice>, pixels: Buffer): void {
+    this.rateWindow.slices++;
+    const rule = this.book.selects(h.index, h.round);
+    if (!rule || rule.acquisition !== h.acquisition) return this.drop('unselected');
+    if (pixels.byteLength !== h.rows * 256 * 2) return this.drop('shape');
+    // a view when aligned (zeromq's own allocation), else one copy
+    const data = pixels.byteOffset % 2 === 0 ? new Uint16Array(pixels.buffer, pixels.byteOffset, pixels.byteLength / 2) : new Uint16Array(Uint8Array.from(pixels).buffer);
+    this.newestIndex = Math.max(this.newestIndex, h.index);
+    this.assembler.add({ acquisition: h.acquisition, round: h.round, index: h.index, sector: h.sector, row0: h.row0, rows: h.rows, damage: h.damage, pixels: data });
+  }
+
+  private onMerger(m: MergerToReceiver): void {
+    switch (m.type) {
+      case 'acquire': {
+        if (this.acquisition?.acquisition === m.acquisition) return;
+        this.acquisition = m;
+        this.rate.reset();
+        this.newestIndex = -1;
+        this.book.clear();
+        this.book.add(this.ruleFor(m, m.start?.startIndex ?? 0, 1));
+        this.o.log?.info({ acquisition: m.acquisition, udfs: m.udfs.map((u) => u.name), start: m.start, select: this.base.kind }, 'shuffle: acquisition');
+        this.broadcastSelection();
+        for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
+        return;
+      }
+      case 'params':
+        if (m.acquisition === this.acquisition?.acquisition) for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
+        return;
+      case 'stop':
+      case 'abort': {
+        const a = this.acquisition;
+        if (!a || a.acquisition !== m.acquisition) return;
+        if (m.type === 'abort') {
+          this.book.clear();
+          this.dispatcher.clear();
+          this.acquisition = null;
+        } else {
+          const start = a.start?.startIndex ?? 0;
+          const at = m.atFrame ?? Math.max(0, this.newestIndex + 1 - start);
+          this.book.add({ ...this.ruleFor(a, start + at, 1), base: { kind: 'none' } });
+        }
+        this.broadcastSelection();
+        for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
+        this.o.log?.info({ acquisition: m.acquisition, type: m.type }, 'shuffle: acquisition ends');
+      }
+    }
+  }
+
+  /** The acquisition's rule: the base selection within its ROI. */
+  private ruleFor(a: AcquireMessage, fromIndex: number, decimate: number): SelectionRule {
+    const positions = a.scanShape[0] * a.scanShape[1];
+    let base = this.base;
+    if (a.roi) {
+      const roi = a.roi;
+      const mask = new Uint8Array(positions);
+      for (let p = 0; p < positions; p++) {
+        if (!roi[p]) continue;
+        if (base.kind === 'all') mask[p] = 1;
+        else if (base.kind === 'mask') mask[p] = base.mask[p] ?? 0;
+        else if (base.kind === 'list') mask[p] = base.positions.includes(p) ? 1 : 0;
+        // with a ROI, every n-th counts scan positions
+        else if (base.kind === 'every') mask[p] = p % base.n === 0 ? 1 : 0;
+      }
+      base = base.kind === 'none' ? base : { kind: 'mask', mask };
+    }
+    return { acquisition: a.acquisition, shutterRound: a.start?.shutterRound ?? null, startIndex: a.start?.startIndex ?? 0, positions, fromIndex, base, decimate };
+  }
+
+  /** Change the base selection of the running acquisition from a frame safely ahead. */
+  select(base: SelectionBase): void {
+    this.base = base;
+    const a = this.acquisition;
+    if (!a) return;
+    this.book.add(this.ruleFor(a, this.safeIndex(a), this.rate.decimate));
+    this.broadcastSelection();
+  }
+
+  private safeIndex(a: AcquireMessage): number {
+    const margin = Math.max(32, Math.ceil(this.rateWindow.fps * 0.5));
+    return Math.max(a.start?.startIndex ?? 0, this.newestIndex + 1 + margin);
+  }
+
+  private sendSelection(id: string): void {
+    this.sliceOut.send([id, encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'selection', ruleVersion: this.book.version, rules: [...this.book.list] })]);
+  }
+
+  private broadcastSelection(): void {
+    for (const id of this.receivers) this.sendSelection(id);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // frames and workers
+
+  private onFrame(f: AssembledFrame): void {
+    const a = this.acquisition;
+    if (!a || a.acquisition !== f.acquisition) return this.drop('stale-frame');
+    const positions = a.scanShape[0] * a.scanShape[1];
+    const rel = f.index - (a.start?.startIndex ?? 0);
+    const epoch = Math.floor(rel / positions);
+    if (a.mode === 'single' && epoch > 0) return this.drop('after-scan');
+    const header: FrameHeader = { version: SHUFFLE_PROTOCOL_VERSION, type: 'frame', acquisition: a.acquisition, epoch, position: rel % positions, index: f.index, damage: f.damage };
+    this.dispatcher.offer({ index: f.index, header, data: f.data });
+  }
+
+  private toWorker(id: string, m: MergerToReceiver): void {
+    this.frameOut.send([id, encodeLive(m)]);
+  }
+
+  private async frameLoop(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await this.frameRouter.receive();
+      } catch {
+        return;
+      }
+      const id = frames[0]!.toString('latin1');
+      try {
+        if (frames.length !== 2) throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'worker', `${frames.length - 1} frames`);
+        const c = asCredit(decodeShuffle(frames[1]!));
+        if (!this.dispatcher.workers.has(id)) {
+          this.o.log?.info({ worker: id, pid: c.pid }, 'shuffle: worker joined');
+          if (this.acquisition) this.toWorker(id, this.acquisition);
+        }
+        this.dispatcher.credit(id, c.n);
+      } catch (err) {
+        this.drop((err as TesseraError).code ?? 'error', err);
+      }
+    }
+  }
+
+  private tick(): void {
+    this.assembler.tick();
+    for (const w of this.dispatcher.expire()) this.o.log?.warn({ worker: w }, 'shuffle: worker gone (silent)');
+    const t = Date.now();
+    if (t - this.rateWindow.t >= 1000) {
+      this.rateWindow = { t, slices: 0, fps: (this.rateWindow.slices * 1000) / (t - this.rateWindow.t) / 8 };
+    }
+    const a = this.acquisition;
+    if (!a || this.o.fixedRate) return;
+    const next = this.rate.update(this.dispatcher.counters.skipped, this.dispatcher.idleCredits > 0);
+    if (next !== null) {
+      const from = this.safeIndex(a);
+      this.book.add(this.ruleFor(a, from, next));
+      this.broadcastSelection();
+      this.o.log?.info({ decimate: next, fromIndex: from, skipped: this.dispatcher.counters.skipped }, 'shuffle: selection rate changed');
+    }
+  }
+
+  status(): ShuffleStatus {
+    const c = this.assembler.counters;
+    return {
+      version: SHUFFLE_PROTOCOL_VERSION,
+      type: 'status',
+      pid: process.pid,
+      acquisition: this.acquisition?.acquisition ?? null,
+      workers: this.dispatcher.workers.size,
+      framesComplete: c.framesComplete,
+      framesIncomplete: c.framesIncomplete,
+      framesDispatched: this.dispatcher.counters.dispatched,
+      framesSkipped: this.dispatcher.counters.skipped,
+      decimate: this.rate.decimate,
+      sentAt: Date.now(),
+    };
+  }
+
+  private sendStatus(): void {
+    if (this.mergerSeen) this.sliceOut.send([MERGER_ID, encodeShuffle(this.status())]);
+  }
+
+  counters(): Record<string, unknown> {
+    return { ...this.status(), assembler: this.assembler.counters, dispatcher: this.dispatcher.counters, dropped: this.dropped, receivers: this.receivers.size, ruleVersion: this.book.version, sliceRate: this.rateWindow.fps };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    this.sliceOut.close();
+    this.frameOut.close();
+    this.sliceRouter.close();
+    this.frameRouter.close();
+    await Promise.all(this.loops.map((l) => l.catch(() => {})));
+  }
+}
