@@ -14,22 +14,30 @@
  *
  * Per chunk one PartitionTask (src/udf/partition-task.ts) over partition {positions of the chunk,
  * this sector's columns}, fed the tiles as they come (zero-copy; a tile may span two chunks and
- * is cut). Every position of a chunk is accounted for: a frame of which no block arrived
- * reaches the runner as a zero-filled, fully damaged frame (SectorFrameAssembler emits it,
- * ShutterSync bridges gaps); positions that still never come (a gap ShutterSync did not bridge,
- * the detector acquisition ending, stop after its grace time) are fed as zero frames with
- * damage 0xffffffff. So `damage` is exactly the sector frame's missing-block bitmap, and the
- * buffers are the UDFs over the frames with missing blocks zero-filled. A chunk without a
- * single frame of its own (all positions skipped over) is not sent (counted `chunksSkipped`).
+ * is cut). Every chunk from the first one on is sent, and every position of it is accounted
+ * for: a frame of which no block arrived reaches the runner as a zero-filled, fully damaged
+ * frame (SectorFrameAssembler emits it, ShutterSync bridges gaps); positions that still never
+ * come (a gap ShutterSync did not bridge, the detector acquisition ending, stop after its
+ * grace time) are fed as zero frames with damage 0xffffffff, and so are whole chunks skipped
+ * over (up to MAX_FILL_FRAMES per gap; beyond that they are counted, not sent). So `damage` is
+ * exactly the sector frame's missing-block bitmap, and the buffers are the UDFs over the frames
+ * with missing blocks zero-filled.
  *
- * Parameters (params message): from the first chunk whose first frame (rel) is >= fromFrame,
- * then paramsVersion of that UDF + 1 (0 = the acquire's params). A change that arrives after
- * that chunk opened applies from the next chunk to open: paramsVersion tells which one ran.
+ * Joining late (the acquisition's start has passed: a restarted receiver, or one that joined
+ * the detector acquisition under way) starts at the next chunk boundary; earlier chunks are
+ * not this receiver's to send.
  *
- * End: single mode after the last chunk of epoch 0 (`done`); continuous runs until stop
- * (the chunk in flight completes, or is completed with missing frames after `stopGraceMs`),
- * abort (the chunk in flight is dropped), a new acquire (replaces it), or the end of the
- * detector acquisition it is bound to (`ended`; the chunk in flight is completed as missing).
+ * Parameters (params message): from the first chunk whose first frame (rel, counted over
+ * epochs) is >= fromFrame; the n-th change of a UDF gives paramsVersion n (0 = the acquire's).
+ * A change that arrives after that chunk opened applies from the next chunk to open.
+ *
+ * End: single mode after the last chunk of epoch 0 (`done`); stop {atFrame} sends every chunk
+ * before that frame and nothing from it on (atFrame null: the chunks in flight); if frames stop
+ * coming meanwhile, after `stopGraceMs` the chunks in flight are completed as missing. abort
+ * drops the chunks in flight; a new acquire replaces the run (as abort); the end of the
+ * detector acquisition it is bound to ends it (`ended`; chunks in flight completed as missing).
+ * The acquisition id stays reported (heartbeats) after done / stopped / ended, so that the
+ * merger does not take the receiver for one that lost it; a repeated acquire of it is a no-op.
  */
 import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../src/k2is/constants.js';
 import { TesseraError } from '../src/errors.js';
@@ -46,6 +54,8 @@ import type { AcquisitionInfo, AcquisitionSummary, SectorTile, TileSink } from '
 
 const FULL = 0xffffffff;
 const FRAME_PIXELS = SECTOR_HEIGHT * SECTOR_WIDTH;
+/** whole chunks skipped over by a gap are sent as missing up to this many frames per gap */
+export const MAX_FILL_FRAMES = 512;
 
 export type RunState = 'armed' | 'running' | 'stopping' | 'done' | 'stopped' | 'aborted' | 'ended' | 'failed';
 
@@ -58,14 +68,16 @@ export interface PartialRunnerOptions {
   configureScan?: (next: ScanConfig, current?: ScanConfig) => void;
   /** an acquisition cannot go on (a UDF threw): tell the merger */
   onFailure?: (acquisition: string, err: TesseraError) => void;
-  /** after stop, how long the chunk in flight may take to complete before it is completed as missing (default 2000 ms) */
+  /** while stopping, how long without frames before the chunks in flight are completed as missing (default 2000 ms) */
   stopGraceMs?: number;
   log?: Logger;
 }
 
 export class PartialRunnerStats {
   chunksSent = 0;
-  /** chunks without a frame of their own (skipped over by a gap) */
+  /** chunks sent without a single frame of their own (all positions missing) */
+  chunksMissing = 0;
+  /** chunks skipped over by a gap too long to fill (not sent) */
   chunksSkipped = 0;
   framesProcessed = 0;
   /** positions fed as zero frames because no frame came for them */
@@ -96,6 +108,9 @@ interface Chunk {
   real: boolean;
 }
 
+/** A TesseraError remembered for a repeated acquire of a run that failed. */
+type RunError = TesseraError;
+
 interface Run {
   msg: AcquireMessage;
   positions: number;
@@ -108,9 +123,15 @@ interface Run {
   /** ShutterSync acquisition number it runs on, once bound */
   shutterAcquisition: number | null;
   startIndex: number;
+  /** first acquisition-relative frame this receiver runs (> 0 when it joined late: a chunk boundary) */
+  joinRel: number;
   open: Chunk[];
+  /** newest chunk opened (epoch x chunksPerEpoch + chunk) */
   lastSeq: number;
+  /** stop: first acquisition-relative frame not to process */
+  stopAt: number | null;
   stopTimer: NodeJS.Timeout | null;
+  error: RunError | null;
 }
 
 export class PartialRunner implements TileSink {
@@ -127,10 +148,15 @@ export class PartialRunner implements TileSink {
     this.sigShape = [SECTOR_HEIGHT, SECTOR_WIDTH * o.sectors];
   }
 
-  /** The merger acquisition armed, running or stopping, or null. */
+  /** The merger acquisition this receiver was given (armed, running, or over here: done, stopped, ended), or null (none, aborted, failed). */
   get acquisition(): string | null {
     const r = this.run;
-    return r && (r.state === 'armed' || r.state === 'running' || r.state === 'stopping') ? r.msg.acquisition : null;
+    return r && r.state !== 'aborted' && r.state !== 'failed' ? r.msg.acquisition : null;
+  }
+
+  /** True while the acquisition is armed, running or stopping here. */
+  get active(): boolean {
+    return this.run !== null && this.isActive(this.run);
   }
 
   get state(): RunState | null {
@@ -149,7 +175,10 @@ export class PartialRunner implements TileSink {
    */
   arm(m: AcquireMessage): void {
     const cur = this.run;
-    if (cur && cur.msg.acquisition === m.acquisition && (cur.state === 'armed' || cur.state === 'running' || cur.state === 'stopping')) return;
+    if (cur && cur.msg.acquisition === m.acquisition && cur.state !== 'aborted') {
+      if (cur.error) throw cur.error;
+      return;
+    }
     const positions = m.scanShape[0] * m.scanShape[1];
     const ids = new Set<string>();
     const udfs = m.udfs.map((u) => {
@@ -163,16 +192,12 @@ export class PartialRunner implements TileSink {
     let bindNow = false;
     if (m.start !== null) {
       const d = this.detector;
-      if (d && d.round === m.start.shutterRound) {
-        if (this.newest !== null && this.newest >= m.start.startIndex) {
-          throw new TesseraError('TESSERA_ERR_LIVE_START', m.acquisition, `frame ${m.start.startIndex} of shutter round ${m.start.shutterRound} has passed (newest frame ${this.newest})`);
-        }
-        bindNow = true;
-      } else if (d && (d.round === null || d.round > m.start.shutterRound)) {
+      if (d && d.round === m.start.shutterRound) bindNow = true;
+      else if (d && (d.round === null || d.round > m.start.shutterRound)) {
         throw new TesseraError('TESSERA_ERR_LIVE_START', m.acquisition, `shutter round ${m.start.shutterRound} is not under way (current round ${String(d.round)})`);
       }
     }
-    if (cur) this.abandon(cur, `replaced by acquisition ${m.acquisition}`);
+    if (cur && this.isActive(cur)) this.abandon(cur, `replaced by acquisition ${m.acquisition}`);
     const run: Run = {
       msg: m,
       positions,
@@ -184,9 +209,12 @@ export class PartialRunner implements TileSink {
       state: 'armed',
       shutterAcquisition: null,
       startIndex: 0,
+      joinRel: 0,
       open: [],
       lastSeq: -1,
+      stopAt: null,
       stopTimer: null,
+      error: null,
     };
     this.run = run;
     // a single scan from the next edge ends with the scan; otherwise the detector acquisition
@@ -194,8 +222,9 @@ export class PartialRunner implements TileSink {
     const repeat = m.start !== null || m.mode === 'continuous';
     const scan: ScanConfig = { scanPositions: positions, continuous: repeat };
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
-    if (bindNow) this.bind(run, this.detector!, m.start!.startIndex);
-    this.o.log?.info({ acquisition: m.acquisition, scanShape: m.scanShape, chunkSize: m.chunkSize, mode: m.mode, start: m.start, udfs: m.udfs.map((u) => u.name), bound: bindNow }, 'live acquisition armed');
+    this.o.log?.info({ acquisition: m.acquisition, scanShape: m.scanShape, chunkSize: m.chunkSize, mode: m.mode, start: m.start, udfs: m.udfs.map((u) => u.name) }, 'live acquisition armed');
+    // the start has passed (e.g. this receiver restarted): join at the next chunk boundary
+    if (bindNow) this.bind(run, this.detector!, m.start!.startIndex, this.newest === null ? 0 : this.newest + 1);
   }
 
   /** A parameter change; throws when it cannot apply (unknown acquisition or UDF, bad params). */
@@ -214,22 +243,23 @@ export class PartialRunner implements TileSink {
     this.o.log?.info({ acquisition: m.acquisition, udfId: m.udfId, fromFrame: m.fromFrame }, 'live parameter change queued');
   }
 
-  /** Complete the chunk in flight, then stop. */
-  stop(acquisition: string): void {
+  /**
+   * Send every chunk before acquisition-relative frame `atFrame` (null: the chunks in flight),
+   * nothing from it on, then stop.
+   */
+  stop(acquisition: string, atFrame: number | null = null): void {
     const run = this.run;
     if (!run || run.msg.acquisition !== acquisition) return;
     if (run.state === 'armed') return this.setState(run, 'stopped');
-    if (run.state !== 'running') return;
+    if (run.state !== 'running' && run.state !== 'stopping') return;
+    const inFlight = run.open.length > 0 ? Math.max(...run.open.map((c) => this.firstFrame(run, c.seq) + (c.navEnd - c.navStart))) : this.firstFrame(run, run.lastSeq + 1);
+    run.stopAt = atFrame ?? inFlight;
     run.state = 'stopping';
-    if (run.open.length === 0) return this.setState(run, 'stopped');
-    run.stopTimer = setTimeout(() => {
-      run.stopTimer = null;
-      if (this.run !== run || run.state !== 'stopping') return;
-      this.o.log?.warn({ acquisition, open: run.open.map((c) => [c.epoch, c.chunk]) }, 'stop: chunk in flight did not complete in time: completed with missing frames');
-      this.completeAll(run);
-      this.setState(run, 'stopped');
-    }, this.o.stopGraceMs ?? 2000);
-    run.stopTimer.unref?.();
+    this.o.log?.info({ acquisition, atFrame: run.stopAt }, 'live acquisition stopping');
+    // chunks from stopAt on are not sent
+    for (const c of run.open.slice()) if (this.firstFrame(run, c.seq) >= run.stopAt) run.open.splice(run.open.indexOf(c), 1);
+    this.checkStopped(run);
+    if (this.isActive(run)) this.armStopTimer(run);
   }
 
   /** Drop the chunk in flight and stop at once. */
@@ -248,8 +278,8 @@ export class PartialRunner implements TileSink {
     const run = this.run;
     if (!run || run.state !== 'armed') return;
     const start = run.msg.start;
-    if (start === null) this.bind(run, a, 0);
-    else if (a.round === start.shutterRound) this.bind(run, a, start.startIndex);
+    if (start === null) this.bind(run, a, 0, a.joinedAt);
+    else if (a.round === start.shutterRound) this.bind(run, a, start.startIndex, a.joinedAt);
   }
 
   onAcquisitionEnd(a: AcquisitionSummary): void {
@@ -272,6 +302,7 @@ export class PartialRunner implements TileSink {
     } catch (err) {
       this.fail(run, err);
     }
+    if (run.state === 'stopping') this.armStopTimer(run);
     const dt = performance.now() - t0;
     this.stats.busyMs += dt;
     if (dt > this.stats.maxStallMs) this.stats.maxStallMs = dt;
@@ -305,11 +336,37 @@ export class PartialRunner implements TileSink {
     new PartitionTask({ udfs, context, partition: { navStart: 0, navEnd: Math.min(chunkSize, positions), sig: this.sig } }).finish();
   }
 
-  private bind(run: Run, a: AcquisitionInfo, startIndex: number): void {
+  /** Run on detector acquisition `a` from frame `startIndex`; `firstIndex`: the first frame it can still see. */
+  private bind(run: Run, a: AcquisitionInfo, startIndex: number, firstIndex: number): void {
     run.shutterAcquisition = a.acquisition;
     run.startIndex = startIndex;
+    run.joinRel = this.nextBoundary(run, Math.max(0, firstIndex - startIndex));
+    run.lastSeq = this.seqOf(run, run.joinRel) - 1;
     run.state = 'running';
-    this.o.log?.info({ acquisition: run.msg.acquisition, shutterAcquisition: a.acquisition, round: a.round, startIndex, joinedAt: a.joinedAt }, 'live acquisition running');
+    this.o.log?.info({ acquisition: run.msg.acquisition, shutterAcquisition: a.acquisition, round: a.round, startIndex, joinedAt: run.joinRel }, 'live acquisition running');
+    if (run.msg.mode === 'single' && run.joinRel >= run.positions) this.setState(run, 'done', { why: 'joined after the end of the scan' });
+  }
+
+  /** The first chunk boundary at or after acquisition-relative frame `rel`. */
+  private nextBoundary(run: Run, rel: number): number {
+    const N = run.positions;
+    const size = Math.min(run.msg.chunkSize, N);
+    const epoch = Math.floor(rel / N);
+    const k = Math.ceil((rel - epoch * N) / size);
+    return k * size >= N ? (epoch + 1) * N : epoch * N + k * size;
+  }
+
+  /** Chunk number over epochs of the chunk holding acquisition-relative frame `rel`. */
+  private seqOf(run: Run, rel: number): number {
+    const N = run.positions;
+    const epoch = Math.floor(rel / N);
+    return epoch * run.chunksPerEpoch + Math.floor((rel - epoch * N) / Math.min(run.msg.chunkSize, N));
+  }
+
+  /** Acquisition-relative first frame of chunk `seq`. */
+  private firstFrame(run: Run, seq: number): number {
+    const epoch = Math.floor(seq / run.chunksPerEpoch);
+    return epoch * run.positions + (seq - epoch * run.chunksPerEpoch) * Math.min(run.msg.chunkSize, run.positions);
   }
 
   private feed(run: Run, tile: SectorTile): void {
@@ -322,7 +379,7 @@ export class PartialRunner implements TileSink {
     let f = 0;
     while (f < tile.depth) {
       const rel = tile.frames[f]!.index - run.startIndex;
-      if (rel < 0) {
+      if (rel < run.joinRel) {
         f++;
         continue;
       }
@@ -373,15 +430,45 @@ export class PartialRunner implements TileSink {
       this.fill(c, c.navEnd - c.navStart);
       if (c.done === c.navEnd - c.navStart) this.finishChunk(run, c);
     }
-    if (!this.isActive(run) || run.state === 'stopping') return null;
+    if (!this.isActive(run)) return null;
     if (seq <= run.lastSeq) {
       this.stats.framesBehind++;
       return null;
     }
-    if (seq > run.lastSeq + 1) {
-      this.stats.chunksSkipped += seq - run.lastSeq - 1;
-      if (run.lastSeq >= 0) this.o.log?.warn({ acquisition: run.msg.acquisition, from: run.lastSeq + 1, to: seq - 1 }, 'chunks without frames skipped');
+    // whole chunks skipped over: sent as missing (bounded)
+    const gap = seq - run.lastSeq - 1;
+    if (gap > 0) {
+      this.o.log?.warn({ acquisition: run.msg.acquisition, from: run.lastSeq + 1, to: seq - 1 }, 'chunks without frames: sent as missing');
+      let budget = MAX_FILL_FRAMES;
+      for (let q = run.lastSeq + 1; q < seq && this.isActive(run); q++) {
+        const e = Math.floor(q / run.chunksPerEpoch);
+        const c = this.wanted(run, q) ? this.openChunk(run, q, e, q - e * run.chunksPerEpoch) : null;
+        if (!c) break;
+        if (c.navEnd - c.navStart > budget) {
+          run.open.splice(run.open.indexOf(c), 1);
+          this.stats.chunksSkipped += seq - q;
+          break;
+        }
+        budget -= c.navEnd - c.navStart;
+        this.fill(c, c.navEnd - c.navStart);
+        this.finishChunk(run, c);
+      }
+      if (!this.isActive(run)) return null;
     }
+    if (!this.wanted(run, seq)) {
+      this.checkStopped(run);
+      return null;
+    }
+    return this.openChunk(run, seq, epoch, k);
+  }
+
+  /** Whether chunk `seq` is to be run: single mode runs epoch 0 only; stop ends before stopAt. */
+  private wanted(run: Run, seq: number): boolean {
+    if (run.msg.mode === 'single' && seq >= run.chunksPerEpoch) return false;
+    return run.stopAt === null || this.firstFrame(run, seq) < run.stopAt;
+  }
+
+  private openChunk(run: Run, seq: number, epoch: number, k: number): Chunk {
     run.lastSeq = seq;
     const size = Math.min(run.msg.chunkSize, run.positions);
     const navStart = k * size;
@@ -425,34 +512,50 @@ export class PartialRunner implements TileSink {
 
   private finishChunk(run: Run, c: Chunk): void {
     run.open.splice(run.open.indexOf(c), 1);
-    if (!c.real) {
-      this.stats.chunksSkipped++;
-    } else {
-      const result = c.task.finish();
-      const partial: PartialMessage = {
-        version: LIVE_PROTOCOL_VERSION,
-        type: 'partial',
-        acquisition: run.msg.acquisition,
-        sector: this.o.sector,
-        epoch: c.epoch,
-        chunk: c.chunk,
-        navStart: c.navStart,
-        navEnd: c.navEnd,
-        frames: result.frames,
-        sig: result.sig,
-        udfs: result.udfs.map((buffers, i) => ({
-          id: run.msg.udfs[i]!.id,
-          paramsVersion: c.versions[i]!,
-          buffers: Object.fromEntries(Object.entries(buffers).map(([name, a]): [string, WireArray] => [name, toWire(a)])),
-        })),
-        damage: c.damage,
-        sentAt: Date.now(),
-      };
-      this.stats.chunksSent++;
-      this.o.send(partial);
-    }
+    const result = c.task.finish();
+    const partial: PartialMessage = {
+      version: LIVE_PROTOCOL_VERSION,
+      type: 'partial',
+      acquisition: run.msg.acquisition,
+      sector: this.o.sector,
+      epoch: c.epoch,
+      chunk: c.chunk,
+      navStart: c.navStart,
+      navEnd: c.navEnd,
+      frames: result.frames,
+      sig: result.sig,
+      udfs: result.udfs.map((buffers, i) => ({
+        id: run.msg.udfs[i]!.id,
+        paramsVersion: c.versions[i]!,
+        buffers: Object.fromEntries(Object.entries(buffers).map(([name, a]): [string, WireArray] => [name, toWire(a)])),
+      })),
+      damage: c.damage,
+      sentAt: Date.now(),
+    };
+    this.stats.chunksSent++;
+    if (!c.real) this.stats.chunksMissing++;
+    this.o.send(partial);
     if (run.msg.mode === 'single' && c.seq >= run.chunksPerEpoch - 1 && run.open.length === 0) this.setState(run, 'done');
-    else if (run.state === 'stopping' && run.open.length === 0) this.setState(run, 'stopped');
+    else this.checkStopped(run);
+  }
+
+  /** Stopping, nothing open, and the next chunk is past stopAt: stopped. */
+  private checkStopped(run: Run): void {
+    if (run.state !== 'stopping' || run.open.length > 0 || run.stopAt === null) return;
+    if (this.firstFrame(run, run.lastSeq + 1) >= run.stopAt) this.setState(run, 'stopped');
+  }
+
+  /** While stopping: if no frame comes for stopGraceMs, complete what is open as missing and stop. */
+  private armStopTimer(run: Run): void {
+    if (run.stopTimer) clearTimeout(run.stopTimer);
+    run.stopTimer = setTimeout(() => {
+      run.stopTimer = null;
+      if (this.run !== run || run.state !== 'stopping') return;
+      this.o.log?.warn({ acquisition: run.msg.acquisition, open: run.open.map((c) => [c.epoch, c.chunk]), atFrame: run.stopAt }, 'stop: no frames any more: chunks in flight completed with missing frames');
+      this.completeAll(run);
+      if (this.isActive(run)) this.setState(run, 'stopped');
+    }, this.o.stopGraceMs ?? 2000);
+    run.stopTimer.unref?.();
   }
 
   /** Complete every open chunk with missing frames for the positions that did not come. */
@@ -477,6 +580,7 @@ export class PartialRunner implements TileSink {
     const e = err instanceof TesseraError ? err : new TesseraError('TESSERA_ERR_INTERNAL', (err as Error)?.message ?? String(err));
     this.o.log?.error({ err, acquisition: run.msg.acquisition }, 'live acquisition failed on this receiver');
     run.open = [];
+    run.error = e;
     this.setState(run, 'failed');
     this.o.onFailure?.(run.msg.acquisition, e);
   }

@@ -270,7 +270,7 @@ export class SectorReceiver {
       case 'params':
         return reply(m.acquisition, () => runner.params(m));
       case 'stop':
-        return runner.stop(m.acquisition);
+        return runner.stop(m.acquisition, m.atFrame ?? null);
       case 'abort':
         return runner.abort(m.acquisition);
     }

@@ -134,8 +134,10 @@ describe('simulator -> receiver processes -> partial results (real UDP and ZeroM
       udfsFor: (p) => (p.udfs[2]!.paramsVersion === 0 ? udfs : udfs.map((u) => (u.id === 'vd' ? { ...u, params: moved } : u))),
       damageOf: () => 0,
     });
-    // single scan done: no acquisition any more
-    await merger.until(() => sectors.every((s) => merger.lastHeartbeat(s)!.acquisition === null), 'acquisition done in heartbeats');
+    // single scan done; the heartbeats keep naming it (the merger must not take the receiver for one that lost it)
+    for (const r of rxs) await r.waitFor((l) => l.msg === 'live acquisition state' && l.state === 'done', 10_000, 'done');
+    await new Promise((r) => setTimeout(r, 600));
+    for (const s of sectors) expect(merger.lastHeartbeat(s)!.acquisition).toBe('edge-1');
     for (const r of rxs) expect(r.lines.filter((l) => (l.level ?? 0) >= 50), r.name).toEqual([]);
   }, 60_000);
 
@@ -167,7 +169,7 @@ describe('simulator -> receiver processes -> partial results (real UDP and ZeroM
 
   it('continuous scan under way: start at a given frame lines up with the scan; stop ends it while frames go on', async () => {
     const sectors = [0, 7];
-    const { merger, base, coord } = await setup('continuous', sectors);
+    const { merger, base, coord, rxs } = await setup('continuous', sectors);
     const { sim } = simulate('continuous', base, ['--scan', '3x4', '--seed', '41', '--sectors', '0,7', '--frames-before', '2', '--continuous', '--fps', '100', '--max-frames', '3000']);
     const hb = await merger.until(() => {
       const h = sectors.map((s) => merger.lastHeartbeat(s));
@@ -183,7 +185,7 @@ describe('simulator -> receiver processes -> partial results (real UDP and ZeroM
     await merger.acquire(sectors, a);
     await merger.until(() => sectors.every((s) => merger.partials.filter((p) => p.sector === s && p.epoch >= 1 && p.chunk === 2).length > 0), 'two epochs from both sectors', 30_000);
     for (const s of sectors) await merger.send(s, { version: LIVE_PROTOCOL_VERSION, type: 'stop', acquisition: 'cont-1' });
-    await merger.until(() => sectors.every((s) => merger.lastHeartbeat(s)!.acquisition === null), 'stopped in heartbeats', 10_000);
+    for (const r of rxs) await r.waitFor((l) => l.msg === 'live acquisition state' && l.state === 'stopped', 10_000, 'stopped');
     // frames keep coming, partials do not
     await new Promise((r) => setTimeout(r, 300));
     const settled = merger.partials.length;

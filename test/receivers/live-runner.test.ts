@@ -127,8 +127,8 @@ describe('PartialRunner', () => {
     runner.onAcquisitionStart(info(3, 7));
     feed(runner, 3, [38, 39, 40], 1, 1860);
     expect(runner.lastIndex).toBe(40);
+    expect(runner.acquisition).toBeNull();
     const base = { scanShape: [2, 5] as [number, number], udfs, chunkSize: 5, mode: 'single' as const };
-    expect(() => runner.arm(acquireMessage({ ...base, acquisition: 'late', start: { shutterRound: 7, startIndex: 40 } }))).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_LIVE_START' }));
     expect(() => runner.arm(acquireMessage({ ...base, acquisition: 'old', start: { shutterRound: 6, startIndex: 50 } }))).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_LIVE_START' }));
     const a = acquireMessage({ ...base, acquisition: 'a2', start: { shutterRound: 7, startIndex: 50 } });
     runner.arm(a);
@@ -136,12 +136,41 @@ describe('PartialRunner', () => {
     expect(scans.at(-1)).toEqual([{ scanPositions: 10, continuous: true }, { scanPositions: 10, continuous: true }]);
     feed(runner, 3, Array.from({ length: 35 }, (_, k) => 41 + k), 4, 310);
     expect(runner.state).toBe('done');
-    expect(runner.acquisition).toBeNull();
+    expect(runner.active).toBe(false);
+    expect(runner.acquisition).toBe('a2'); // still reported: the merger must not take it for lost
+    runner.arm(a); // a repeat is a no-op
+    expect(runner.state).toBe('done');
     expect(sent.map((p) => [p.epoch, p.chunk])).toEqual([[0, 0], [0, 1]]);
     for (const p of sent) check(p, a, 50, () => true, () => udfs);
   });
 
-  it('stop completes the chunk in flight (or fills it after the grace time); abort drops it', async () => {
+  it('a start that has passed (a restarted receiver): joins at the next chunk boundary', () => {
+    const { runner, sent } = makeRunner();
+    const udfs = standardLiveUdfs().slice(0, 2);
+    runner.onAcquisitionStart(info(2, 4));
+    feed(runner, 2, [38, 39, 40], 1, 1860);
+    // start 30: frame 41 is rel 11 = epoch 1 position 1; the next boundary is position 5 (frame 45)
+    const a = acquireMessage({ acquisition: 'late', scanShape: [2, 5], udfs, chunkSize: 5, mode: 'continuous', start: { shutterRound: 4, startIndex: 30 } });
+    runner.arm(a);
+    feed(runner, 2, Array.from({ length: 20 }, (_, k) => 41 + k), 3, 1860);
+    expect(sent.map((p) => [p.epoch, p.chunk])).toEqual([[1, 1], [2, 0], [2, 1]]);
+    for (const p of sent) check(p, a, 30, () => true, () => udfs);
+  });
+
+  it('whole chunks skipped over by a gap are sent as missing', () => {
+    const { runner, sent } = makeRunner();
+    const udfs = standardLiveUdfs().slice(0, 2);
+    const a = acquireMessage({ acquisition: 'gap', scanShape: [1, 8], udfs, chunkSize: 2, mode: 'continuous' });
+    runner.arm(a);
+    runner.onAcquisitionStart(info(1, 1));
+    feed(runner, 1, [0, 1, 2, 7, 8, 9], 1, 1860);
+    const present = (i: number) => [0, 1, 2, 7, 8, 9].includes(i);
+    expect(sent.map((p) => [p.epoch, p.chunk])).toEqual([[0, 0], [0, 1], [0, 2], [0, 3], [1, 0]]);
+    for (const p of sent) check(p, a, 0, present, () => udfs);
+    expect(runner.stats).toMatchObject({ chunksMissing: 1, framesFilled: 4 });
+  });
+
+  it('stop sends the chunks before atFrame (or the one in flight; filled after the grace time without frames); abort drops it', async () => {
     const udfs = standardLiveUdfs().slice(0, 2);
     const a = acquireMessage({ acquisition: 's', scanShape: [1, 8], udfs, chunkSize: 4, mode: 'continuous' });
     // the chunk completes after stop
@@ -155,6 +184,18 @@ describe('PartialRunner', () => {
       feed(runner, 1, [6, 7, 8, 9], 1, 1860);
       expect(runner.state).toBe('stopped');
       expect(sent.map((p) => p.chunk)).toEqual([0, 1]);
+      for (const p of sent) check(p, a, 0, () => true, () => udfs);
+    }
+    // stop at a given frame ahead: every chunk before it, none from it on
+    {
+      const { runner, sent } = makeRunner();
+      runner.arm(a);
+      runner.onAcquisitionStart(info(1, 1));
+      feed(runner, 1, [0, 1, 2, 3, 4, 5], 1, 1860);
+      runner.stop('s', 12);
+      feed(runner, 1, Array.from({ length: 10 }, (_, k) => 6 + k), 1, 1860);
+      expect(runner.state).toBe('stopped');
+      expect(sent.map((p) => [p.epoch, p.chunk])).toEqual([[0, 0], [0, 1], [1, 0]]);
       for (const p of sent) check(p, a, 0, () => true, () => udfs);
     }
     // no more frames: after the grace time the chunk goes out with the rest missing
