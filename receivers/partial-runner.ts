@@ -190,6 +190,11 @@ export class PartialRunner implements TileSink {
     this.trial(context, udfs, positions, m.chunkSize);
 
     let bindNow = false;
+    // start null = index 0 of the next detector acquisition. A receiver that joined the one
+    // under way late (it was restarted while the shutter was on) never saw that edge: the
+    // merger's re-sent acquire means the acquisition under way, from the next chunk boundary.
+    const rejoin = m.start === null && this.detector !== null && this.detector.joinedAt > 0;
+    if (rejoin) bindNow = true;
     if (m.start !== null) {
       const d = this.detector;
       if (d && d.round === m.start.shutterRound) bindNow = true;
@@ -224,7 +229,7 @@ export class PartialRunner implements TileSink {
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
     this.o.log?.info({ acquisition: m.acquisition, scanShape: m.scanShape, chunkSize: m.chunkSize, mode: m.mode, start: m.start, udfs: m.udfs.map((u) => u.name) }, 'live acquisition armed');
     // the start has passed (e.g. this receiver restarted): join at the next chunk boundary
-    if (bindNow) this.bind(run, this.detector!, m.start!.startIndex, this.newest === null ? 0 : this.newest + 1);
+    if (bindNow) this.bind(run, this.detector!, m.start?.startIndex ?? 0, Math.max(this.detector!.joinedAt, this.newest === null ? 0 : this.newest + 1));
   }
 
   /** A parameter change; throws when it cannot apply (unknown acquisition or UDF, bad params). */

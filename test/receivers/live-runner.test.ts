@@ -144,7 +144,7 @@ describe('PartialRunner', () => {
     for (const p of sent) check(p, a, 50, () => true, () => udfs);
   });
 
-  it('a start that has passed (a restarted receiver): joins at the next chunk boundary', () => {
+  it('a start that has passed, or an edge start the receiver joined late (restarted): joins at the next chunk boundary', () => {
     const { runner, sent } = makeRunner();
     const udfs = standardLiveUdfs().slice(0, 2);
     runner.onAcquisitionStart(info(2, 4));
@@ -155,6 +155,16 @@ describe('PartialRunner', () => {
     feed(runner, 2, Array.from({ length: 20 }, (_, k) => 41 + k), 3, 1860);
     expect(sent.map((p) => [p.epoch, p.chunk])).toEqual([[1, 1], [2, 0], [2, 1]]);
     for (const p of sent) check(p, a, 30, () => true, () => udfs);
+
+    // start null, re-sent to a receiver that joined the detector acquisition under way (restarted): that one, from the next boundary
+    const r2 = makeRunner();
+    r2.runner.onAcquisitionStart({ ...info(1, 9), joinedAt: 23 });
+    feed(r2.runner, 1, [23, 24], 1, 1860);
+    const b = acquireMessage({ acquisition: 'edge', scanShape: [2, 5], udfs, chunkSize: 5, mode: 'continuous' });
+    r2.runner.arm(b);
+    feed(r2.runner, 1, Array.from({ length: 12 }, (_, k) => 25 + k), 1, 1860);
+    expect(r2.sent.map((p) => [p.epoch, p.chunk])).toEqual([[2, 1], [3, 0]]);
+    for (const p of r2.sent) check(p, b, 0, () => true, () => udfs);
   });
 
   it('whole chunks skipped over by a gap are sent as missing', () => {
