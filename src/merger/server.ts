@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import { TesseraError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { installAccessControl, isLoopbackHost, resolveAccessPolicy, type HttpAccessPolicy } from './auth.js';
-import { httpApiPlugin, tesseraErrorHandler, tesseraNotFoundHandler, type AcquisitionController, type HttpApiOptions } from './http-api.js';
+import { errorReplyOf, httpApiPlugin, tesseraErrorHandler, tesseraNotFoundHandler, type AcquisitionController, type HttpApiOptions } from './http-api.js';
 import { LiveStore, LiveStoreRegistry } from './live-store.js';
 import { LiveStream, wsStreamPlugin, type LiveStreamOptions } from './ws-stream.js';
 
@@ -95,6 +95,10 @@ export async function buildMergerServer(options: MergerServerOptions): Promise<M
     loggerInstance: logger as FastifyBaseLogger,
     // per-request lines would drown the log when the UI polls /api/status
     logController: new LogController({ disableRequestLogging: true }),
+    // a malformed URL (bad percent-encoding) gets the API's error shape, like every other 4xx
+    frameworkErrors: (error, _request, reply) => {
+      void (reply as unknown as { code(n: number): { send(body: unknown): unknown } }).code(400).send(errorReplyOf(new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'url', error.message)));
+    },
   });
   fastify.setErrorHandler(tesseraErrorHandler);
   fastify.setNotFoundHandler(tesseraNotFoundHandler);
