@@ -3,7 +3,7 @@
  * taken relative to it (an absolute one must already point inside it); `..`, and symbolic
  * links of existing parents that lead out of it, are refused.
  */
-import { existsSync, realpathSync } from 'node:fs';
+import { lstatSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { TesseraError } from '../errors.js';
 
@@ -12,17 +12,32 @@ function inside(dir: string, path: string): boolean {
   return r !== '' && !r.startsWith('..' + sep) && r !== '..' && !isAbsolute(r);
 }
 
+/** Whether `path` exists as an entry (a dangling symbolic link exists: writing through it would create its target). */
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The nearest existing ancestor of `path`, resolved through symbolic links. */
 function realAncestor(path: string): { real: string; rest: string } {
   let p = path;
   let rest = '';
-  while (!existsSync(p)) {
+  while (!exists(p)) {
     const parent = dirname(p);
     rest = rest === '' ? p.slice(parent.length + 1) : join(p.slice(parent.length + 1), rest);
     if (parent === p) break;
     p = parent;
   }
-  return { real: existsSync(p) ? realpathSync(p) : p, rest };
+  if (!exists(p)) return { real: p, rest };
+  try {
+    return { real: realpathSync(p), rest };
+  } catch (err) {
+    throw new TesseraError('TESSERA_ERR_RECORD_PATH', path, `${p} is a link that leads nowhere (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
 }
 
 /**
