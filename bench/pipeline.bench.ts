@@ -167,11 +167,11 @@ interface Trial {
   sendFps: number;
 }
 
-async function trial(client: TesseraClient, camera: Camera, fps: number): Promise<Trial> {
+async function trial(client: TesseraClient, camera: Camera, merger: Role, fps: number): Promise<Trial> {
   const { id } = await client.api.define({ ...defaultAcquisition(SCAN), mode: 'single' });
   await client.api.start(id);
-  // the receivers take the acquisition before the camera starts
-  await new Promise((r) => setTimeout(r, 600));
+  // every receiver has taken the acquisition before the camera starts
+  await until(() => merger.lines.filter((l) => l.msg === 'receiver ready' && l.acquisition === id).length >= NUM_SECTORS, 20_000, 'eight receivers ready');
   client.subscribe({ acquisition: id });
   const seen = new Array<number>(POSITIONS).fill(NaN);
   const off = client.on('update', () => {
@@ -249,7 +249,7 @@ export async function run(): Promise<void> {
     for (const fps of LADDER) {
       let pass = true;
       for (let t = 0; t < TRIALS && pass; t++) {
-        const r = await trial(client, camera, fps);
+        const r = await trial(client, camera, roles[0]!, fps);
         sendRates.push(r.sendFps);
         console.log(`  ${fps} fps (camera sent at ${r.sendFps.toFixed(0)} fps): ${r.ok ? 'no loss' : r.why}`);
         pass = r.ok && r.sendFps >= fps * 0.9;
@@ -265,7 +265,7 @@ export async function run(): Promise<void> {
     const rowEnd: number[] = [];
     const all: number[] = [];
     for (let t = 0; t < LATENCY_TRIALS; t++) {
-      const r = await trial(client, camera, fps);
+      const r = await trial(client, camera, roles[0]!, fps);
       rowEnd.push(...r.latencyRowEnd);
       all.push(...r.latencyAll);
     }
