@@ -604,6 +604,13 @@ export class AcquisitionManager implements AcquisitionController {
     return this.summary(a);
   }
 
+  /** For /metrics: the current acquisition's merge latencies (ms) since the last call, and its chunks waiting for sectors. */
+  takeMergeFigures(): { latenciesMs: number[]; pendingChunks: number } {
+    const a = this.current;
+    if (!a) return { latenciesMs: [], pendingChunks: 0 };
+    return { latenciesMs: a.feed.latencies.splice(0), pendingChunks: a.merger.pendingChunks };
+  }
+
   /** Counters for logs and benchmarks. */
   counters(): Record<string, unknown> {
     const a = this.current;

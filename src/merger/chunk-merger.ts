@@ -174,6 +174,11 @@ export class ChunkMerger {
     return [...this.epochs.values()];
   }
 
+  /** Chunks that have partials but still wait for other sectors (/metrics). */
+  get pendingChunks(): number {
+    return this.pending.size;
+  }
+
   /** Frames merged in total (all epochs). */
   get framesMerged(): number {
     return this.counters.framesMerged;
