@@ -81,6 +81,7 @@ export interface RecordingSummary {
   bytes: number;
   lastWriteMs: number | null;
   lastPublishMs: number | null;
+  skippedEpochs: number;
   startedAt: string | null;
   endedAt: string | null;
 }
@@ -105,6 +106,7 @@ const recordingSummarySchema = {
     bytes: { type: 'number' },
     lastWriteMs: { type: ['number', 'null'] },
     lastPublishMs: { type: ['number', 'null'] },
+    skippedEpochs: { type: 'integer' },
     startedAt: { type: ['string', 'null'] },
     endedAt: { type: ['string', 'null'] },
   },

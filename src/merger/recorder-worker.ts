@@ -53,10 +53,12 @@ export interface RecorderBatch {
   /** per-sector counters, [sectors, columns] */
   stats: { data: Float64Array; shape: number[]; attrs: Record<string, AttrValue> };
   rootAttrs: Record<string, AttrValue>;
+  /** publish a consistent copy after this batch whatever the pacing (an epoch completed) */
+  publish: boolean;
 }
 
 export type RecorderCommand =
-  | { type: 'open'; path: string; attrs: Record<string, AttrValue>; roi: Uint8Array | null; navShape: number[] }
+  | { type: 'open'; path: string; attrs: Record<string, AttrValue>; roi: Uint8Array | null; navShape: number[]; minPublishIntervalMs: number }
   | RecorderBatch
   | { type: 'close'; attrs: Record<string, AttrValue> }
   /** tests: sleep this long before each batch (a slow disk) */
@@ -64,7 +66,8 @@ export type RecorderCommand =
 
 export type RecorderReply =
   | { type: 'opened'; path: string }
-  | { type: 'written'; seq: number; writeMs: number; publishMs: number; bytes: number }
+  /** published: the recording's path now holds everything up to this batch */
+  | { type: 'written'; seq: number; writeMs: number; publishMs: number | null; published: boolean; bytes: number }
   | { type: 'closed'; path: string; bytes: number }
   | { type: 'error'; code: string; message: string };
 
@@ -73,6 +76,8 @@ let target = '';
 let working = '';
 let failed = false;
 let delayMs = 0;
+let minPublishIntervalMs = 1000;
+let lastPublish = { at: 0, ms: 0 };
 
 function reply(m: RecorderReply): void {
   parentPort!.postMessage(m);
@@ -110,9 +115,19 @@ function writeEpoch(w: ReducedFileWriter, e: RecordedEpoch): void {
 
 /** Publish a consistent copy of the flushed working file at the recording's path. */
 function publish(): void {
+  const t0 = performance.now();
   const tmp = `${target}.tmp`;
   copyFileSync(working, tmp, fsConstants.COPYFILE_FICLONE);
   renameSync(tmp, target);
+  lastPublish = { at: performance.now(), ms: performance.now() - t0 };
+}
+
+/**
+ * The copy costs the file's size: publish at most every minPublishIntervalMs, and at most a
+ * fifth of the time (a big recording is published less often; its lag says so).
+ */
+function publishDue(): boolean {
+  return performance.now() - lastPublish.at >= Math.max(minPublishIntervalMs, 4 * lastPublish.ms);
 }
 
 function sleep(ms: number): void {
@@ -129,6 +144,7 @@ async function handle(m: RecorderCommand): Promise<void> {
     if (m.type === 'open') {
       target = m.path;
       working = `${m.path}.writing`;
+      minPublishIntervalMs = m.minPublishIntervalMs;
       writer = await ReducedFileWriter.create(working, { attrs: m.attrs });
       if (m.roi) writer.writeArray('/roi', m.roi, m.navShape, { dtype: 'uint8' });
       writer.flush();
@@ -143,9 +159,9 @@ async function handle(m: RecorderCommand): Promise<void> {
       writer.setAttrs('/', m.rootAttrs);
       writer.flush();
       const t1 = performance.now();
-      publish();
-      const t2 = performance.now();
-      reply({ type: 'written', seq: m.seq, writeMs: t1 - t0, publishMs: t2 - t1, bytes: statSync(target).size });
+      const published = m.publish || publishDue();
+      if (published) publish();
+      reply({ type: 'written', seq: m.seq, writeMs: t1 - t0, publishMs: published ? lastPublish.ms : null, published, bytes: statSync(target).size });
     } else if (m.type === 'close') {
       if (!writer) return;
       writer.setAttrs('/', m.attrs);

@@ -45,8 +45,10 @@ export interface RecordingStatus {
   bytes: number;
   /** HDF5 write + flush time of the last batch */
   lastWriteMs: number | null;
-  /** time to publish the last batch's consistent copy */
+  /** time to publish the last consistent copy */
   lastPublishMs: number | null;
+  /** epochs not recorded because the writer fell too far behind (bounded memory) */
+  skippedEpochs: number;
   startedAt: string | null;
   endedAt: string | null;
 }
@@ -92,6 +94,9 @@ interface EpochTrack {
   validWritten: Set<string>;
 }
 
+/** epochs waiting for the writer at most; older ones are skipped (and counted) */
+const MAX_PENDING_EPOCHS = 3;
+
 const STATS_COLUMNS = ['datagrams', 'lost', 'duplicates', 'late', 'corrupt', 'damagedFrames', 'alive'] as const;
 
 /** The compiled writer thread (tests run the TypeScript sources: use the build's). */
@@ -108,8 +113,10 @@ export class AcquisitionRecorder {
   private logTimer: NodeJS.Timeout | null = null;
   private inFlight: { seq: number; oldest: number | null; released: EpochTrack[] } | null = null;
   private oldestUnwritten: number | null = null;
+  /** oldest chunk written to the working file but not yet published */
+  private oldestUnpublished: number | null = null;
   private seq = 0;
-  private status_: RecordingStatus = { enabled: false, path: null, state: 'off', error: null, lagMs: 0, batches: 0, bytes: 0, lastWriteMs: null, lastPublishMs: null, startedAt: null, endedAt: null };
+  private status_: RecordingStatus = { enabled: false, path: null, state: 'off', error: null, lagMs: 0, batches: 0, bytes: 0, lastWriteMs: null, lastPublishMs: null, skippedEpochs: 0, startedAt: null, endedAt: null };
   private waiters: Array<(r: RecorderReply) => void> = [];
   private finalState: string | null = null;
 
@@ -141,6 +148,14 @@ export class AcquisitionRecorder {
       lastSnapshot: 0,
       validWritten: new Set(),
     });
+    // a writer far behind must not keep every epoch of a fast continuous scan alive
+    if (this.status_.state !== 'recording') return;
+    const waiting = [...this.tracks.values()].filter((t) => !t.final).sort((a, b) => a.e.epoch - b.e.epoch);
+    for (const t of waiting.slice(0, Math.max(0, waiting.length - MAX_PENDING_EPOCHS))) {
+      this.tracks.delete(t.e.epoch);
+      this.status_.skippedEpochs++;
+      this.o.log?.warn({ acquisition: this.o.acquisition, epoch: t.e.epoch, skipped: this.status_.skippedEpochs }, 'recorder too far behind: an epoch is not recorded');
+    }
   }
 
   chunk(c: MergedChunk): void {
@@ -171,7 +186,7 @@ export class AcquisitionRecorder {
   status(): RecordingStatus {
     const s = this.status_;
     if (s.state === 'recording' || s.state === 'closing') {
-      const oldest = Math.min(this.inFlight?.oldest ?? Infinity, this.oldestUnwritten ?? Infinity);
+      const oldest = Math.min(this.inFlight?.oldest ?? Infinity, this.oldestUnwritten ?? Infinity, this.oldestUnpublished ?? Infinity);
       s.lagMs = Number.isFinite(oldest) ? Date.now() - oldest : 0;
     }
     return { ...s, error: s.error ? { ...s.error } : null };
@@ -185,7 +200,7 @@ export class AcquisitionRecorder {
   async start(path: string): Promise<RecordingStatus> {
     if (this.status_.state === 'recording' || this.status_.state === 'closing') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'start recording', `recording ${this.status_.state}`);
     const o = this.o;
-    this.status_ = { enabled: true, path, state: 'recording', error: null, lagMs: 0, batches: 0, bytes: 0, lastWriteMs: null, lastPublishMs: null, startedAt: new Date().toISOString(), endedAt: null };
+    this.status_ = { enabled: true, path, state: 'recording', error: null, lagMs: 0, batches: 0, bytes: 0, lastWriteMs: null, lastPublishMs: null, skippedEpochs: 0, startedAt: new Date().toISOString(), endedAt: null };
     this.finalState = null;
     for (const t of this.tracks.values()) {
       t.dirty = true;
@@ -194,6 +209,7 @@ export class AcquisitionRecorder {
       t.lastSnapshot = 0;
     }
     this.oldestUnwritten = null;
+    this.oldestUnpublished = null;
     try {
       mkdirSync(dirname(path), { recursive: true });
     } catch (err) {
@@ -222,7 +238,7 @@ export class AcquisitionRecorder {
       layout: this.continuous ? 'epochs' : 'single',
     };
     const roi = d.roi ? Uint8Array.from(d.roi as ArrayLike<number>, (v) => (v ? 1 : 0)) : null;
-    const opened = this.request({ type: 'open', path, attrs, roi, navShape: [...o.navShape] });
+    const opened = this.request({ type: 'open', path, attrs, roi, navShape: [...o.navShape], minPublishIntervalMs: o.writeIntervalMs });
     const r = await opened;
     if (r.type === 'error') return this.status();
     o.log?.info({ acquisition: o.acquisition, path }, 'recording started');
@@ -258,7 +274,12 @@ export class AcquisitionRecorder {
       s.batches++;
       s.bytes = r.bytes;
       s.lastWriteMs = r.writeMs;
-      s.lastPublishMs = r.publishMs;
+      if (r.published) {
+        s.lastPublishMs = r.publishMs;
+        this.oldestUnpublished = null;
+      } else if (this.inFlight?.seq === r.seq && this.inFlight.oldest !== null) {
+        this.oldestUnpublished = Math.min(this.oldestUnpublished ?? Infinity, this.inFlight.oldest);
+      }
       if (this.inFlight?.seq === r.seq) {
         for (const t of this.inFlight.released) if (this.tracks.get(t.e.epoch) === t && t.final) this.tracks.delete(t.e.epoch);
         this.inFlight = null;
@@ -319,7 +340,7 @@ export class AcquisitionRecorder {
     }
     if (epochs.length === 0) return false;
     const seq = ++this.seq;
-    const batch: RecorderBatch = { type: 'write', seq, epochs, stats: this.stats(), rootAttrs: this.rootAttrs() };
+    const batch: RecorderBatch = { type: 'write', seq, epochs, stats: this.stats(), rootAttrs: this.rootAttrs(), publish: false };
     this.inFlight = { seq, oldest: this.oldestUnwritten, released };
     this.oldestUnwritten = null;
     this.worker.postMessage(batch, transfer);
@@ -328,7 +349,7 @@ export class AcquisitionRecorder {
 
   private rootAttrs(): Record<string, AttrValue> {
     const epochs = [...this.tracks.values()].map((t) => t.e.epoch);
-    return { updated_at: new Date().toISOString(), ...(this.continuous && epochs.length ? { newest_epoch: Math.max(...epochs) } : {}) };
+    return { updated_at: new Date().toISOString(), skipped_epochs: this.status_.skippedEpochs, ...(this.continuous && epochs.length ? { newest_epoch: Math.max(...epochs) } : {}) };
   }
 
   private stats(): RecorderBatch['stats'] {
@@ -363,6 +384,8 @@ export class AcquisitionRecorder {
       const spec = this.o.udfs[i]!;
       const buffers: RecordedUdf['buffers'] = {};
       for (const [name, rb] of Object.entries(results)) {
+        // whole images (30 MB for a sum) are written with the snapshots only; nav maps every batch
+        if (rb.kind !== 'nav' && snapshotAt === null) continue;
         const data = rb.data.slice();
         transfer.push(data.buffer as ArrayBuffer);
         let valid: RecordedUdf['buffers'][string]['valid'] = null;

@@ -70,7 +70,7 @@ export async function launch(ps: Processes, overlay: Record<string, unknown> = {
     receiver: { statsIntervalMs: 1000 },
     merger: { chunkTimeoutMs: 5000 },
     dataDir,
-    recorder: { writeIntervalMs: 200, snapshotIntervalMs: 500 },
+    recorder: { writeIntervalMs: 200, snapshotIntervalMs: 1000 },
     ...overlay,
   });
   const merger = ps.spawn('merger', ['merger', '-c', path]);
