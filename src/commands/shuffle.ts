@@ -18,11 +18,12 @@ export function registerShuffleCommand(program: Command): void {
     .option('--scan <HxW>', 'scan shape for --select rect:…')
     .option('--fixed-rate', 'never lower the selection rate (skipped frames are still counted)')
     .option('--frame-timeout <ms>', 'complete a frame with zeros after this long', '500')
-    .action(async (raw: { config?: string; select: string; scan?: string; fixedRate?: boolean; frameTimeout: string }) => {
+    .option('--max-queued <n>', 'whole frames (7.6 MB each) waiting for a worker at most; more are skipped', '4')
+    .action(async (raw: { config?: string; select: string; scan?: string; fixedRate?: boolean; frameTimeout: string; maxQueued: string }) => {
       const config = loadConfig(raw.config);
       const log = createLogger('shuffle');
       const select = parseSelection(raw.select, raw.scan ? parseScanShape(raw.scan) : undefined);
-      const s = await ShuffleService.start({ slices: config.shuffle.slices, frames: config.shuffle.frames, select, fixedRate: raw.fixedRate ?? false, frameTimeoutMs: Number(raw.frameTimeout), log });
+      const s = await ShuffleService.start({ slices: config.shuffle.slices, frames: config.shuffle.frames, select, fixedRate: raw.fixedRate ?? false, frameTimeoutMs: Number(raw.frameTimeout), maxQueued: Math.max(0, Number(raw.maxQueued) || 0), log });
       log.info({ slices: s.slicesEndpoint, frames: s.framesEndpoint, select: select.kind }, 'shuffle listening');
       const stats = setInterval(() => log.info(s.counters(), 'shuffle stats'), 2000);
       await waitForSignal(log);

@@ -21,6 +21,8 @@ export interface WorkerState {
   lastSeen: number;
   lastServed: number;
   dispatched: number;
+  /** silent for workerTimeoutMs: not served until it speaks again (its credit is kept) */
+  gone: boolean;
 }
 
 export interface DispatcherCounters {
@@ -59,38 +61,50 @@ export class FrameDispatcher<F extends DispatchFrame> {
   credit(id: string, n: number): void {
     let w = this.workers.get(id);
     if (!w) {
-      w = { id, credits: 0, lastSeen: 0, lastServed: 0, dispatched: 0 };
+      w = { id, credits: 0, lastSeen: 0, lastServed: 0, dispatched: 0, gone: false };
       this.workers.set(id, w);
     }
+    w.gone = false;
     w.lastSeen = this.now();
     w.credits += n;
     this.drain();
   }
 
-  /** Workers silent for workerTimeoutMs are forgotten; returns their ids. */
+  /**
+   * Workers silent for workerTimeoutMs are not served any more (a worker busy with a long frame
+   * is silent too: it keeps its credit and is served again when it speaks); returns the ids
+   * that went silent now.
+   */
   expire(): string[] {
     const t = this.now();
     const gone: string[] = [];
     for (const w of this.workers.values()) {
-      if (t - w.lastSeen > this.o.workerTimeoutMs) {
-        this.workers.delete(w.id);
+      if (!w.gone && t - w.lastSeen > this.o.workerTimeoutMs) {
+        w.gone = true;
         gone.push(w.id);
       }
     }
     return gone;
   }
 
+  /** Workers not silent. */
+  get live(): number {
+    let n = 0;
+    for (const w of this.workers.values()) if (!w.gone) n++;
+    return n;
+  }
+
   /** Credit not used: workers idle for lack of frames. */
   get idleCredits(): number {
     let n = 0;
-    for (const w of this.workers.values()) n += w.credits;
+    for (const w of this.workers.values()) if (!w.gone) n += w.credits;
     return n;
   }
 
   private pick(): WorkerState | null {
     let best: WorkerState | null = null;
     for (const w of this.workers.values()) {
-      if (w.credits <= 0) continue;
+      if (w.credits <= 0 || w.gone) continue;
       if (!best || w.credits > best.credits || (w.credits === best.credits && w.lastServed < best.lastServed)) best = w;
     }
     return best;

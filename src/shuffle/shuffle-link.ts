@@ -31,7 +31,7 @@ export interface ShuffleLinkOptions {
   keepEpochs: number;
   /** accept whole-frame UDFs without a live shuffle (they then wait for one) */
   assumeAvailable?: boolean;
-  /** keep merging a finished acquisition's late results this long (default 10 s) */
+  /** keep merging a finished acquisition's late results this long (default 60 s: workers trail the scan) */
   graceMs?: number;
   log?: Logger;
 }
@@ -120,7 +120,7 @@ export class ShuffleLink {
     const t = setTimeout(() => {
       a.merger.close();
       if (this.acquisitions.get(acquisition) === a && this.current !== a) this.acquisitions.delete(acquisition);
-    }, how === 'abort' ? 0 : (this.o.graceMs ?? 10_000));
+    }, how === 'abort' ? 0 : (this.o.graceMs ?? 60_000));
     t.unref();
   }
 

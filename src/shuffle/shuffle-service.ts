@@ -85,7 +85,7 @@ export class ShuffleService {
     this.assembler = new WholeFrameAssembler({ frameTimeoutMs: o.frameTimeoutMs ?? 500, maxFrames: o.maxFrames ?? 8, onFrame: (f) => this.onFrame(f) });
     this.dispatcher = new FrameDispatcher<OutFrame>({
       maxQueued: o.maxQueued ?? 4,
-      workerTimeoutMs: o.workerTimeoutMs ?? 3000,
+      workerTimeoutMs: o.workerTimeoutMs ?? 10_000,
       send: (w, f) => this.frameOut.send([w, encodeShuffle(f.header), Buffer.from(f.data.buffer, f.data.byteOffset, f.data.byteLength)]),
     });
     this.rate = new RateController({ windowMs: 1000, quietMs: 5000, maxDecimate: 1024 });
@@ -307,7 +307,7 @@ export class ShuffleService {
       type: 'status',
       pid: process.pid,
       acquisition: this.acquisition?.acquisition ?? null,
-      workers: this.dispatcher.workers.size,
+      workers: this.dispatcher.live,
       framesComplete: c.framesComplete,
       framesIncomplete: c.framesIncomplete,
       framesDispatched: this.dispatcher.counters.dispatched,
@@ -322,7 +322,7 @@ export class ShuffleService {
   }
 
   counters(): Record<string, unknown> {
-    return { ...this.status(), assembler: this.assembler.counters, dispatcher: this.dispatcher.counters, dropped: this.dropped, receivers: this.receivers.size, ruleVersion: this.book.version, sliceRate: this.rateWindow.fps };
+    return { ...this.status(), assembler: this.assembler.counters, dispatcher: this.dispatcher.counters, dropped: this.dropped, receivers: this.receivers.size, ruleVersion: this.book.version, sliceRate: this.rateWindow.fps, queued: this.dispatcher.queued, openFrames: this.assembler.openFrames, rssMB: Math.round(process.memoryUsage().rss / 1048576) };
   }
 
   async close(): Promise<void> {

@@ -86,7 +86,7 @@ export class ShufflePipeline {
     for (const c of this.clients) await c.close().catch(() => {});
     for (const w of this.testWorkers) w.close();
     await Promise.all(this.roles.map((r) => r.stop(5000).catch(() => r.kill())));
-    this.roles = [];
+
   }
 }
 
