@@ -85,7 +85,8 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
       cleanups.push(() => election!.close());
     }
     const staticDir = o.staticDir === undefined ? (existsSync(DEFAULT_STATIC_DIR) ? DEFAULT_STATIC_DIR : null) : o.staticDir;
-    const server = await buildMergerServer({ controller: manager, stores: registry, logger: log, host: config.merger.http.host, port: config.merger.http.port, staticDir, access });
+    const metrics = { status: () => manager.status(), counters: () => manager.counters(), takeMergeFigures: () => manager.takeMergeFigures(), link: () => link!.counters };
+    const server = await buildMergerServer({ controller: manager, stores: registry, logger: log, host: config.merger.http.host, port: config.merger.http.port, staticDir, access, metrics });
     cleanups.push(() => server.close());
     const every = o.statsIntervalMs ?? 5000;
     if (every > 0) {

@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../log.js';
 import { installAccessControl, isLoopbackHost, resolveAccessPolicy, type HttpAccessPolicy } from './auth.js';
 import { errorReplyOf, httpApiPlugin, tesseraErrorHandler, tesseraNotFoundHandler, type AcquisitionController, type HttpApiOptions } from './http-api.js';
 import { LiveStore, LiveStoreRegistry } from './live-store.js';
+import { MergerMetrics, metricsPlugin, type MetricsSources } from './metrics.js';
 import { LiveStream, wsStreamPlugin, type LiveStreamOptions } from './ws-stream.js';
 
 export interface MergerServerOptions {
@@ -27,6 +28,8 @@ export interface MergerServerOptions {
   api?: Omit<HttpApiOptions, 'controller'>;
   /** who may control and who may read (src/merger/auth.ts); none: open (loopback) */
   access?: HttpAccessPolicy | null;
+  /** what GET /metrics reports (src/merger/metrics.ts); none: no /metrics */
+  metrics?: MetricsSources | null;
 }
 
 export interface MergerServer {
@@ -105,6 +108,7 @@ export async function buildMergerServer(options: MergerServerOptions): Promise<M
   if (options.access) installAccessControl(fastify, options.access);
   const stream = new LiveStream({ ...options.ws, registry, logger: logger.child({ part: 'ws' }) });
   await fastify.register(wsStreamPlugin, { stream });
+  if (options.metrics) await fastify.register(metricsPlugin, { metrics: new MergerMetrics(options.metrics, stream) });
   if (options.controller) await fastify.register(httpApiPlugin, { ...options.api, prefix: '/api', controller: options.controller });
   if (hasFiles(options.staticDir)) await fastify.register(staticFilesPlugin, { root: options.staticDir });
 
