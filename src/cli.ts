@@ -11,6 +11,7 @@ import { registerReceiverCommand } from './commands/receiver.js';
 import { registerStartCommand } from './commands/start.js';
 import { registerMergerCommand } from './commands/merger.js';
 import { registerOfflineCommand } from './commands/offline.js';
+import { registerReplayCommand } from './commands/replay.js';
 import { registerShuffleCommand } from './commands/shuffle.js';
 import { registerWorkerCommand } from './commands/worker.js';
 
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerStartCommand(program);
   registerMergerCommand(program);
   registerOfflineCommand(program);
+  registerReplayCommand(program);
   registerShuffleCommand(program);
   registerWorkerCommand(program);
   return program;

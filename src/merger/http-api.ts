@@ -51,6 +51,10 @@ export interface AcquisitionController {
   status(): Awaitable<MergerStatus>;
   /** switch the recording of a defined or running acquisition on or off (optional: a controller without it answers 404) */
   setRecording?(id: string, enabled: boolean): Awaitable<AcquisitionSummary>;
+  /** `tessera replay` only: the recording's time line (GET /api/replay) */
+  replayTimeline?(): Awaitable<Record<string, unknown>>;
+  /** `tessera replay` only: the time (ms since the recording's start, null: the end) that 'current' subscribers see (POST /api/replay/time) */
+  setReplayTime?(t: number | null): Awaitable<Record<string, unknown>>;
 }
 
 export interface HttpApiOptions {
@@ -144,6 +148,15 @@ export const httpApiPlugin: FastifyPluginAsync<HttpApiOptions> = async (fastify,
       '/acquisitions/:id/record',
       { schema: { params: acquisitionIdParamsSchema, body: recordBodySchema, response: { 200: acquisitionSummarySchema, ...errorReplies } } },
       async (request) => controller.setRecording!(request.params.id, request.body.enabled),
+    );
+  }
+
+  if (controller.replayTimeline && controller.setReplayTime) {
+    fastify.get('/replay', async () => controller.replayTimeline!());
+    fastify.post<{ Body: { t: number | null } }>(
+      '/replay/time',
+      { schema: { body: { type: 'object', additionalProperties: false, required: ['t'], properties: { t: { type: ['number', 'null'] } } } } },
+      async (request) => controller.setReplayTime!(request.body.t),
     );
   }
 

@@ -61,6 +61,8 @@ export class RecordingFile {
     readonly navShape: [number, number],
     readonly sigShape: [number, number],
     readonly epochs: RecordedEpochView[],
+    /** datasets at the root (stats, roi, and a single scan's damage and merged_at) */
+    readonly rootDatasets: ReducedFile['datasets'],
     private file: H5Types.File | null,
   ) {}
 
@@ -112,7 +114,7 @@ export class RecordingFile {
       }
       const nav = root.navShape as [number, number];
       const sig = (root.sigShape.length === 2 ? root.sigShape : [1860, 2048]) as [number, number];
-      return new RecordingFile(abs, root.attrs, nav, sig, epochs, file);
+      return new RecordingFile(abs, root.attrs, nav, sig, epochs, root.datasets, file);
     } catch (err) {
       file.close();
       throw err;

@@ -1,0 +1,81 @@
+/**
+ * AcquisitionRecorder on a real ChunkMerger: the file holds the merged results (equal to the
+ * offline engine over the same frames), merge times per position in chunk order, sig
+ * snapshots over time, and a writer slowed down falls behind (lag in the status) and catches up.
+ */
+import { describe, expect, it } from 'vitest';
+import { readReducedFile } from '../../src/io/reduced-file.js';
+import { RecordingFile } from '../../src/merger/replay-file.js';
+import { recordingPath } from '../../src/merger/record-path.js';
+import { makeRecording, offlineOf, REC_UDFS, SCAN } from './recorder.helpers.js';
+
+describe('AcquisitionRecorder', () => {
+  it('writes the merged results, merge times and snapshots; equal to offline over the same frames', async () => {
+    const r = await makeRecording({ seed: 5 });
+    const status = r.recorder.status();
+    expect(status).toMatchObject({ state: 'closed', error: null, lagMs: 0, skippedEpochs: 0 });
+    const f = await readReducedFile(r.path);
+    expect(f.format).toBe('tessera-reduced/1');
+    expect(f.navShape).toEqual(SCAN);
+    const reference = await offlineOf(r.frames);
+    REC_UDFS.forEach((u, i) => {
+      for (const [name, ref] of Object.entries(reference[i]!)) {
+        const b = f.udfs[u.id]!.buffers[name]!;
+        expect(b.shape).toEqual([...ref.data.shape]);
+        expect(Array.from(b.data)).toEqual(Array.from(ref.data));
+        expect(Array.from(b.data)).toEqual(Array.from(r.epoch.results.results()[i]![name]!.data));
+      }
+    });
+    const mergedAt = Array.from(f.datasets.merged_at!.data);
+    // the first two chunks before the pause, the last two after it
+    expect(mergedAt.slice(0, 8).every((t) => t < r.pauseAt)).toBe(true);
+    expect(mergedAt.slice(8).every((t) => t > r.pauseAt)).toBe(true);
+    expect(Array.from(f.datasets.damage!.data)).toEqual(new Array(16).fill(8));
+    const rec = await RecordingFile.open(r.path);
+    try {
+      const e = rec.epochs[0]!;
+      const s = rec.snapshots(e, 'sum', 'intensity');
+      expect(s.times.length).toBeGreaterThanOrEqual(2);
+      // a snapshot during the pause holds the sum of the first eight frames
+      const mid = s.indexAt(r.pauseAt);
+      expect(mid).toBeGreaterThanOrEqual(0);
+      const half = await offlineOf(halfFrames(r.frames));
+      expect(Array.from(s.at(mid))).toEqual(Array.from(half[0]!.intensity!.data));
+      expect(Array.from(s.at(s.times.length - 1))).toEqual(Array.from(reference[0]!.intensity!.data));
+    } finally {
+      rec.close();
+    }
+  }, 60_000);
+
+  it('a slow writer: the recorder falls behind, says so, and catches up', async () => {
+    let lagWhileSlow = 0;
+    const r = await makeRecording({
+      seed: 6,
+      pauseMs: 100,
+      beforeSecondBurst: async (rec) => rec.slowDown(600),
+      afterSecondBurst: async (rec) => {
+        await new Promise((res) => setTimeout(res, 300));
+        lagWhileSlow = rec.status().lagMs;
+      },
+    });
+    expect(lagWhileSlow).toBeGreaterThan(0);
+    expect(r.recorder.status()).toMatchObject({ state: 'closed', lagMs: 0 });
+    const f = await readReducedFile(r.path);
+    const reference = await offlineOf(r.frames);
+    expect(Array.from(f.udfs.sumsig!.buffers.intensity!.data)).toEqual(Array.from(reference[1]!.intensity!.data));
+  }, 60_000);
+
+  it('recording paths stay inside the data directory', () => {
+    expect(recordingPath('/data', 'acq-1', null)).toBe('/data/acq-1.h5');
+    expect(recordingPath('/data', 'acq-1', 'a/b.h5')).toBe('/data/a/b.h5');
+    expect(recordingPath('/data', 'acq-1', '/data/c.h5')).toBe('/data/c.h5');
+    for (const bad of ['../x.h5', '/etc/x.h5', 'a/../../x.h5', '/data']) expect(() => recordingPath('/data', 'acq-1', bad), bad).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_RECORD_PATH' }));
+  });
+});
+
+/** The first half of the scan (8 frames) with the rest zero: what the sum holds at the pause. */
+function halfFrames(frames: Uint16Array): Uint16Array {
+  const out = new Uint16Array(frames.length);
+  out.set(frames.subarray(0, 8 * 1860 * 2048));
+  return out;
+}
