@@ -83,6 +83,8 @@ interface Acquisition {
   failed: Map<number, { why: string; pid: number | null }>;
   /** per sector: when acquire was last sent */
   acquireSent: Map<number, number>;
+  /** per sector: stop/abort messages sent again after the end */
+  endResent: Map<number, number>;
   stopAt: number | null;
   stopTimer: NodeJS.Timeout | null;
   rate: { t: number; frames: number; fps: number };
@@ -184,9 +186,13 @@ export class AcquisitionManager implements AcquisitionController {
         void this.o.send(v.sector, this.acquireMessage(a));
       }
     } else if ((a.state === 'stopping' || TERMINAL.includes(a.state)) && h.acquisition === a.id) {
+      // a receiver that missed the stop or abort hears it again, a few times (its heartbeat keeps
+      // naming the acquisition after the end, so this cannot be the condition alone)
       const sent = a.acquireSent.get(v.sector) ?? 0;
-      if (t - sent > 4 * HEARTBEAT_MS) {
+      const resent = a.endResent.get(v.sector) ?? 0;
+      if (t - sent > 4 * HEARTBEAT_MS && resent < 3) {
         a.acquireSent.set(v.sector, t);
+        a.endResent.set(v.sector, resent + 1);
         void this.o.send(v.sector, a.state === 'stopping' || a.state === 'done' ? this.stopMessage(a) : { version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
       }
     }
@@ -319,6 +325,7 @@ export class AcquisitionManager implements AcquisitionController {
       ready: new Set(),
       failed: new Map(),
       acquireSent: new Map(),
+      endResent: new Map(),
       stopAt: null,
       stopTimer: null,
       rate: { t: Date.now(), frames: 0, fps: 0 },

@@ -14,7 +14,7 @@ describe('a receiver process killed and restarted during a continuous acquisitio
   it('a killed receiver is missing in /api/status within LIVENESS_MS; the continuous acquisition goes on with its sector marked; restarted, it rejoins', async () => {
     const scan: [number, number] = [4, 8];
     const p = await launch({ merger: { chunkTimeoutMs: 1500 } });
-    const sim = simulate(p, scan, ['--fps', '30', '--seed', '13', '--continuous']);
+    const sim = simulate(p, scan, ['--fps', '15', '--seed', '13', '--continuous']);
     // the receivers follow the detector's continuous scan; the acquisition joins it at the next repetition
     await waitUntil(() => p.merger.lines.some((l) => l.msg === 'election decided' || l.msg === 'election: round opened'), 20_000, 'the election');
     await new Promise((r) => setTimeout(r, 1500));
@@ -40,11 +40,11 @@ describe('a receiver process killed and restarted during a continuous acquisitio
     // restart: the receiver comes back, takes the acquisition again and its sector completes chunks
     p.receivers[3] = spawnReceiver(p.config, 3);
     await waitUntil(async () => (await p.client.api.status()).sectors[3]!.state === 'alive', 30_000, 'sector 3 alive again');
-    // it is told the acquisition again (it may refuse to join mid-scan: then its sector stays
-    // filled in, and the acquisition must go on either way)
-    await waitUntil(() => p.merger.lines.filter((l) => (l.msg === 'receiver ready' || String(l.msg).startsWith('a receiver cannot run')) && l.sector === 3).length >= 2, 20_000, 'sector 3 answered the acquire again');
-    const again = (await p.client.api.get(id)).progress.framesMerged;
-    await waitUntil(async () => (await p.client.api.get(id)).progress.framesMerged >= again + 2 * scan[1], 20_000, 'merging goes on after the restart');
+    // it is told the acquisition again, joins at the next chunk boundary, and its sector
+    // completes frames again: an epoch begun after it rejoined has positions with all 8 sectors
+    await waitUntil(() => p.merger.lines.filter((l) => l.msg === 'receiver ready' && l.sector === 3).length >= 2, 20_000, 'sector 3 ready again');
+    const epochAtRejoin = (await p.client.api.get(id)).epoch;
+    await p.client.waitFor((m) => m.epoch !== null && m.epoch > epochAtRejoin && ((m.get('_damage', 'sectorsComplete')?.data as Uint8Array | undefined)?.some((v) => v === 8) ?? false), 30_000);
     const status = await p.client.api.status();
     expect(status.acquisition).toMatchObject({ id, state: 'running' });
     expect(status.sectors[3]!.state).toBe('alive');

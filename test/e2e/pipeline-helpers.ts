@@ -76,7 +76,7 @@ export async function launch(overlay: { merger?: Record<string, unknown> } = {})
   const receivers = Array.from({ length: 8 }, (_, s) => spawnReceiver(path, s));
   const client = new TesseraClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor });
   clients.push(client);
-  await waitUntil(async () => (await client.api.status()).sectors.every((s) => s.state === 'alive'), 30_000, 'eight receivers alive');
+  await waitUntil(async () => (await client.api.status()).sectors.every((s) => s.state === 'alive'), 90_000, 'eight receivers alive');
   return { config: path, dir, merger, receivers, client, url };
 }
 
