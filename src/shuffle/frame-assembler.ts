@@ -8,9 +8,9 @@
  * is 0xffffffff (the sector did not arrive whole). Memory is bounded by `maxFrames` frames.
  * Slices for frames already handed on, duplicates and malformed ones are counted and dropped.
  *
- * Frames are fresh buffers, not a reused pool: the consumer sends them over ZeroMQ, which may
- * keep a reference to the bytes after send() resolves (zero-copy), so reusing one could change
- * a frame under way.
+ * Frames sent to a worker are never reused: ZeroMQ may keep a reference to the bytes after
+ * send() resolves (zero-copy), so reusing one could change a frame under way. Only frames that
+ * were never sent (skipped) come back through `allocate`.
  */
 import { FRAME_HEIGHT, SECTOR_WIDTH } from '../k2is/constants.js';
 
@@ -67,6 +67,8 @@ export interface WholeFrameAssemblerOptions {
   frameTimeoutMs: number;
   maxFrames: number;
   onFrame: (f: AssembledFrame) => void;
+  /** a frame buffer to reuse (any content), or null for a new one */
+  allocate?: () => Uint16Array | null;
   now?: () => number;
 }
 
@@ -116,7 +118,7 @@ export class WholeFrameAssembler {
         acquisition: s.acquisition,
         round: s.round,
         index: s.index,
-        data: new Uint16Array(this.height * this.width),
+        data: this.o.allocate?.() ?? new Uint16Array(this.height * this.width),
         rowsIn: new Uint8Array(this.sectors * this.height),
         rowCount: new Array<number>(this.sectors).fill(0),
         damage: new Array<number>(this.sectors).fill(0),
@@ -154,7 +156,9 @@ export class WholeFrameAssembler {
     for (let s = 0; s < this.sectors; s++) {
       if (f.rowCount[s] === this.height) continue;
       complete = false;
-      // new arrays are zeros already: the missing rows are zero-filled
+      // the rows that never came are zeros (the buffer may be a reused one)
+      const rowsIn = f.rowsIn.subarray(s * this.height, (s + 1) * this.height);
+      for (let r = 0; r < this.height; r++) if (!rowsIn[r]) f.data.fill(0, r * this.width + s * this.sw, r * this.width + (s + 1) * this.sw);
       f.damage[s] = 0xffffffff;
     }
     if (complete) this.counters.framesComplete++;

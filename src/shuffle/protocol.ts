@@ -154,6 +154,7 @@ export function decodeShuffle(raw: Uint8Array): Obj {
     bad('shuffle', `not msgpack: ${(err as Error).message}`);
   }
   const r = obj(m, 'shuffle');
+  if (typeof r.version !== 'number') bad('shuffle', 'no version field');
   if (r.version !== SHUFFLE_PROTOCOL_VERSION) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', String(r.version), SHUFFLE_PROTOCOL_VERSION);
   if (typeof r.type !== 'string') bad('shuffle', 'no type field');
   return r;

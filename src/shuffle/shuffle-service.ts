@@ -30,6 +30,8 @@ import { SerialSender } from './serial-sender.js';
 
 export const MERGER_ID = 'merger';
 
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 export interface ShuffleServiceOptions {
   slices: string;
   frames: string;
@@ -74,19 +76,24 @@ export class ShuffleService {
   private loops: Promise<void>[] = [];
   private closed = false;
   private droppedTotal = 0;
+  /** frame buffers that were never sent, for the assembler to reuse (bounds garbage at high skip rates) */
+  private readonly spare: Uint16Array[] = [];
 
   private constructor(private readonly o: ShuffleServiceOptions) {
     this.base = o.select ?? { kind: 'all' };
     const common = { linger: 0, maxMessageSize: MAX_LIVE_MESSAGE_BYTES, mandatory: true, handover: true, sendTimeout: 2000 };
-    this.sliceRouter = new zmq.Router({ ...common, receiveHighWaterMark: 64 });
+    // per receiver: a few slices queued in ZeroMQ at most (8 x 1 MB x 8 sectors), the rest waits at the senders or is dropped there
+    this.sliceRouter = new zmq.Router({ ...common, receiveHighWaterMark: 8 });
     this.frameRouter = new zmq.Router({ ...common, sendHighWaterMark: 16 });
     this.sliceOut = new SerialSender(this.sliceRouter, 1024);
     this.frameOut = new SerialSender(this.frameRouter, 64);
-    this.assembler = new WholeFrameAssembler({ frameTimeoutMs: o.frameTimeoutMs ?? 500, maxFrames: o.maxFrames ?? 8, onFrame: (f) => this.onFrame(f) });
+    this.assembler = new WholeFrameAssembler({ frameTimeoutMs: o.frameTimeoutMs ?? 500, maxFrames: o.maxFrames ?? 8, onFrame: (f) => this.onFrame(f), allocate: () => this.spare.pop() ?? null });
     this.dispatcher = new FrameDispatcher<OutFrame>({
       maxQueued: o.maxQueued ?? 4,
       workerTimeoutMs: o.workerTimeoutMs ?? 10_000,
       send: (w, f) => this.frameOut.send([w, encodeShuffle(f.header), Buffer.from(f.data.buffer, f.data.byteOffset, f.data.byteLength)]),
+      // a skipped frame was never handed to ZeroMQ: its buffer is reused
+      onSkip: (f) => this.recycle(f.data),
     });
     this.rate = new RateController({ windowMs: 1000, quietMs: 5000, maxDecimate: 1024 });
   }
@@ -126,6 +133,9 @@ export class ShuffleService {
       } catch {
         return;
       }
+      // receive() resolves at once while slices are queued: yield, or a backlog would starve the
+      // timers (frame timeouts, the rate controller, status) for as long as it lasts
+      await yieldToEventLoop();
       const id = frames[0]!.toString('latin1');
       try {
         if (id === MERGER_ID) {
@@ -246,13 +256,17 @@ export class ShuffleService {
 
   private onFrame(f: AssembledFrame): void {
     const a = this.acquisition;
-    if (!a || a.acquisition !== f.acquisition) return this.drop('stale-frame');
+    if (!a || a.acquisition !== f.acquisition) return this.recycle(f.data), this.drop('stale-frame');
     const positions = a.scanShape[0] * a.scanShape[1];
     const rel = f.index - (a.start?.startIndex ?? 0);
     const epoch = Math.floor(rel / positions);
-    if (a.mode === 'single' && epoch > 0) return this.drop('after-scan');
+    if (a.mode === 'single' && epoch > 0) return this.recycle(f.data), this.drop('after-scan');
     const header: FrameHeader = { version: SHUFFLE_PROTOCOL_VERSION, type: 'frame', acquisition: a.acquisition, epoch, position: rel % positions, index: f.index, damage: f.damage };
     this.dispatcher.offer({ index: f.index, header, data: f.data });
+  }
+
+  private recycle(data: Uint16Array): void {
+    if (this.spare.length < 8) this.spare.push(data);
   }
 
   private toWorker(id: string, m: MergerToReceiver): void {
