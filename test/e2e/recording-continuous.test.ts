@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readReducedFile } from '../../src/io/reduced-file.js';
 import { waitUntil } from '../merger/live-helpers.js';
-import { defineAndStart, expectOffline, expectSame, launch, offline, Processes, simulate, truthFrames, UDFS } from './recording.helpers.js';
+import { defineAndStart, expectOffline, expectSame, setRecording, launch, offline, Processes, simulate, truthFrames, UDFS } from './recording.helpers.js';
 
 const ps = new Processes();
 afterEach(() => ps.cleanup(), 30_000);
@@ -30,8 +30,11 @@ describe('continuous acquisition: epochs in the stream and in the recording', ()
     p.client.subscribe({ acquisition: id, epoch: 1 });
     const epoch1 = await p.client.waitFor((m) => m.acquisition === id && m.epoch === 1 && m.progress?.framesMerged === scan[0] * scan[1], 30_000);
 
+    // recording switched off while the scan goes on: the file is closed with what it has
+    const off = await setRecording(p, id, false);
+    expect(off.record.state).toBe('closed');
+    expect(off.state).toBe('running');
     await p.client.api.stop(id);
-    await waitUntil(async () => (await p.client.api.get(id)).record.state === 'closed', 60_000, 'recording closed');
 
     const path = join(p.dataDir, 'continuous.h5');
     const closed = await p.client.api.get(id);
@@ -40,6 +43,7 @@ describe('continuous acquisition: epochs in the stream and in the recording', ()
     const root = await readReducedFile(path);
     expect(root.attrs.mode).toBe('continuous');
     expect(root.attrs.layout).toBe('epochs');
+    expect(root.attrs.final_state).toBe('recording stopped');
     const reference = await offline(scan, truthFrames(scan, 41));
     for (const k of [0, 1, 2]) {
       const f = await readReducedFile(path, { prefix: `epochs/${k}` });

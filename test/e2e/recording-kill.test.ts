@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readReducedFile } from '../../src/io/reduced-file.js';
 import { waitUntil } from '../merger/live-helpers.js';
-import { defineAndStart, expectSame, h5pyDigest, hasH5py, launch, offline, Processes, simulate, truthFrames, UDFS } from './recording.helpers.js';
+import { defineAndStart, expectSame, setRecording, h5pyDigest, hasH5py, launch, offline, Processes, simulate, truthFrames, UDFS } from './recording.helpers.js';
 
 const ps = new Processes();
 afterEach(() => ps.cleanup(), 30_000);
@@ -18,8 +18,12 @@ describe('recording and SIGKILL', () => {
     const scan: [number, number] = [16, 16];
     const n = scan[0] * scan[1];
     const p = await launch(ps);
-    const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 16, record: true, recordPath: 'killed.h5' });
+    const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 16 });
     simulate(ps, p, scan, ['--fps', '30', '--seed', '31']);
+    // recording switched on while the acquisition runs (the default path: <dataDir>/<id>.h5)
+    await waitUntil(async () => (await p.client.api.get(id)).progress.framesMerged >= 16, 60_000, 'a first chunk');
+    const on = await setRecording(p, id, true);
+    expect(on.record).toMatchObject({ enabled: true, path: join(p.dataDir, `${id}.h5`) });
     // a few batches in, well before the end of the scan
     await waitUntil(
       async () => {
@@ -34,7 +38,7 @@ describe('recording and SIGKILL', () => {
     p.merger.child.kill('SIGKILL');
     await p.merger.exited;
 
-    const path = join(p.dataDir, 'killed.h5');
+    const path = join(p.dataDir, `${id}.h5`);
     expect(existsSync(path)).toBe(true);
     const f = await readReducedFile(path);
     expect(f.format).toBe('tessera-reduced/1');
