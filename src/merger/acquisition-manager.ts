@@ -414,7 +414,7 @@ export class AcquisitionManager implements AcquisitionController {
     this.o.shuffle?.start({ ...this.acquireMessage(a), udfs: a.definition.udfs.filter((u) => isWholeFrame(u)).map((u) => ({ id: u.id, name: u.name, params: u.params })) }, a.definition.mode);
     a.rate = { t, frames: 0, fps: 0 };
     this.setState(a, 'running');
-    if (a.definition.record.enabled) void this.startRecording(a);
+    if (a.definition.record.enabled) this.startRecording(a).catch((err: unknown) => this.o.log?.error({ acquisition: a.id, err }, 'cannot start the recording'));
     this.o.log?.info({ acquisition: id, start: a.start, alive: this.monitor.alive().map((v) => v.sector) }, 'acquisition started');
     return this.summary(a);
   }
@@ -627,6 +627,11 @@ export class AcquisitionManager implements AcquisitionController {
   /** The current acquisition's merged results per epoch (tests, recording). */
   epochResults(id: string): EpochResults[] {
     return this.need(id).merger.epochList.slice();
+  }
+
+  /** Close every recording still open (the merger stops): each file is complete at its path. */
+  async closeRecordings(): Promise<void> {
+    await Promise.all([...this.acquisitions.values()].map((a) => a.recorder.close('merger stopped')));
   }
 
   close(): void {

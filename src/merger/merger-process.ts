@@ -65,6 +65,8 @@ export async function startMerger(o: MergerProcessOptions): Promise<MergerProces
     log,
   });
   const cleanups: Array<() => Promise<void> | void> = [() => shuffle.close(), () => manager.close()];
+  // (cleanups run last first) the recordings are closed after the link stops, before the manager
+  cleanups.push(() => manager.closeRecordings());
   const close = async () => {
     for (const c of cleanups.reverse()) await c();
   };
