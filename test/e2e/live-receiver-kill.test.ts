@@ -13,7 +13,7 @@ afterEach(cleanUp, 30_000);
 describe('a receiver process killed and restarted during a continuous acquisition', () => {
   it('a killed receiver is missing in /api/status within LIVENESS_MS; the continuous acquisition goes on with its sector marked; restarted, it rejoins', async () => {
     const scan: [number, number] = [4, 8];
-    const p = await launch({ merger: { chunkTimeoutMs: 1500 } });
+    const p = await launch();
     const sim = simulate(p, scan, ['--fps', '15', '--seed', '13', '--continuous']);
     // the receivers follow the detector's continuous scan; the acquisition joins it at the next repetition
     await waitUntil(() => p.merger.lines.some((l) => l.msg === 'election decided' || l.msg === 'election: round opened'), 20_000, 'the election');
