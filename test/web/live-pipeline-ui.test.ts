@@ -111,6 +111,10 @@ async function pageState(page: Page, pred: (s: PageState) => boolean, timeoutMs:
   }
 }
 
+const t0 = Date.now();
+/** progress lines, so that a timeout on a loaded machine says how far it got */
+const step = (what: string) => console.log(`live-pipeline-ui +${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}`);
+
 describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on the real pipeline', () => {
   it('starts from the UI, shows the merged maps, moves a detector, stops', async () => {
     execFileSync(process.execPath, [join(PROJECT_ROOT, 'scripts/build-web.mjs')], { stdio: 'pipe' });
@@ -123,6 +127,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     client = new TesseraClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor });
     await waitUntil(async () => (await client!.api.status()).sectors.every((s) => s.state === 'alive'), 30_000, 'eight receivers alive');
 
+    step('pipeline up, eight receivers alive');
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
     const page = await browser.newPage({ viewport: { width: 1500, height: 1300 } });
     // a loaded 2-core machine runs eight receivers, the simulator, the merger and chromium: be patient
@@ -138,10 +143,14 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     await page.fill('#scan-h', String(SCAN[0]));
     await page.fill('#scan-w', String(SCAN[1]));
     await page.check('#continuous');
+    // float32 sums (exact here) halve the 30 MB signal image updates on this loaded machine
+    await page.selectOption('.udf[data-udf="SumUDF"] select[name="dtype"]', '"float32"');
     await page.click('#btn-start');
+    step('started from the form');
     await page.waitForSelector('#acq-state[data-state="running"]', { timeout: 15_000 });
     const summary = (await client.api.status()).acquisition!;
     expect(summary.udfs.map((u) => u.name).sort()).toEqual(['ApplyMasksUDF', 'CoMUDF', 'SumSigUDF', 'SumUDF']);
+    expect(summary.udfs.find((u) => u.name === 'SumUDF')!.params).toEqual({ dtype: 'float32' });
     const masks = summary.udfs.find((u) => u.name === 'ApplyMasksUDF')!.params.masks as Array<Record<string, unknown>>;
     const bf = masks[0] as Disk;
     expect(bf).toEqual({ type: 'disk', cy: 930, cx: 1024, r: 116 });
@@ -151,6 +160,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
 
     // a pass with enough positions merged in the page: its map equals the merger's (a second
     // client, subscribed to that epoch) and the truth
+    step('simulator running');
     const seen = await pageState(page, (st) => st.complete.filter((c) => c === 8).length >= ENOUGH, 90_000, `${ENOUGH} positions merged`);
     expect(seen.acquisition).toBe(summary.id);
     expect(seen.shown).toEqual(seen.values);
@@ -171,6 +181,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     }
     await client.close();
 
+    step('page map equals the merger and the truth');
     // drag the bright-field disk by its centre, 40 frame pixels to the right
     await page.click('.detectors button[data-mode="pan"]');
     const geo = await page.evaluate(() => {
@@ -197,6 +208,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     expect(entry.appliesFromFrame).toBeGreaterThanOrEqual(NAV);
     await expect.poll(() => page.textContent('.detector-status')).toContain('applied from frame');
 
+    step('detector moved');
     // passes that start after the change: their map is the truth under the moved disk
     const epoch = Math.ceil(entry.appliesFromFrame / NAV);
     const next = await pageState(page, (st) => st.epoch >= epoch && st.complete.filter((c) => c === 8).length >= ENOUGH, 60_000, `epoch ${epoch}: ${ENOUGH} positions merged`);
@@ -210,15 +222,17 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     // the previous passes are in the history
     expect(await page.evaluate(() => (window as any).tessera.history.records.length)).toBeGreaterThanOrEqual(1);
 
+    step('new pass equals the truth under the moved disk');
     mkdirSync(OUTPUT, { recursive: true });
     await page.evaluate(() => (window as any).tessera.setPick(3, 5));
     await page.waitForTimeout(300);
     await page.screenshot({ path: join(OUTPUT, 'ui-live-pipeline.png'), fullPage: true });
 
+    step('screenshot taken');
     await page.click('#btn-stop');
     await page.waitForSelector('#acq-state[data-state="done"]', { timeout: 30_000 });
     expect((await client.api.get(summary.id)).state).toBe('done');
     expect(pageErrors).toEqual([]);
     expect(merger.lines.filter((l) => (l.level ?? 0) >= 50)).toEqual([]);
-  }, 240_000);
+  }, 300_000);
 });

@@ -114,5 +114,5 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('the page after 
     await page.screenshot({ path: join(OUTPUT, 'ui-npm-start.png'), fullPage: true });
     copyFileSync(join(OUTPUT, 'ui-npm-start.png'), join(PROJECT_ROOT, 'docs', 'ui-screenshot.png'));
     expect(pageErrors).toEqual([]);
-  }, 240_000);
+  }, 300_000);
 });
