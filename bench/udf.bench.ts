@@ -8,10 +8,12 @@
  * 2. Tile-size sweep, 64 KB .. 8 MB: the same pass over 122 MB of sector frames (more than
  *    L3), against memcpy of those bytes. Shows where LiberTEM's ~1 MB tiles stand.
  * 3. runUdf over whole K2 frames in memory on 1 and 2 worker threads.
+ *
+ * UDF_BENCH_QUICK=1 runs section 1 only.
  */
 import { performance } from 'node:perf_hooks';
 import { MemoryDataSet } from '../src/udf/dataset.js';
-import { ApplyMasksUDF, CoMUDF, SumSigUDF, SumUDF } from '../src/udf/lib/index.js';
+import { ApplyMasksUDF, CoMUDF, StdDevUDF, SumSigUDF, SumUDF } from '../src/udf/lib/index.js';
 import type { MaskSpec } from '../src/udf/masks.js';
 import { PartitionTask } from '../src/udf/partition-task.js';
 import { columnSlices } from '../src/udf/partition.js';
@@ -31,6 +33,19 @@ const DISKS: MaskSpec[] = [
   { type: 'disk', cy: 500, cx: 1500, r: 120 },
   { type: 'disk', cy: 1400, cx: 700, r: 100 },
 ];
+
+/** bright field (disk) + annular dark field (ring), the other live virtual-detector set */
+const BF_ADF: MaskSpec[] = [
+  { type: 'disk', cy: 930, cx: 1024, r: 120 },
+  { type: 'ring', cy: 930, cx: 1024, ri: 300, ro: 900 },
+];
+
+/** a dense float mask (Gaussian weights) over the whole frame: the dense, non-integer path */
+function gaussianMask(): MaskSpec {
+  const data = new Float64Array(H * W);
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) data[y * W + x] = Math.exp(-((y - 930) ** 2 + (x - 1024) ** 2) / (2 * 400 ** 2));
+  return { type: 'dense', data };
+}
 
 const receiverUdfs = (): UDF[] => [new SumUDF(), new SumSigUDF(), new ApplyMasksUDF({ masks: DISKS }), new CoMUDF()];
 
@@ -78,18 +93,26 @@ export async function run(): Promise<void> {
   const bytes = frames * 8 * SECTOR_BYTES;
   const memcpyTile = measureMemcpy(SECTOR_BYTES).best;
   report('memcpy of one sector tile (952 KB)', memcpyTile, 'GB/s');
+  const gauss = [gaussianMask()];
   const sets: Array<[string, () => UDF[]]> = [
     ['Sum + SumSig + ApplyMasks(4 sparse disks) + CoM, one pass', receiverUdfs],
+    ['Sum + SumSig + ApplyMasks(BF disk + ADF ring) + CoM, one pass', () => [new SumUDF(), new SumSigUDF(), new ApplyMasksUDF({ masks: BF_ADF }), new CoMUDF()]],
     ['Sum alone', () => [new SumUDF()]],
     ['SumSig alone', () => [new SumSigUDF()]],
     ['ApplyMasks(4 sparse disks) alone', () => [new ApplyMasksUDF({ masks: DISKS })]],
+    ['ApplyMasks(BF disk + ADF ring) alone', () => [new ApplyMasksUDF({ masks: BF_ADF })]],
+    ['ApplyMasks(1 dense float mask) alone', () => [new ApplyMasksUDF({ masks: gauss })]],
     ['CoM alone', () => [new CoMUDF()]],
+    ['StdDev alone', () => [new StdDevUDF()]],
   ];
   for (const [name, make] of sets) {
     const udfs = make();
     const rate = measure(() => pass(udfs, frames, 1, H, (s) => tiles[s]!), { bytes, runs: 5, minTimeMs: 300 });
     report(`${name}, 952 KB sector tiles in cache`, rate, 'GB/s', rate / memcpyTile, 'memcpy of the same tile');
+    // per 1860 x 256 sector frame: what a receiver spends per frame at that rate
+    report(`  ${name}, UDF time per sector frame`, (SECTOR_BYTES / (rate * 1e9)) * 1e3, 'ms', (SECTOR_BYTES / (rate * 1e9)) / (SECTOR_BYTES / (memcpyTile * 1e9)), 'memcpy time of the same tile');
   }
+  if (process.env.UDF_BENCH_QUICK) return;
 
   // 2. tile-size sweep over 16 frames x 8 sectors (122 MB, far more than L3)
   const perSector = 16;

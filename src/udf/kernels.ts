@@ -13,10 +13,27 @@ interface KernelExports {
   frame_sums_u16(src: number, n: number, depth: number, out: number): void;
   sum_frames_u16_u32(src: number, n: number, depth: number, acc: number): void;
   com_sums_u16(src: number, rows: number, w: number, depth: number, y0: number, x0: number, out: number): void;
+  runs_sum_u16(src: number, first: number, runs: number, nruns: number, depth: number, n: number, out: number, stride: number): void;
+  sparse_dot_u16(src: number, first: number, idx: number, val: number, count: number, depth: number, n: number, out: number, stride: number): void;
+  dense_dot_u16_f64(src: number, mask: number, n: number, depth: number, out: number, stride: number): void;
+  stddev_tile_u16(src: number, n: number, depth: number, n0: number, c: number, sum: number, varsum: number, tmp: number): void;
 }
 
+/** Constant data (mask tables) copied into kernel memory once per instance. */
+type Uploadable = Int32Array | Float64Array;
+
+/** Per-pixel StdDev state (sum, varsum as f64) of a partition, in kernel memory. */
+export interface KernelStdDevState {
+  readonly sum: number;
+  readonly varsum: number;
+  readonly pixels: number;
+}
+
+/** StdDev tiles are merged in chunks of at most this many frames: their integer sums stay exact in f64. */
+export const STDDEV_MAX_DEPTH = 1024;
+
 // The WebAssembly API, typed here: the project compiles without the DOM library that declares it.
-interface WasmMemory {
+export interface WasmMemory {
   readonly buffer: ArrayBuffer;
   grow(pages: number): number;
 }
@@ -75,10 +92,27 @@ export class TileKernels {
   private staged: TypedArray | null = null;
   private scratchPtr = 0;
   private scratchBytes = 0;
+  private tmpPtr = 0;
+  /** constant tables by identity: uploaded once per instance */
+  private uploads = new WeakMap<Uploadable, number>();
+  private readonly hostAlloc: ((bytes: number) => number) | null;
 
-  private constructor(module: object, initialBytes: number) {
-    this.memory = new wasm.Memory({ initial: Math.max(1, Math.ceil(initialBytes / PAGE)), maximum: 65_535 });
+  private constructor(module: object, initialBytes: number, host?: { memory: WasmMemory; alloc(bytes: number): number }) {
+    this.hostAlloc = host ? (bytes) => host.alloc(bytes) : null;
+    this.memory = host?.memory ?? new wasm.Memory({ initial: Math.max(1, Math.ceil(initialBytes / PAGE)), maximum: 65_535 });
     this.k = new wasm.Instance(module, { env: { memory: this.memory } }).exports as unknown as KernelExports;
+  }
+
+  /**
+   * Kernels that run on another module's memory, e.g. the decoder's that tiles are decoded into:
+   * tiles that are views of `memory` are then used in place, never copied. Kernel scratch and
+   * accumulators come from `alloc` (16-byte aligned offsets that stay reserved for as long as
+   * this instance lives; the owner may grow the memory, views are rebuilt on every call).
+   * Not pooled: release() does nothing. Null without the .wasm.
+   */
+  static onMemory(memory: WasmMemory, alloc: (bytes: number) => number): TileKernels | null {
+    const m = kernelModule();
+    return m ? new TileKernels(m, 0, { memory, alloc }) : null;
   }
 
   /**
@@ -95,6 +129,9 @@ export class TileKernels {
 
   /** Give the instance back for reuse; nothing allocated from it may be used afterwards. */
   release(): void {
+    if (this.hostAlloc) return;
+    this.uploads = new WeakMap();
+    this.tmpPtr = 0;
     this.top = ALIGN;
     this.stagePtr = this.stageBytes = this.scratchPtr = this.scratchBytes = 0;
     this.staged = null;
@@ -102,6 +139,7 @@ export class TileKernels {
   }
 
   private alloc(bytes: number): number {
+    if (this.hostAlloc) return this.hostAlloc(Math.ceil(bytes / ALIGN) * ALIGN);
     const ptr = this.top;
     const end = ptr + Math.ceil(bytes / ALIGN) * ALIGN;
     const size = this.memory.buffer.byteLength;
@@ -112,6 +150,8 @@ export class TileKernels {
 
   /** Copy a tile into kernel memory, once per tile object. */
   private stage(tile: Uint16Array): number {
+    // already in this memory (decoded there): in place
+    if (tile.buffer === this.memory.buffer) return tile.byteOffset;
     if (this.staged === tile) return this.stagePtr;
     if (tile.byteLength > this.stageBytes) {
       this.stagePtr = this.alloc(tile.byteLength);
@@ -148,6 +188,72 @@ export class TileKernels {
     this.k.com_sums_u16(src, rows, w, depth, y0, x0, dst);
     const res = new Float64Array(this.memory.buffer, dst, 3 * depth);
     for (let i = 0; i < 3 * depth; i++) out[i] += res[i]!;
+  }
+
+  /** The kernel-memory copy of a constant table (once per instance and array). */
+  private upload(a: Uploadable): number {
+    let ptr = this.uploads.get(a);
+    if (ptr === undefined) {
+      ptr = this.alloc(Math.max(a.byteLength, 8));
+      new Uint8Array(this.memory.buffer, ptr, a.byteLength).set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+      this.uploads.set(a, ptr);
+    }
+    return ptr;
+  }
+
+  /**
+   * out[at + f * stride] += sum of frame f's pixels over `count` runs starting at runs[2 * start]
+   * (pairs: first pixel, length), pixel indices relative to `first` (the tile's first pixel).
+   */
+  runsSum(tile: Uint16Array, depth: number, runs: Int32Array, start: number, count: number, first: number, out: TypedArray, at: number, stride: number): void {
+    const src = this.stage(tile);
+    const dst = this.scratch(depth);
+    this.k.runs_sum_u16(src, first, this.upload(runs) + 8 * start, count, depth, tile.length / depth, dst, 1);
+    const res = new Float64Array(this.memory.buffer, dst, depth);
+    for (let f = 0; f < depth; f++) out[at + f * stride] += res[f]!;
+  }
+
+  /** out[at + f * stride] += sum_j pixel(idx[j] - first) * val[j] for j in [start, start + count): the JavaScript loop's order. */
+  sparseDot(tile: Uint16Array, depth: number, idx: Int32Array, val: Float64Array, start: number, count: number, first: number, out: TypedArray, at: number, stride: number): void {
+    const src = this.stage(tile);
+    const dst = this.scratch(depth);
+    this.k.sparse_dot_u16(src, first, this.upload(idx) + 4 * start, this.upload(val) + 8 * start, count, depth, tile.length / depth, dst, 1);
+    const res = new Float64Array(this.memory.buffer, dst, depth);
+    for (let f = 0; f < depth; f++) out[at + f * stride] += res[f]!;
+  }
+
+  /** out[at + f * stride] += dot(frame f, mask[offset ..]) over the tile's pixels per frame. */
+  denseDot(tile: Uint16Array, depth: number, mask: Float64Array, offset: number, out: TypedArray, at: number, stride: number): void {
+    const src = this.stage(tile);
+    const dst = this.scratch(depth);
+    this.k.dense_dot_u16_f64(src, this.upload(mask) + 8 * offset, tile.length / depth, depth, dst, 1);
+    const res = new Float64Array(this.memory.buffer, dst, depth);
+    for (let f = 0; f < depth; f++) out[at + f * stride] += res[f]!;
+  }
+
+  /** Zeroed per-pixel StdDev state. */
+  stdDevState(pixels: number): KernelStdDevState {
+    const sum = this.alloc(pixels * 8);
+    const varsum = this.alloc(pixels * 8);
+    new Float64Array(this.memory.buffer, sum, pixels).fill(0);
+    new Float64Array(this.memory.buffer, varsum, pixels).fill(0);
+    return { sum, varsum, pixels };
+  }
+
+  /**
+   * Merge a tile (depth <= STDDEV_MAX_DEPTH frames) into the state's pixels from `offset` on,
+   * `n0` frames seen there before: see stddev_tile_u16 in kernels.wat.
+   */
+  stdDevTile(tile: Uint16Array, depth: number, state: KernelStdDevState, offset: number, n0: number): void {
+    if (this.tmpPtr === 0) this.tmpPtr = this.alloc(96);
+    const n = tile.length / depth;
+    this.k.stddev_tile_u16(this.stage(tile), n, depth, n0, (n0 * depth) / (n0 + depth), state.sum + 8 * offset, state.varsum + 8 * offset, this.tmpPtr);
+  }
+
+  /** Copy the state out: sum and varsum (whole partition slice). */
+  readStdDev(state: KernelStdDevState, sum: TypedArray, varsum: TypedArray): void {
+    sum.set(new Float64Array(this.memory.buffer, state.sum, state.pixels));
+    varsum.set(new Float64Array(this.memory.buffer, state.varsum, state.pixels));
   }
 
   accumulator(pixels: number): KernelAccumulator {

@@ -3,10 +3,11 @@
 ;; memory speed. All sums are exact integer arithmetic (u32/i64 lanes, flushed to f64 before
 ;; they could overflow), so results do not depend on how the data was cut into tiles.
 ;;
-;; Memory is imported: the JavaScript side (kernels.ts) owns it, stages tiles into it and keeps
-;; accumulators there. Pointers are byte offsets; pixel counts need not be multiples of 8.
+;; Memory is imported (no maximum, so that any memory fits, e.g. the one a decoder writes tiles
+;; into): the JavaScript side (kernels.ts) owns it, stages tiles into it and keeps accumulators
+;; there. Pointers are byte offsets; pixel counts need not be multiples of 8.
 (module
-  (memory (import "env" "memory") 1 65535)
+  (memory (import "env" "memory") 1)
 
   ;; Add the 4 u32 lanes of $x as f64 to a running f64.
   (func $lanes_u32_f64 (param $x v128) (result f64)
@@ -168,4 +169,194 @@
         (f64.store offset=16 (local.get $q) (f64.add (f64.load offset=16 (local.get $q)) (local.get $sx)))
         (local.set $f (i32.add (local.get $f) (i32.const 1)))
         (br $frames))))
+
+  ;; Masks as runs of equal pixels (disks, rings, rectangles, binary masks): out[f * stride] (f64,
+  ;; stride in elements) += sum over the $nruns runs of frame f's pixels. A run is two i32 at
+  ;; $runs: first pixel (flat, relative to $first) and length. Exact: integer sums.
+  (func (export "runs_sum_u16") (param $src i32) (param $first i32) (param $runs i32) (param $nruns i32) (param $depth i32) (param $n i32) (param $out i32) (param $stride i32)
+    (local $f i32) (local $base i32) (local $j i32) (local $r i32) (local $acc f64) (local $q i32)
+    (block $done
+      (loop $frames
+        (br_if $done (i32.ge_u (local.get $f) (local.get $depth)))
+        (local.set $base (i32.add (local.get $src) (i32.shl (i32.sub (i32.mul (local.get $f) (local.get $n)) (local.get $first)) (i32.const 1))))
+        (local.set $acc (f64.const 0))
+        (local.set $j (i32.const 0))
+        (local.set $r (local.get $runs))
+        (block $runs_done
+          (loop $each
+            (br_if $runs_done (i32.ge_u (local.get $j) (local.get $nruns)))
+            (local.set $acc (f64.add (local.get $acc)
+              (call $sum_u16 (i32.add (local.get $base) (i32.shl (i32.load (local.get $r)) (i32.const 1))) (i32.load offset=4 (local.get $r)))))
+            (local.set $r (i32.add (local.get $r) (i32.const 8)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $each)))
+        (local.set $q (i32.add (local.get $out) (i32.shl (i32.mul (local.get $f) (local.get $stride)) (i32.const 3))))
+        (f64.store (local.get $q) (f64.add (f64.load (local.get $q)) (local.get $acc)))
+        (local.set $f (i32.add (local.get $f) (i32.const 1)))
+        (br $frames))))
+
+  ;; Sparse masks with arbitrary values: out[f * stride] += sum_j pixel(idx[j] - first) * val[j],
+  ;; in the same order and f64 arithmetic as the JavaScript loop (bit-identical results).
+  (func (export "sparse_dot_u16") (param $src i32) (param $first i32) (param $idx i32) (param $val i32) (param $count i32) (param $depth i32) (param $n i32) (param $out i32) (param $stride i32)
+    (local $f i32) (local $base i32) (local $j i32) (local $acc f64) (local $q i32)
+    (block $done
+      (loop $frames
+        (br_if $done (i32.ge_u (local.get $f) (local.get $depth)))
+        (local.set $base (i32.add (local.get $src) (i32.shl (i32.sub (i32.mul (local.get $f) (local.get $n)) (local.get $first)) (i32.const 1))))
+        (local.set $acc (f64.const 0))
+        (local.set $j (i32.const 0))
+        (block $each_done
+          (loop $each
+            (br_if $each_done (i32.ge_u (local.get $j) (local.get $count)))
+            (local.set $acc (f64.add (local.get $acc)
+              (f64.mul
+                (f64.convert_i32_u (i32.load16_u (i32.add (local.get $base) (i32.shl (i32.load (i32.add (local.get $idx) (i32.shl (local.get $j) (i32.const 2)))) (i32.const 1)))))
+                (f64.load (i32.add (local.get $val) (i32.shl (local.get $j) (i32.const 3)))))))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $each)))
+        (local.set $q (i32.add (local.get $out) (i32.shl (i32.mul (local.get $f) (local.get $stride)) (i32.const 3))))
+        (f64.store (local.get $q) (f64.add (f64.load (local.get $q)) (local.get $acc)))
+        (local.set $f (i32.add (local.get $f) (i32.const 1)))
+        (br $frames))))
+
+  ;; Dense masks: out[f * stride] += sum_i pixel_i * mask_i over the $n pixels of each frame,
+  ;; mask f64 at $mask. f64x2 lanes: exact for integer-valued masks (every partial sum is an
+  ;; integer below 2^53); for others the rounding differs from a sequential sum by a few ulp.
+  (func (export "dense_dot_u16_f64") (param $src i32) (param $mask i32) (param $n i32) (param $depth i32) (param $out i32) (param $stride i32)
+    (local $f i32) (local $p i32) (local $m i32) (local $end i32) (local $vend i32) (local $v v128) (local $lo v128) (local $hi v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128) (local $acc f64) (local $q i32)
+    (local.set $p (local.get $src))
+    (block $done
+      (loop $frames
+        (br_if $done (i32.ge_u (local.get $f) (local.get $depth)))
+        (local.set $end (i32.add (local.get $p) (i32.shl (local.get $n) (i32.const 1))))
+        (local.set $vend (i32.add (local.get $p) (i32.shl (i32.and (local.get $n) (i32.const -8)) (i32.const 1))))
+        (local.set $m (local.get $mask))
+        (local.set $a0 (v128.const i64x2 0 0))
+        (local.set $a1 (v128.const i64x2 0 0))
+        (local.set $a2 (v128.const i64x2 0 0))
+        (local.set $a3 (v128.const i64x2 0 0))
+        (block $vdone
+          (loop $vec
+            (br_if $vdone (i32.ge_u (local.get $p) (local.get $vend)))
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $lo (i32x4.extend_low_i16x8_u (local.get $v)))
+            (local.set $hi (i32x4.extend_high_i16x8_u (local.get $v)))
+            (local.set $a0 (f64x2.add (local.get $a0) (f64x2.mul (f64x2.convert_low_i32x4_u (local.get $lo)) (v128.load offset=0 (local.get $m)))))
+            (local.set $a1 (f64x2.add (local.get $a1) (f64x2.mul (f64x2.convert_low_i32x4_u (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $lo) (local.get $lo))) (v128.load offset=16 (local.get $m)))))
+            (local.set $a2 (f64x2.add (local.get $a2) (f64x2.mul (f64x2.convert_low_i32x4_u (local.get $hi)) (v128.load offset=32 (local.get $m)))))
+            (local.set $a3 (f64x2.add (local.get $a3) (f64x2.mul (f64x2.convert_low_i32x4_u (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $hi) (local.get $hi))) (v128.load offset=48 (local.get $m)))))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (local.set $m (i32.add (local.get $m) (i32.const 64)))
+            (br $vec)))
+        (local.set $a0 (f64x2.add (f64x2.add (local.get $a0) (local.get $a1)) (f64x2.add (local.get $a2) (local.get $a3))))
+        (local.set $acc (f64.add (f64x2.extract_lane 0 (local.get $a0)) (f64x2.extract_lane 1 (local.get $a0))))
+        (block $tdone
+          (loop $tail
+            (br_if $tdone (i32.ge_u (local.get $p) (local.get $end)))
+            (local.set $acc (f64.add (local.get $acc) (f64.mul (f64.convert_i32_u (i32.load16_u (local.get $p))) (f64.load (local.get $m)))))
+            (local.set $p (i32.add (local.get $p) (i32.const 2)))
+            (local.set $m (i32.add (local.get $m) (i32.const 8)))
+            (br $tail)))
+        (local.set $q (i32.add (local.get $out) (i32.shl (i32.mul (local.get $f) (local.get $stride)) (i32.const 3))))
+        (f64.store (local.get $q) (f64.add (f64.load (local.get $q)) (local.get $acc)))
+        (local.set $f (i32.add (local.get $f) (i32.const 1)))
+        (br $frames))))
+
+  ;; StdDev of a tile of $depth (<= 1024) frames of $n pixels, merged into per-pixel (sum, varsum)
+  ;; f64 arrays with Chan's formula. Per pixel: s = sum x and q = sum x^2 exactly (u32 / u64
+  ;; lanes), the tile's varsum m = (depth q - s^2) / depth (exact integers below 2^53, one
+  ;; rounding), then, as mergeStdDev in stddev.ts with n0 frames seen before and c = n0 depth /
+  ;; (n0 + depth): d = s / depth - sum / n0; varsum += m + c d d; sum += s (n0 = 0: sum = s,
+  ;; varsum = m). The same f64 operations as the JavaScript path: bit-identical results.
+  ;; $tmp: 96 bytes of scratch.
+  (func $stddev_pixel (param $s f64) (param $q f64) (param $depth f64) (param $n0 f64) (param $c f64) (param $sp i32) (param $vp i32)
+    (local $m f64) (local $d f64)
+    (local.set $m (f64.div (f64.sub (f64.mul (local.get $depth) (local.get $q)) (f64.mul (local.get $s) (local.get $s))) (local.get $depth)))
+    (if (f64.eq (local.get $n0) (f64.const 0))
+      (then
+        (f64.store (local.get $sp) (local.get $s))
+        (f64.store (local.get $vp) (local.get $m)))
+      (else
+        (local.set $d (f64.sub (f64.div (local.get $s) (local.get $depth)) (f64.div (f64.load (local.get $sp)) (local.get $n0))))
+        (f64.store (local.get $vp) (f64.add (f64.load (local.get $vp)) (f64.add (local.get $m) (f64.mul (f64.mul (local.get $c) (local.get $d)) (local.get $d)))))
+        (f64.store (local.get $sp) (f64.add (f64.load (local.get $sp)) (local.get $s))))))
+
+  (func (export "stddev_tile_u16") (param $src i32) (param $n i32) (param $depth i32) (param $n0 f64) (param $c f64) (param $sum i32) (param $var i32) (param $tmp i32)
+    (local $i i32) (local $f i32) (local $p i32) (local $k i32) (local $n8 i32) (local $stride i32) (local $fd f64)
+    (local $v v128) (local $lo v128) (local $hi v128) (local $slo v128) (local $shi v128)
+    (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128) (local $sq v128)
+    (local $s i32) (local $qq i64) (local $x i32)
+    (local.set $fd (f64.convert_i32_u (local.get $depth)))
+    (local.set $n8 (i32.and (local.get $n) (i32.const -8)))
+    (local.set $stride (i32.shl (local.get $n) (i32.const 1)))
+    (block $done
+      (loop $pixels
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n8)))
+        (local.set $p (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))
+        (local.set $slo (v128.const i64x2 0 0))
+        (local.set $shi (v128.const i64x2 0 0))
+        (local.set $q0 (v128.const i64x2 0 0))
+        (local.set $q1 (v128.const i64x2 0 0))
+        (local.set $q2 (v128.const i64x2 0 0))
+        (local.set $q3 (v128.const i64x2 0 0))
+        (local.set $f (i32.const 0))
+        (block $frames_done
+          (loop $frames
+            (br_if $frames_done (i32.ge_u (local.get $f) (local.get $depth)))
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $lo (i32x4.extend_low_i16x8_u (local.get $v)))
+            (local.set $hi (i32x4.extend_high_i16x8_u (local.get $v)))
+            (local.set $slo (i32x4.add (local.get $slo) (local.get $lo)))
+            (local.set $shi (i32x4.add (local.get $shi) (local.get $hi)))
+            (local.set $sq (i32x4.extmul_low_i16x8_u (local.get $v) (local.get $v)))
+            (local.set $q0 (i64x2.add (local.get $q0) (i64x2.extend_low_i32x4_u (local.get $sq))))
+            (local.set $q1 (i64x2.add (local.get $q1) (i64x2.extend_high_i32x4_u (local.get $sq))))
+            (local.set $sq (i32x4.extmul_high_i16x8_u (local.get $v) (local.get $v)))
+            (local.set $q2 (i64x2.add (local.get $q2) (i64x2.extend_low_i32x4_u (local.get $sq))))
+            (local.set $q3 (i64x2.add (local.get $q3) (i64x2.extend_high_i32x4_u (local.get $sq))))
+            (local.set $p (i32.add (local.get $p) (local.get $stride)))
+            (local.set $f (i32.add (local.get $f) (i32.const 1)))
+            (br $frames)))
+        (v128.store offset=0 (local.get $tmp) (local.get $slo))
+        (v128.store offset=16 (local.get $tmp) (local.get $shi))
+        (v128.store offset=32 (local.get $tmp) (local.get $q0))
+        (v128.store offset=48 (local.get $tmp) (local.get $q1))
+        (v128.store offset=64 (local.get $tmp) (local.get $q2))
+        (v128.store offset=80 (local.get $tmp) (local.get $q3))
+        (local.set $k (i32.const 0))
+        (block $fin_done
+          (loop $fin
+            (br_if $fin_done (i32.ge_u (local.get $k) (i32.const 8)))
+            (call $stddev_pixel
+              (f64.convert_i32_u (i32.load (i32.add (local.get $tmp) (i32.shl (local.get $k) (i32.const 2)))))
+              (f64.convert_i64_u (i64.load offset=32 (i32.add (local.get $tmp) (i32.shl (local.get $k) (i32.const 3)))))
+              (local.get $fd) (local.get $n0) (local.get $c)
+              (i32.add (local.get $sum) (i32.shl (i32.add (local.get $i) (local.get $k)) (i32.const 3)))
+              (i32.add (local.get $var) (i32.shl (i32.add (local.get $i) (local.get $k)) (i32.const 3))))
+            (local.set $k (i32.add (local.get $k) (i32.const 1)))
+            (br $fin)))
+        (local.set $i (i32.add (local.get $i) (i32.const 8)))
+        (br $pixels)))
+    (block $tail_done
+      (loop $tail
+        (br_if $tail_done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $p (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))
+        (local.set $s (i32.const 0))
+        (local.set $qq (i64.const 0))
+        (local.set $f (i32.const 0))
+        (block $tf_done
+          (loop $tf
+            (br_if $tf_done (i32.ge_u (local.get $f) (local.get $depth)))
+            (local.set $x (i32.load16_u (local.get $p)))
+            (local.set $s (i32.add (local.get $s) (local.get $x)))
+            (local.set $qq (i64.add (local.get $qq) (i64.extend_i32_u (i32.mul (local.get $x) (local.get $x)))))
+            (local.set $p (i32.add (local.get $p) (local.get $stride)))
+            (local.set $f (i32.add (local.get $f) (i32.const 1)))
+            (br $tf)))
+        (call $stddev_pixel (f64.convert_i32_u (local.get $s)) (f64.convert_i64_u (local.get $qq)) (local.get $fd) (local.get $n0) (local.get $c)
+          (i32.add (local.get $sum) (i32.shl (local.get $i) (i32.const 3)))
+          (i32.add (local.get $var) (i32.shl (local.get $i) (i32.const 3))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $tail))))
 )

@@ -26,11 +26,54 @@ export interface SparseSliceMask {
   idx: Int32Array;
   val: Float64Array;
   rowStart: Int32Array;
+  /** the same mask as runs, when its non-zero values are all one small integer */
+  runs: MaskRuns | null;
 }
 
 export interface DenseSliceMask {
   kind: 'dense';
   data: Float64Array;
+  /** the same mask as runs, when its non-zero values are all one small integer */
+  runs: MaskRuns | null;
+}
+
+/**
+ * A mask whose non-zero values all equal `value` (an integer), as runs of consecutive pixels
+ * within rows: `runs` holds (first local flat index, length) pairs, `rowStart[r]` = first run
+ * of local row r. Summing a run's pixels is exact integer work (the SIMD kernels), and
+ * `value x sum` equals the pixel-by-pixel dot product exactly, since every partial sum is an
+ * integer below 2^53.
+ */
+export interface MaskRuns {
+  runs: Int32Array;
+  rowStart: Int32Array;
+  value: number;
+}
+
+/** |value| up to 2^15: value x (2^22 pixels x 65535) stays below 2^53 */
+const MAX_RUN_VALUE = 1 << 15;
+
+/** Runs of a mask given as sorted local indices and values, or null if its values differ or are not small integers. */
+export function maskRuns(idx: ArrayLike<number>, val: ArrayLike<number>, rows: number, w: number): MaskRuns | null {
+  const value = val.length > 0 ? val[0]! : 1;
+  if (!Number.isInteger(value) || Math.abs(value) > MAX_RUN_VALUE) return null;
+  for (let j = 1; j < val.length; j++) if (val[j] !== value) return null;
+  const runs: number[] = [];
+  const rowStart = new Int32Array(rows + 1);
+  let j = 0;
+  for (let r = 0; r < rows; r++) {
+    rowStart[r] = runs.length / 2;
+    const rowEnd = (r + 1) * w;
+    while (j < idx.length && idx[j]! < rowEnd) {
+      const start = idx[j]!;
+      let len = 1;
+      while (j + len < idx.length && idx[j + len] === start + len && start + len < rowEnd) len++;
+      runs.push(start, len);
+      j += len;
+    }
+  }
+  rowStart[rows] = runs.length / 2;
+  return { runs: Int32Array.from(runs), rowStart, value };
 }
 
 export type SliceMask = SparseSliceMask | DenseSliceMask;
@@ -133,7 +176,17 @@ function sliceEntries(m: MaskSpec, sig: readonly [number, number], slice: SigSli
 function compileOne(m: MaskSpec, sig: readonly [number, number], slice: SigSlice): SliceMask {
   const [sh, sw] = slice.shape;
   const e = sliceEntries(m, sig, slice);
-  if (e instanceof Float64Array) return { kind: 'dense', data: e };
+  if (e instanceof Float64Array) {
+    const nz: number[] = [];
+    const nzVal: number[] = [];
+    for (let i = 0; i < e.length; i++) {
+      if (e[i] !== 0) {
+        nz.push(i);
+        nzVal.push(e[i]!);
+      }
+    }
+    return { kind: 'dense', data: e, runs: maskRuns(nz, nzVal, sh, sw) };
+  }
   let idx: Int32Array;
   let val: Float64Array;
   if (e.sorted) {
@@ -153,7 +206,7 @@ function compileOne(m: MaskSpec, sig: readonly [number, number], slice: SigSlice
     while (k < idx.length && idx[k]! < r * sw) k++;
     rowStart[r] = k;
   }
-  return { kind: 'sparse', idx, val, rowStart };
+  return { kind: 'sparse', idx, val, rowStart, runs: maskRuns(idx, val, sh, sw) };
 }
 
 // Compiled masks per mask list (by identity) and slice: partitions of one run reuse them.
