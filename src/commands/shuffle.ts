@@ -17,13 +17,14 @@ export function registerShuffleCommand(program: Command): void {
     .option('--select <rule>', 'frames of each acquisition: all, every:N, list:P1,P2,… (scan positions) or rect:Y,X,H,W (with --scan)', 'all')
     .option('--scan <HxW>', 'scan shape for --select rect:…')
     .option('--fixed-rate', 'never lower the selection rate (skipped frames are still counted)')
-    .option('--frame-timeout <ms>', 'complete a frame with zeros after this long', '500')
+    .option('--frame-timeout <ms>', 'complete a frame with zeros this long after its first slice (receivers on a loaded machine can lag each other by a second)', '2000')
+    .option('--max-frames <n>', 'frames being assembled at most (7.6 MB each); the oldest is completed with zeros to make room', '16')
     .option('--max-queued <n>', 'whole frames (7.6 MB each) waiting for a worker at most; more are skipped', '4')
-    .action(async (raw: { config?: string; select: string; scan?: string; fixedRate?: boolean; frameTimeout: string; maxQueued: string }) => {
+    .action(async (raw: { config?: string; select: string; scan?: string; fixedRate?: boolean; frameTimeout: string; maxFrames: string; maxQueued: string }) => {
       const config = loadConfig(raw.config);
       const log = createLogger('shuffle');
       const select = parseSelection(raw.select, raw.scan ? parseScanShape(raw.scan) : undefined);
-      const s = await ShuffleService.start({ slices: config.shuffle.slices, frames: config.shuffle.frames, select, fixedRate: raw.fixedRate ?? false, frameTimeoutMs: Number(raw.frameTimeout), maxQueued: Math.max(0, Number(raw.maxQueued) || 0), log });
+      const s = await ShuffleService.start({ slices: config.shuffle.slices, frames: config.shuffle.frames, select, fixedRate: raw.fixedRate ?? false, frameTimeoutMs: Number(raw.frameTimeout), maxFrames: Math.max(1, Number(raw.maxFrames) || 16), maxQueued: Math.max(0, Number(raw.maxQueued) || 0), log });
       log.info({ slices: s.slicesEndpoint, frames: s.framesEndpoint, select: select.kind }, 'shuffle listening');
       const stats = setInterval(() => log.info(s.counters(), 'shuffle stats'), 2000);
       await waitForSignal(log);

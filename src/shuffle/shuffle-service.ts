@@ -87,7 +87,7 @@ export class ShuffleService {
     this.frameRouter = new zmq.Router({ ...common, sendHighWaterMark: 16 });
     this.sliceOut = new SerialSender(this.sliceRouter, 1024);
     this.frameOut = new SerialSender(this.frameRouter, 64);
-    this.assembler = new WholeFrameAssembler({ frameTimeoutMs: o.frameTimeoutMs ?? 500, maxFrames: o.maxFrames ?? 8, onFrame: (f) => this.onFrame(f), allocate: () => this.spare.pop() ?? null });
+    this.assembler = new WholeFrameAssembler({ frameTimeoutMs: o.frameTimeoutMs ?? 2000, maxFrames: o.maxFrames ?? 16, onFrame: (f) => this.onFrame(f), allocate: () => this.spare.pop() ?? null });
     this.dispatcher = new FrameDispatcher<OutFrame>({
       maxQueued: o.maxQueued ?? 4,
       workerTimeoutMs: o.workerTimeoutMs ?? 10_000,

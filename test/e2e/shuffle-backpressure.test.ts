@@ -3,7 +3,7 @@
  * (`--delay 500`, one credit: about 2 frames/s). The shuffle must skip frames and say how
  * many (its stats, and `_shuffle/counters` at the merger), lower the selection rate (the
  * receivers then send fewer frames), and keep its memory bounded: at most `--max-queued`
- * frames wait, at most 8 are being assembled, its RSS stays flat.
+ * frames wait, at most 16 are being assembled, its RSS stays flat.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { waitUntil } from '../merger/live-helpers.js';
@@ -43,7 +43,7 @@ describe('shuffle back-pressure with a slow worker', () => {
     // bounded: the queue, the frames in assembly, the process
     for (const l of all) {
       expect((l.dispatcher as { queuedMax: number }).queuedMax).toBeLessThanOrEqual(4);
-      expect(l.openFrames as number).toBeLessThanOrEqual(8);
+      expect(l.openFrames as number).toBeLessThanOrEqual(16);
     }
     const rss = all.map((l) => l.rssMB as number);
     expect(Math.max(...rss)).toBeLessThan(600);
