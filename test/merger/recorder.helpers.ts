@@ -104,3 +104,10 @@ export async function makeRecording(o: { seed?: number; pauseMs?: number; before
   merger.close();
   return { path, dir, acquisition, recorder, epoch, pauseAt, frames };
 }
+
+/** Index of the first element where a and b differ (Object.is; a length difference counts), -1 if none: fast on 4M-element images, where toEqual is not. */
+export function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (!Object.is(a[i], b[i])) return i;
+  return a.length === b.length ? -1 : n;
+}
