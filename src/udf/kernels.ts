@@ -1,6 +1,7 @@
 /**
  * WebAssembly SIMD kernels for uint16 tiles (kernels.wat), shared by the UDFs of one partition:
- * a tile is copied ("staged") into the kernels' memory once, however many UDFs use it. UDFs
+ * a tile is copied ("staged") into the kernels' memory once, however many UDFs use it, unless it
+ * already lives there (TileKernels.shareMemory: kernels on the memory a decoder writes tiles to). UDFs
  * reach them as `this.meta.kernels` (null on the merging node, or when the .wasm is missing,
  * in which case UDFs fall back to their JavaScript loops and a warning is logged once).
  * Kernel and JavaScript paths compute the same exact integer sums.
@@ -82,6 +83,8 @@ export interface KernelAccumulator {
 /** a few idle instances per thread (a receiver or worker runs one partition after the other) */
 const MAX_IDLE = 4;
 const idle: TileKernels[] = [];
+/** kernels on a memory shared with this thread's tile producer (shareMemory) */
+let sharedKernels: TileKernels | null = null;
 
 export class TileKernels {
   private readonly memory: WasmMemory;
@@ -95,10 +98,12 @@ export class TileKernels {
   private tmpPtr = 0;
   /** constant tables by identity: uploaded once per instance */
   private uploads = new WeakMap<Uploadable, number>();
-  private readonly hostAlloc: ((bytes: number) => number) | null;
+  /** on another module's memory: regions reserved from its owner, reused after release() */
+  private readonly host: { alloc(bytes: number): number; chunks: Array<{ ptr: number; size: number }>; chunk: number; top: number } | null;
+  private inUse = false;
 
   private constructor(module: object, initialBytes: number, host?: { memory: WasmMemory; alloc(bytes: number): number }) {
-    this.hostAlloc = host ? (bytes) => host.alloc(bytes) : null;
+    this.host = host ? { alloc: host.alloc, chunks: [], chunk: 0, top: 0 } : null;
     this.memory = host?.memory ?? new wasm.Memory({ initial: Math.max(1, Math.ceil(initialBytes / PAGE)), maximum: 65_535 });
     this.k = new wasm.Instance(module, { env: { memory: this.memory } }).exports as unknown as KernelExports;
   }
@@ -106,13 +111,33 @@ export class TileKernels {
   /**
    * Kernels that run on another module's memory, e.g. the decoder's that tiles are decoded into:
    * tiles that are views of `memory` are then used in place, never copied. Kernel scratch and
-   * accumulators come from `alloc` (16-byte aligned offsets that stay reserved for as long as
-   * this instance lives; the owner may grow the memory, views are rebuilt on every call).
-   * Not pooled: release() does nothing. Null without the .wasm.
+   * accumulators live in regions of at least `chunkBytes` taken from `alloc` (16-byte aligned
+   * offsets that the owner must never hand out again or free); the first is reserved now.
+   * They are reused from the start after release(). The owner may grow the memory: views are
+   * rebuilt on every call. Null without the .wasm.
    */
-  static onMemory(memory: WasmMemory, alloc: (bytes: number) => number): TileKernels | null {
+  static onMemory(memory: WasmMemory, alloc: (bytes: number) => number, chunkBytes = 16 << 20): TileKernels | null {
     const m = kernelModule();
-    return m ? new TileKernels(m, 0, { memory, alloc }) : null;
+    if (!m) return null;
+    const k = new TileKernels(m, 0, { memory, alloc });
+    k.host!.chunks.push({ ptr: alloc(chunkBytes), size: chunkBytes });
+    return k;
+  }
+
+  /**
+   * From now on, create() in this thread hands out kernels on `memory` (see onMemory), one
+   * partition at a time (a second concurrent partition gets a private instance). Meant for a
+   * receiver whose tiles are views of its decoder's memory: call once, after the decoder's own
+   * up-front allocations, with a reserve large enough that the memory need not grow later.
+   */
+  static shareMemory(memory: WasmMemory, alloc: (bytes: number) => number, reserveBytes = 16 << 20): boolean {
+    sharedKernels = TileKernels.onMemory(memory, alloc, reserveBytes);
+    return sharedKernels !== null;
+  }
+
+  /** Back to private memories for partitions created from now on. */
+  static unshareMemory(): void {
+    sharedKernels = null;
   }
 
   /**
@@ -122,6 +147,10 @@ export class TileKernels {
   static create(initialBytes = 4 << 20): TileKernels | null {
     const m = kernelModule();
     if (!m) return null;
+    if (sharedKernels && !sharedKernels.inUse) {
+      sharedKernels.inUse = true;
+      return sharedKernels;
+    }
     const i = idle.findIndex((k) => k.memory.buffer.byteLength >= initialBytes);
     if (i >= 0) return idle.splice(i, 1)[0]!;
     return new TileKernels(m, initialBytes);
@@ -129,23 +158,47 @@ export class TileKernels {
 
   /** Give the instance back for reuse; nothing allocated from it may be used afterwards. */
   release(): void {
-    if (this.hostAlloc) return;
     this.uploads = new WeakMap();
     this.tmpPtr = 0;
     this.top = ALIGN;
     this.stagePtr = this.stageBytes = this.scratchPtr = this.scratchBytes = 0;
     this.staged = null;
-    if (idle.length < MAX_IDLE) idle.push(this);
+    if (this.host) {
+      this.host.chunk = 0;
+      this.host.top = 0;
+      this.inUse = false;
+    } else if (idle.length < MAX_IDLE) idle.push(this);
   }
 
   private alloc(bytes: number): number {
-    if (this.hostAlloc) return this.hostAlloc(Math.ceil(bytes / ALIGN) * ALIGN);
+    if (this.host) return this.hostRegion(Math.ceil(bytes / ALIGN) * ALIGN);
     const ptr = this.top;
     const end = ptr + Math.ceil(bytes / ALIGN) * ALIGN;
     const size = this.memory.buffer.byteLength;
     if (end > size) this.memory.grow(Math.ceil((end - size) / PAGE));
     this.top = end;
     return ptr;
+  }
+
+  /** Bump allocation over the regions reserved from the host, taking a new one when none has room. */
+  private hostRegion(bytes: number): number {
+    const h = this.host!;
+    for (;;) {
+      const c = h.chunks[h.chunk];
+      if (!c) {
+        const size = Math.max(bytes, h.chunks[0]?.size ?? 0);
+        h.chunks.push({ ptr: h.alloc(size), size });
+        h.top = 0;
+        continue;
+      }
+      if (h.top + bytes <= c.size) {
+        const ptr = c.ptr + h.top;
+        h.top += bytes;
+        return ptr;
+      }
+      h.chunk++;
+      h.top = 0;
+    }
   }
 
   /** Copy a tile into kernel memory, once per tile object. */

@@ -10,6 +10,8 @@ import { mergeStdDev, StdDevUDF } from '../../src/udf/lib/stddev.js';
 import { ApplyMasksUDF } from '../../src/udf/lib/apply-masks.js';
 import { MemoryDataSet } from '../../src/udf/dataset.js';
 import { runUdf } from '../../src/udf/runner.js';
+import { PartitionTask } from '../../src/udf/partition-task.js';
+import { SumSigUDF, SumUDF } from '../../src/udf/lib/index.js';
 import { rng } from './helpers.js';
 
 const hasKernels = tileKernelsAvailable();
@@ -284,6 +286,48 @@ describe.skipIf(!hasKernels)('UDFs on kernels equal their JavaScript loops', () 
       const on = await runUdf(ds, new StdDevUDF(), { tileShape, partitionFrames: 6 });
       const off = await runUdf(ds, new StdDevUDF(), { tileShape, partitionFrames: 6, kernels: false });
       for (const key of ['sum', 'varsum', 'num_frames', 'std'] as const) expect(Array.from(on[key]!.data)).toEqual(Array.from(off[key]!.data));
+    }
+  });
+});
+
+describe.skipIf(!hasKernels)('kernels on a shared memory (a decoder memory)', () => {
+  it('a partition whose tiles live in the shared memory equals one on private kernels; a concurrent partition gets its own', () => {
+    const [h, w, frames] = [9, 24, 6];
+    const r = rng(31);
+    const frameData = randomTile(frames * h * w, r);
+    const udfs = () => [new SumUDF(), new SumSigUDF(), new StdDevUDF(), new ApplyMasksUDF({ masks: [{ type: 'disk', cy: 4, cx: 11, r: 4 }, { type: 'dense', data: Array.from({ length: h * w }, (_, i) => (i % 7) / 3) }] })];
+    const ctx = { navShape: [frames], sigShape: [h, w] as [number, number], datasetDtype: 'uint16' as const, inputDtype: 'uint16' as const, roi: null, corrections: null };
+    const partition = { navStart: 0, navEnd: frames, sig: { origin: [0, 0] as [number, number], shape: [h, w] as [number, number] } };
+    const run = (tileAt: (f: number, d: number) => Uint16Array) => {
+      const task = new PartitionTask({ udfs: udfs(), context: ctx, partition, tiling: { depth: 2, rows: h } });
+      for (let f = 0; f < frames; f += 2) task.processTile({ data: tileAt(f, 2), navStart: f, depth: 2, sigOrigin: [0, 0], sigShape: [h, w] });
+      return task.finish();
+    };
+    const privateResult = run((f, d) => frameData.slice(f * h * w, (f + d) * h * w));
+    const host = hostMemory();
+    expect(TileKernels.shareMemory(host.memory, (b) => host.alloc(b), 1 << 20)).toBe(true);
+    try {
+      // the decoder's one reused tile buffer, at an odd 2-byte offset
+      const ptr = host.alloc(2 * h * w * 2 + 16) + 6;
+      const concurrent = TileKernels.create()!; // takes the shared instance: the task below gets a private one
+      const a = run((f, d) => {
+        const t = new Uint16Array(host.memory.buffer, ptr, d * h * w);
+        t.set(frameData.subarray(f * h * w, (f + d) * h * w));
+        return t;
+      });
+      concurrent.release();
+      const b = run((f, d) => {
+        const t = new Uint16Array(host.memory.buffer, ptr, d * h * w);
+        t.set(frameData.subarray(f * h * w, (f + d) * h * w));
+        return t;
+      });
+      for (const res of [a, b]) {
+        res.udfs.forEach((u, i) => {
+          for (const key of Object.keys(u)) expect(Array.from(u[key]!)).toEqual(Array.from(privateResult.udfs[i]![key]!));
+        });
+      }
+    } finally {
+      TileKernels.unshareMemory();
     }
   });
 });
