@@ -53,7 +53,7 @@ export const ERRORS = {
 
   // acquisition control (merger HTTP API)
   TESSERA_ERR_ACQUISITION_STATE: { message: 'cannot %s: acquisition is %s', statusCode: 409 },
-  TESSERA_ERR_NEEDS_WHOLE_FRAMES: { message: 'UDF %s needs whole frames (no processTile): that needs the shuffle service, which the live pipeline does not have yet', statusCode: 400 },
+  TESSERA_ERR_NEEDS_WHOLE_FRAMES: { message: 'UDF %s needs whole frames (no processTile): that needs the shuffle service with a worker (tessera shuffle, tessera worker), and none answers', statusCode: 400 },
   TESSERA_ERR_NOT_FOUND: { message: '%s not found', statusCode: 404 },
   TESSERA_ERR_UNAUTHORIZED: { message: 'this action needs a valid token', statusCode: 401 },
   TESSERA_ERR_PAYLOAD_TOO_LARGE: { message: 'request body larger than %s bytes', statusCode: 413 },

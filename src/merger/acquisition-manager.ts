@@ -10,9 +10,10 @@
  * shutter edge. Parameter changes apply from the first chunk boundary safely after the frames
  * in flight, and the reply says from which frame; a stop names its last frame the same way.
  *
- * UDFs that need whole frames (no processTile) would run behind the shuffle service, which
- * does not exist yet: define refuses them with TESSERA_ERR_NEEDS_WHOLE_FRAMES. The design
- * keeps room for them: their results would be merged per chunk beside the receivers' ones.
+ * UDFs that need whole frames (no processTile) run behind the shuffle service (src/shuffle/,
+ * docs/shuffle.md): the ShuffleLink gets them, and its WholeFrameMerger merges the workers'
+ * results into the same live stores. Without a shuffle that has a worker, define refuses them
+ * with TESSERA_ERR_NEEDS_WHOLE_FRAMES.
  */
 import { TesseraError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -47,6 +48,7 @@ import { LiveFeed } from './live-feed.js';
 import type { LiveStoreRegistry } from './live-store.js';
 import { SectorMonitor, type SectorView } from './sector-monitor.js';
 import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
+import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
 import { recordingPath } from './record-path.js';
 import { AcquisitionRecorder, DEFAULT_RECORDER_SETTINGS, type RecorderSettings, type RecordingStatus } from './recorder.js';
 
@@ -61,6 +63,8 @@ export interface AcquisitionManagerOptions {
   /** frames this long at the observed frame rate are taken to be in flight (start, params, stop) */
   inFlightMs?: number;
   livenessMs?: number;
+  /** the shuffle service: whole-frame UDFs run behind it when it is there (src/shuffle/shuffle-link.ts) */
+  shuffle?: ShuffleLink | null;
   /** the shuffle service: whole-frame UDFs run behind it when it is there (src/shuffle/shuffle-link.ts) */
   shuffle?: ShuffleLink | null;
   /** recordings: data directory, write and snapshot intervals */
@@ -449,6 +453,7 @@ export class AcquisitionManager implements AcquisitionController {
     this.setState(a, 'stopping');
     this.broadcast(this.stopMessage(a));
     this.o.shuffle?.end(a.id, 'stop', a.stopAt);
+    this.o.shuffle?.end(a.id, 'stop', a.stopAt);
     const t = Date.now();
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
     // the chunks before stopAt arrive, or the timeout fills them in
@@ -490,6 +495,7 @@ export class AcquisitionManager implements AcquisitionController {
     this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'failed', message);
     this.o.shuffle?.end(a.id, 'abort');
+    this.o.shuffle?.end(a.id, 'abort');
     void a.recorder.close('failed');
     this.o.log?.error({ acquisition: a.id, message }, 'acquisition failed');
   }
@@ -501,6 +507,7 @@ export class AcquisitionManager implements AcquisitionController {
     a.merger.close();
     if (a.state !== 'defined') this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'aborted', 'aborted by request');
+    this.o.shuffle?.end(a.id, 'abort');
     this.o.shuffle?.end(a.id, 'abort');
     void a.recorder.close('aborted');
     return this.summary(a);
@@ -525,6 +532,7 @@ export class AcquisitionManager implements AcquisitionController {
     const udf = a.definition.udfs[index]!;
     const spec = { name: udf.name, params: { ...params } };
     const candidate = createUdf(spec);
+    if (isWholeFrame(candidate)) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'whole-frame UDFs keep their parameters for the acquisition: define a new acquisition instead');
     if (isWholeFrame(candidate)) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'whole-frame UDFs keep their parameters for the acquisition: define a new acquisition instead');
     const before = this.trial([{ name: udf.name, params: udf.params }], a.context).declarations[0]!;
     const after = this.trial([candidate], a.context).declarations[0]!;
