@@ -48,7 +48,6 @@ import { LiveFeed } from './live-feed.js';
 import type { LiveStoreRegistry } from './live-store.js';
 import { SectorMonitor, type SectorView } from './sector-monitor.js';
 import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
-import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
 import { recordingPath } from './record-path.js';
 import { AcquisitionRecorder, DEFAULT_RECORDER_SETTINGS, type RecorderSettings, type RecordingStatus } from './recorder.js';
 
@@ -63,8 +62,6 @@ export interface AcquisitionManagerOptions {
   /** frames this long at the observed frame rate are taken to be in flight (start, params, stop) */
   inFlightMs?: number;
   livenessMs?: number;
-  /** the shuffle service: whole-frame UDFs run behind it when it is there (src/shuffle/shuffle-link.ts) */
-  shuffle?: ShuffleLink | null;
   /** the shuffle service: whole-frame UDFs run behind it when it is there (src/shuffle/shuffle-link.ts) */
   shuffle?: ShuffleLink | null;
   /** recordings: data directory, write and snapshot intervals */
@@ -453,7 +450,6 @@ export class AcquisitionManager implements AcquisitionController {
     this.setState(a, 'stopping');
     this.broadcast(this.stopMessage(a));
     this.o.shuffle?.end(a.id, 'stop', a.stopAt);
-    this.o.shuffle?.end(a.id, 'stop', a.stopAt);
     const t = Date.now();
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
     // the chunks before stopAt arrive, or the timeout fills them in
@@ -495,7 +491,6 @@ export class AcquisitionManager implements AcquisitionController {
     this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'failed', message);
     this.o.shuffle?.end(a.id, 'abort');
-    this.o.shuffle?.end(a.id, 'abort');
     void a.recorder.close('failed');
     this.o.log?.error({ acquisition: a.id, message }, 'acquisition failed');
   }
@@ -507,7 +502,6 @@ export class AcquisitionManager implements AcquisitionController {
     a.merger.close();
     if (a.state !== 'defined') this.broadcast({ version: LIVE_PROTOCOL_VERSION, type: 'abort', acquisition: a.id });
     this.setState(a, 'aborted', 'aborted by request');
-    this.o.shuffle?.end(a.id, 'abort');
     this.o.shuffle?.end(a.id, 'abort');
     void a.recorder.close('aborted');
     return this.summary(a);
@@ -532,7 +526,6 @@ export class AcquisitionManager implements AcquisitionController {
     const udf = a.definition.udfs[index]!;
     const spec = { name: udf.name, params: { ...params } };
     const candidate = createUdf(spec);
-    if (isWholeFrame(candidate)) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'whole-frame UDFs keep their parameters for the acquisition: define a new acquisition instead');
     if (isWholeFrame(candidate)) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'whole-frame UDFs keep their parameters for the acquisition: define a new acquisition instead');
     const before = this.trial([{ name: udf.name, params: udf.params }], a.context).declarations[0]!;
     const after = this.trial([candidate], a.context).declarations[0]!;
