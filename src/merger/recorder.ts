@@ -148,6 +148,7 @@ export class AcquisitionRecorder {
       lastSnapshot: 0,
       validWritten: new Set(),
     });
+    this.forgetOld(e.epoch);
     // a writer far behind must not keep every epoch of a fast continuous scan alive
     if (this.status_.state !== 'recording') return;
     const waiting = [...this.tracks.values()].filter((t) => !t.final).sort((a, b) => a.e.epoch - b.e.epoch);
@@ -170,12 +171,12 @@ export class AcquisitionRecorder {
     if (this.status_.state === 'recording') this.oldestUnwritten ??= now;
   }
 
-  /** Drop epochs the merger no longer holds once they are written (or when not recording). */
-  private forgetOld(): void {
+  /** Drop epochs the merger no longer holds once they are written (or when not recording); `keep`: one just added. */
+  private forgetOld(keep?: number): void {
     const live = new Set(this.o.epochs().map((e) => e.epoch));
     const recording = this.status_.state === 'recording';
     for (const [k, t] of this.tracks) {
-      if (live.has(k) && !t.final) continue;
+      if (k === keep || (live.has(k) && !t.final)) continue;
       if (!recording || t.final || !t.dirty) this.tracks.delete(k);
     }
   }

@@ -6,7 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { readReducedFile } from '../../src/io/reduced-file.js';
 import { RecordingFile } from '../../src/merger/replay-file.js';
+import type { EpochResults } from '../../src/merger/chunk-merger.js';
 import { recordingPath } from '../../src/merger/record-path.js';
+import { AcquisitionRecorder } from '../../src/merger/recorder.js';
 import { firstDifference, makeRecording, offlineOf, REC_UDFS, SCAN } from './recorder.helpers.js';
 
 describe('AcquisitionRecorder', () => {
@@ -64,6 +66,28 @@ describe('AcquisitionRecorder', () => {
     const reference = await offlineOf(r.frames);
     expect(firstDifference(f.udfs.sumsig!.buffers.intensity!.data, reference[1]!.intensity!.data)).toBe(-1);
   }, 60_000);
+
+  it('not recording, a continuous scan: the recorder keeps only the epochs the merger still holds', () => {
+    let live: EpochResults[] = [];
+    const recorder = new AcquisitionRecorder({
+      acquisition: 'acq-x',
+      definition: { scanShape: SCAN, udfs: REC_UDFS, roi: null, mode: 'continuous', record: { enabled: false, path: null }, chunkSize: 4 },
+      navShape: SCAN,
+      sigShape: [1860, 2048],
+      udfs: REC_UDFS,
+      writeIntervalMs: 1000,
+      snapshotIntervalMs: 1000,
+      epochs: () => live,
+      stats: () => ({ sectors: [], merge: { partialsMerged: 0, chunksMerged: 0, framesMerged: 0, sectorsFilled: 0, dropped: {}, paramsMismatch: 0 } }),
+    });
+    for (let k = 0; k < 20; k++) {
+      const e = { epoch: k, results: null as never, framesMerged: 0, chunksMerged: 0, chunks: 4, complete: false } as EpochResults;
+      live = [...live, e].slice(-2); // the merger's window (keepEpochs 2)
+      recorder.addEpoch(e);
+      expect((recorder as unknown as { tracks: Map<number, unknown> }).tracks.size).toBeLessThanOrEqual(3);
+    }
+    expect([...(recorder as unknown as { tracks: Map<number, unknown> }).tracks.keys()].sort((a, b) => a - b)).toEqual([18, 19]);
+  });
 
   it('recording paths stay inside the data directory', () => {
     expect(recordingPath('/data', 'acq-1', null)).toBe('/data/acq-1.h5');
