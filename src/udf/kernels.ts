@@ -17,20 +17,26 @@ interface KernelExports {
   runs_sum_u16(src: number, first: number, runs: number, nruns: number, depth: number, n: number, out: number, stride: number): void;
   sparse_dot_u16(src: number, first: number, idx: number, val: number, count: number, depth: number, n: number, out: number, stride: number): void;
   dense_dot_u16_f64(src: number, mask: number, n: number, depth: number, out: number, stride: number): void;
-  stddev_tile_u16(src: number, n: number, depth: number, n0: number, c: number, sum: number, varsum: number, tmp: number): void;
+  sq_sums_u16(src: number, n: number, depth: number, s: number, q: number): void;
+  stddev_flush(n: number, depth: number, n0: number, c: number, s: number, q: number, sum: number, varsum: number): void;
 }
 
 /** Constant data (mask tables) copied into kernel memory once per instance. */
 type Uploadable = Int32Array | Float64Array;
 
-/** Per-pixel StdDev state (sum, varsum as f64) of a partition, in kernel memory. */
+/**
+ * Per-pixel StdDev state of a partition in kernel memory: (sum, varsum) as f64, and the pending
+ * batch's exact s (u32) and q (u64).
+ */
 export interface KernelStdDevState {
   readonly sum: number;
   readonly varsum: number;
+  readonly s: number;
+  readonly q: number;
   readonly pixels: number;
 }
 
-/** StdDev tiles are merged in chunks of at most this many frames: their integer sums stay exact in f64. */
+/** StdDev batches hold at most this many frames: their integer sums stay exact in f64. */
 export const STDDEV_MAX_DEPTH = 1024;
 
 // The WebAssembly API, typed here: the project compiles without the DOM library that declares it.
@@ -95,7 +101,6 @@ export class TileKernels {
   private staged: TypedArray | null = null;
   private scratchPtr = 0;
   private scratchBytes = 0;
-  private tmpPtr = 0;
   /** constant tables by identity: uploaded once per instance */
   private uploads = new WeakMap<Uploadable, number>();
   /** on another module's memory: regions reserved from its owner, reused after release() */
@@ -159,7 +164,6 @@ export class TileKernels {
   /** Give the instance back for reuse; nothing allocated from it may be used afterwards. */
   release(): void {
     this.uploads = new WeakMap();
-    this.tmpPtr = 0;
     this.top = ALIGN;
     this.stagePtr = this.stageBytes = this.scratchPtr = this.scratchBytes = 0;
     this.staged = null;
@@ -288,19 +292,20 @@ export class TileKernels {
   stdDevState(pixels: number): KernelStdDevState {
     const sum = this.alloc(pixels * 8);
     const varsum = this.alloc(pixels * 8);
-    new Float64Array(this.memory.buffer, sum, pixels).fill(0);
-    new Float64Array(this.memory.buffer, varsum, pixels).fill(0);
-    return { sum, varsum, pixels };
+    const s = this.alloc(pixels * 4);
+    const q = this.alloc(pixels * 8);
+    for (const [p, bytes] of [[sum, 8], [varsum, 8], [s, 4], [q, 8]] as const) new Uint8Array(this.memory.buffer, p, pixels * bytes).fill(0);
+    return { sum, varsum, s, q, pixels };
   }
 
-  /**
-   * Merge a tile (depth <= STDDEV_MAX_DEPTH frames) into the state's pixels from `offset` on,
-   * `n0` frames seen there before: see stddev_tile_u16 in kernels.wat.
-   */
-  stdDevTile(tile: Uint16Array, depth: number, state: KernelStdDevState, offset: number, n0: number): void {
-    if (this.tmpPtr === 0) this.tmpPtr = this.alloc(96);
-    const n = tile.length / depth;
-    this.k.stddev_tile_u16(this.stage(tile), n, depth, n0, (n0 * depth) / (n0 + depth), state.sum + 8 * offset, state.varsum + 8 * offset, this.tmpPtr);
+  /** Add a tile's frames to the pending batch of pixels [offset, offset + n). The batch must stay within STDDEV_MAX_DEPTH frames. */
+  stdDevAdd(tile: Uint16Array, depth: number, state: KernelStdDevState, offset: number): void {
+    this.k.sq_sums_u16(this.stage(tile), tile.length / depth, depth, state.s + 4 * offset, state.q + 8 * offset);
+  }
+
+  /** Merge the pending batch of `depth` frames of pixels [offset, offset + n) into (sum, varsum), `n0` frames merged there before. */
+  stdDevFlush(state: KernelStdDevState, offset: number, n: number, depth: number, n0: number): void {
+    this.k.stddev_flush(n, depth, n0, (n0 * depth) / (n0 + depth), state.s + 4 * offset, state.q + 8 * offset, state.sum + 8 * offset, state.varsum + 8 * offset);
   }
 
   /** Copy the state out: sum and varsum (whole partition slice). */

@@ -263,13 +263,12 @@
         (local.set $f (i32.add (local.get $f) (i32.const 1)))
         (br $frames))))
 
-  ;; StdDev of a tile of $depth (<= 1024) frames of $n pixels, merged into per-pixel (sum, varsum)
-  ;; f64 arrays with Chan's formula. Per pixel: s = sum x and q = sum x^2 exactly (u32 / u64
-  ;; lanes), the tile's varsum m = (depth q - s^2) / depth (exact integers below 2^53, one
-  ;; rounding), then, as mergeStdDev in stddev.ts with n0 frames seen before and c = n0 depth /
-  ;; (n0 + depth): d = s / depth - sum / n0; varsum += m + c d d; sum += s (n0 = 0: sum = s,
-  ;; varsum = m). The same f64 operations as the JavaScript path: bit-identical results.
-  ;; $tmp: 96 bytes of scratch.
+;; StdDev of a batch of $depth (<= 1024) frames merged into per-pixel (sum, varsum) f64 with
+  ;; Chan's formula. Per pixel: s = sum x and q = sum x^2 exactly (sq_sums_u16), the batch's
+  ;; varsum m = (depth q - s^2) / depth (exact integers below 2^53, one rounding), then, as
+  ;; mergeStdDev in stddev.ts with n0 frames merged before and c = n0 depth / (n0 + depth):
+  ;; d = s / depth - sum / n0; varsum += m + c d d; sum += s (n0 = 0: sum = s, varsum = m).
+  ;; The same f64 operations as the JavaScript twin in stddev.ts: bit-identical results.
   (func $stddev_pixel (param $s f64) (param $q f64) (param $depth f64) (param $n0 f64) (param $c f64) (param $sp i32) (param $vp i32)
     (local $m f64) (local $d f64)
     (local.set $m (f64.div (f64.sub (f64.mul (local.get $depth) (local.get $q)) (f64.mul (local.get $s) (local.get $s))) (local.get $depth)))
@@ -282,33 +281,50 @@
         (f64.store (local.get $vp) (f64.add (f64.load (local.get $vp)) (f64.add (local.get $m) (f64.mul (f64.mul (local.get $c) (local.get $d)) (local.get $d)))))
         (f64.store (local.get $sp) (f64.add (f64.load (local.get $sp)) (local.get $s))))))
 
-  (func (export "stddev_tile_u16") (param $src i32) (param $n i32) (param $depth i32) (param $n0 f64) (param $c f64) (param $sum i32) (param $var i32) (param $tmp i32)
-    (local $i i32) (local $f i32) (local $p i32) (local $k i32) (local $n8 i32) (local $stride i32) (local $fd f64)
-    (local $v v128) (local $lo v128) (local $hi v128) (local $slo v128) (local $shi v128)
-    (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128) (local $sq v128)
-    (local $s i32) (local $qq i64) (local $x i32)
-    (local.set $fd (f64.convert_i32_u (local.get $depth)))
+;; Two u64 lanes below 2^52 as f64 (exact): or the exponent of 2^52 in, subtract 2^52.
+  (func $u52_f64 (param $q v128) (result v128)
+    (f64x2.sub (v128.or (local.get $q) (v128.const i64x2 0x4330000000000000 0x4330000000000000)) (v128.const f64x2 0x1p52 0x1p52)))
+
+  ;; $stddev_pixel for two adjacent pixels in f64x2 lanes (IEEE per lane: the same bits).
+  (func $stddev_pair (param $s v128) (param $q v128) (param $d v128) (param $n0 v128) (param $c v128) (param $first i32) (param $sp i32) (param $vp i32)
+    (local $m v128) (local $dd v128)
+    (local.set $m (f64x2.div (f64x2.sub (f64x2.mul (local.get $d) (local.get $q)) (f64x2.mul (local.get $s) (local.get $s))) (local.get $d)))
+    (if (local.get $first)
+      (then
+        (v128.store (local.get $sp) (local.get $s))
+        (v128.store (local.get $vp) (local.get $m)))
+      (else
+        (local.set $dd (f64x2.sub (f64x2.div (local.get $s) (local.get $d)) (f64x2.div (v128.load (local.get $sp)) (local.get $n0))))
+        (v128.store (local.get $vp) (f64x2.add (v128.load (local.get $vp)) (f64x2.add (local.get $m) (f64x2.mul (f64x2.mul (local.get $c) (local.get $dd)) (local.get $dd)))))
+        (v128.store (local.get $sp) (f64x2.add (v128.load (local.get $sp)) (local.get $s))))))
+
+  ;; StdDev, batched: s[i] (u32) += sum x, q[i] (u64) += sum x^2 over the $depth frames of $n
+  ;; pixels at $src. The caller flushes (stddev_flush) before a batch passes 1024 frames.
+  (func (export "sq_sums_u16") (param $src i32) (param $n i32) (param $depth i32) (param $s i32) (param $q i32)
+    (local $i i32) (local $f i32) (local $p i32) (local $n8 i32) (local $stride i32) (local $sp i32) (local $qp i32)
+    (local $v v128) (local $slo v128) (local $shi v128) (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128) (local $sq v128)
+    (local $x i32) (local $ts i32) (local $tq i64)
     (local.set $n8 (i32.and (local.get $n) (i32.const -8)))
     (local.set $stride (i32.shl (local.get $n) (i32.const 1)))
     (block $done
       (loop $pixels
         (br_if $done (i32.ge_u (local.get $i) (local.get $n8)))
         (local.set $p (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))
-        (local.set $slo (v128.const i64x2 0 0))
-        (local.set $shi (v128.const i64x2 0 0))
-        (local.set $q0 (v128.const i64x2 0 0))
-        (local.set $q1 (v128.const i64x2 0 0))
-        (local.set $q2 (v128.const i64x2 0 0))
-        (local.set $q3 (v128.const i64x2 0 0))
+        (local.set $sp (i32.add (local.get $s) (i32.shl (local.get $i) (i32.const 2))))
+        (local.set $qp (i32.add (local.get $q) (i32.shl (local.get $i) (i32.const 3))))
+        (local.set $slo (v128.load offset=0 (local.get $sp)))
+        (local.set $shi (v128.load offset=16 (local.get $sp)))
+        (local.set $q0 (v128.load offset=0 (local.get $qp)))
+        (local.set $q1 (v128.load offset=16 (local.get $qp)))
+        (local.set $q2 (v128.load offset=32 (local.get $qp)))
+        (local.set $q3 (v128.load offset=48 (local.get $qp)))
         (local.set $f (i32.const 0))
         (block $frames_done
           (loop $frames
             (br_if $frames_done (i32.ge_u (local.get $f) (local.get $depth)))
             (local.set $v (v128.load (local.get $p)))
-            (local.set $lo (i32x4.extend_low_i16x8_u (local.get $v)))
-            (local.set $hi (i32x4.extend_high_i16x8_u (local.get $v)))
-            (local.set $slo (i32x4.add (local.get $slo) (local.get $lo)))
-            (local.set $shi (i32x4.add (local.get $shi) (local.get $hi)))
+            (local.set $slo (i32x4.add (local.get $slo) (i32x4.extend_low_i16x8_u (local.get $v))))
+            (local.set $shi (i32x4.add (local.get $shi) (i32x4.extend_high_i16x8_u (local.get $v))))
             (local.set $sq (i32x4.extmul_low_i16x8_u (local.get $v) (local.get $v)))
             (local.set $q0 (i64x2.add (local.get $q0) (i64x2.extend_low_i32x4_u (local.get $sq))))
             (local.set $q1 (i64x2.add (local.get $q1) (i64x2.extend_high_i32x4_u (local.get $sq))))
@@ -318,45 +334,66 @@
             (local.set $p (i32.add (local.get $p) (local.get $stride)))
             (local.set $f (i32.add (local.get $f) (i32.const 1)))
             (br $frames)))
-        (v128.store offset=0 (local.get $tmp) (local.get $slo))
-        (v128.store offset=16 (local.get $tmp) (local.get $shi))
-        (v128.store offset=32 (local.get $tmp) (local.get $q0))
-        (v128.store offset=48 (local.get $tmp) (local.get $q1))
-        (v128.store offset=64 (local.get $tmp) (local.get $q2))
-        (v128.store offset=80 (local.get $tmp) (local.get $q3))
-        (local.set $k (i32.const 0))
-        (block $fin_done
-          (loop $fin
-            (br_if $fin_done (i32.ge_u (local.get $k) (i32.const 8)))
-            (call $stddev_pixel
-              (f64.convert_i32_u (i32.load (i32.add (local.get $tmp) (i32.shl (local.get $k) (i32.const 2)))))
-              (f64.convert_i64_u (i64.load offset=32 (i32.add (local.get $tmp) (i32.shl (local.get $k) (i32.const 3)))))
-              (local.get $fd) (local.get $n0) (local.get $c)
-              (i32.add (local.get $sum) (i32.shl (i32.add (local.get $i) (local.get $k)) (i32.const 3)))
-              (i32.add (local.get $var) (i32.shl (i32.add (local.get $i) (local.get $k)) (i32.const 3))))
-            (local.set $k (i32.add (local.get $k) (i32.const 1)))
-            (br $fin)))
+        (v128.store offset=0 (local.get $sp) (local.get $slo))
+        (v128.store offset=16 (local.get $sp) (local.get $shi))
+        (v128.store offset=0 (local.get $qp) (local.get $q0))
+        (v128.store offset=16 (local.get $qp) (local.get $q1))
+        (v128.store offset=32 (local.get $qp) (local.get $q2))
+        (v128.store offset=48 (local.get $qp) (local.get $q3))
         (local.set $i (i32.add (local.get $i) (i32.const 8)))
         (br $pixels)))
     (block $tail_done
       (loop $tail
         (br_if $tail_done (i32.ge_u (local.get $i) (local.get $n)))
         (local.set $p (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))
-        (local.set $s (i32.const 0))
-        (local.set $qq (i64.const 0))
+        (local.set $ts (i32.const 0))
+        (local.set $tq (i64.const 0))
         (local.set $f (i32.const 0))
         (block $tf_done
           (loop $tf
             (br_if $tf_done (i32.ge_u (local.get $f) (local.get $depth)))
             (local.set $x (i32.load16_u (local.get $p)))
-            (local.set $s (i32.add (local.get $s) (local.get $x)))
-            (local.set $qq (i64.add (local.get $qq) (i64.extend_i32_u (i32.mul (local.get $x) (local.get $x)))))
+            (local.set $ts (i32.add (local.get $ts) (local.get $x)))
+            (local.set $tq (i64.add (local.get $tq) (i64.extend_i32_u (i32.mul (local.get $x) (local.get $x)))))
             (local.set $p (i32.add (local.get $p) (local.get $stride)))
             (local.set $f (i32.add (local.get $f) (i32.const 1)))
             (br $tf)))
-        (call $stddev_pixel (f64.convert_i32_u (local.get $s)) (f64.convert_i64_u (local.get $qq)) (local.get $fd) (local.get $n0) (local.get $c)
-          (i32.add (local.get $sum) (i32.shl (local.get $i) (i32.const 3)))
-          (i32.add (local.get $var) (i32.shl (local.get $i) (i32.const 3))))
+        (local.set $sp (i32.add (local.get $s) (i32.shl (local.get $i) (i32.const 2))))
+        (local.set $qp (i32.add (local.get $q) (i32.shl (local.get $i) (i32.const 3))))
+        (i32.store (local.get $sp) (i32.add (i32.load (local.get $sp)) (local.get $ts)))
+        (i64.store (local.get $qp) (i64.add (i64.load (local.get $qp)) (local.get $tq)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $tail))))
+
+  ;; Merge a batch of $depth (<= 1024) frames, s and q from sq_sums_u16, into (sum, varsum) as
+  ;; $stddev_pixel does (n0 frames merged before, c = n0 depth / (n0 + depth)); zero s and q.
+  (func (export "stddev_flush") (param $n i32) (param $depth i32) (param $n0 f64) (param $c f64) (param $s i32) (param $q i32) (param $sum i32) (param $var i32)
+    (local $i i32) (local $n2 i32) (local $fd f64) (local $vd v128) (local $vn0 v128) (local $vc v128) (local $first i32) (local $sp i32) (local $qp i32)
+    (local.set $fd (f64.convert_i32_u (local.get $depth)))
+    (local.set $vd (f64x2.splat (local.get $fd)))
+    (local.set $vn0 (f64x2.splat (local.get $n0)))
+    (local.set $vc (f64x2.splat (local.get $c)))
+    (local.set $first (f64.eq (local.get $n0) (f64.const 0)))
+    (local.set $n2 (i32.and (local.get $n) (i32.const -2)))
+    (block $done
+      (loop $pairs
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n2)))
+        (local.set $sp (i32.add (local.get $s) (i32.shl (local.get $i) (i32.const 2))))
+        (local.set $qp (i32.add (local.get $q) (i32.shl (local.get $i) (i32.const 3))))
+        (call $stddev_pair (f64x2.convert_low_i32x4_u (v128.load64_zero (local.get $sp))) (call $u52_f64 (v128.load (local.get $qp)))
+          (local.get $vd) (local.get $vn0) (local.get $vc) (local.get $first)
+          (i32.add (local.get $sum) (i32.shl (local.get $i) (i32.const 3))) (i32.add (local.get $var) (i32.shl (local.get $i) (i32.const 3))))
+        (i64.store (local.get $sp) (i64.const 0))
+        (v128.store (local.get $qp) (v128.const i64x2 0 0))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
+        (br $pairs)))
+    (if (i32.lt_u (local.get $i) (local.get $n))
+      (then
+        (local.set $sp (i32.add (local.get $s) (i32.shl (local.get $i) (i32.const 2))))
+        (local.set $qp (i32.add (local.get $q) (i32.shl (local.get $i) (i32.const 3))))
+        (call $stddev_pixel (f64.convert_i32_u (i32.load (local.get $sp))) (f64.convert_i64_u (i64.load (local.get $qp)))
+          (local.get $fd) (local.get $n0) (local.get $c)
+          (i32.add (local.get $sum) (i32.shl (local.get $i) (i32.const 3))) (i32.add (local.get $var) (i32.shl (local.get $i) (i32.const 3))))
+        (i32.store (local.get $sp) (i32.const 0))
+        (i64.store (local.get $qp) (i64.const 0)))))
 )

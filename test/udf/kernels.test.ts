@@ -174,7 +174,7 @@ describe.skipIf(!hasKernels)('SIMD tile kernels vs JavaScript references', () =>
     expect(Array.from(out)).toEqual(refDot(tile, depth, w, 0, h, idx, idx.map(() => 1)));
   });
 
-  it('StdDev tile merge equals its JavaScript twin bit for bit and a two-pass reference within 1e-12', () => {
+  it('StdDev batches (exact s, q; Chan merge) equal a JavaScript twin bit for bit and a two-pass reference within 1e-12', () => {
     const r = rng(14);
     const k = TileKernels.create()!;
     try {
@@ -184,25 +184,29 @@ describe.skipIf(!hasKernels)('SIMD tile kernels vs JavaScript references', () =>
         const jsSum = new Float64Array(n);
         const jsVar = new Float64Array(n);
         const all: Uint16Array[] = [];
-        let seen = 0;
-        for (const depth of [1, 3, 2, 5]) {
-          const tile = randomTile(depth * n, r);
-          all.push(tile);
-          k.stdDevTile(tile, depth, state, 0, seen);
-          // the twin: exact integer sums, then mergeStdDev
+        let merged = 0;
+        // batches of 1, 3+2 (two tiles) and 5 frames, on an offset band for the second and third
+        for (const depths of [[1], [3, 2], [5]]) {
           const s = new Float64Array(n);
           const q = new Float64Array(n);
-          for (let f = 0; f < depth; f++) for (let i = 0; i < n; i++) (s[i] += tile[f * n + i]!), (q[i] += tile[f * n + i]! ** 2);
-          for (let i = 0; i < n; i++) q[i] = (depth * q[i]! - s[i]! * s[i]!) / depth;
-          mergeStdDev(seen, jsSum, jsVar, depth, s, q);
-          seen += depth;
+          let d = 0;
+          for (const depth of depths) {
+            const tile = randomTile(depth * n, r);
+            all.push(tile);
+            k.stdDevAdd(tile, depth, state, 0);
+            for (let f = 0; f < depth; f++) for (let i = 0; i < n; i++) (s[i] += tile[f * n + i]!), (q[i] += tile[f * n + i]! ** 2);
+            d += depth;
+          }
+          k.stdDevFlush(state, 0, n, d, merged);
+          const m = Float64Array.from(q, (qi, i) => (d * qi - s[i]! * s[i]!) / d);
+          mergeStdDev(merged, jsSum, jsVar, d, s, m);
+          merged += d;
         }
         const sum = new Float64Array(n);
         const varsum = new Float64Array(n);
         k.readStdDev(state, sum, varsum);
         expect(Array.from(sum)).toEqual(Array.from(jsSum));
         expect(Array.from(varsum)).toEqual(Array.from(jsVar));
-        // two-pass reference over all frames
         const frames = all.flatMap((t) => Array.from({ length: t.length / n }, (_, f) => t.subarray(f * n, (f + 1) * n)));
         for (let i = 0; i < n; i++) {
           const total = frames.reduce((a, fr) => a + fr[i]!, 0);
@@ -277,6 +281,27 @@ describe.skipIf(!hasKernels)('UDFs on kernels equal their JavaScript loops', () 
           if (m !== 8) expect(a[i]).toBe(expected[i]); // integer masks: exact
           else expect(Math.abs(a[i]! - expected[i]!)).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(expected[i]!)));
         }
+      }
+    }
+  });
+
+  it('StdDevUDF over more than one batch (1100 frames, 65535-valued pixels): kernels = JavaScript bit for bit, two-pass reference within 1e-12', async () => {
+    const [fh, fw, frames] = [3, 5, 1100];
+    const big = randomTile(frames * fh * fw, rng(22));
+    big.fill(65535, 0, 40 * fh * fw); // the largest squares
+    const bigDs = new MemoryDataSet({ data: big, navShape: [frames], sigShape: [fh, fw] });
+    for (const tileShape of [{ depth: 600, rows: 3 }, { depth: 7, rows: 2 }]) {
+      const on = await runUdf(bigDs, new StdDevUDF(), { tileShape, partitionFrames: 1100 });
+      const off = await runUdf(bigDs, new StdDevUDF(), { tileShape, partitionFrames: 1100, kernels: false });
+      for (const key of ['sum', 'varsum', 'num_frames'] as const) expect(Array.from(on[key]!.data)).toEqual(Array.from(off[key]!.data));
+      for (let i = 0; i < fh * fw; i++) {
+        let total = 0;
+        for (let f = 0; f < frames; f++) total += big[f * fh * fw + i]!;
+        const mean = total / frames;
+        let v = 0;
+        for (let f = 0; f < frames; f++) v += (big[f * fh * fw + i]! - mean) ** 2;
+        expect(on.sum!.data[i]).toBe(total);
+        expect(Math.abs(on.varsum!.data[i]! - v)).toBeLessThanOrEqual(1e-12 * v);
       }
     }
   });

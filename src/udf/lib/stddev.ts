@@ -4,10 +4,11 @@
  * Chan's formula; the variance is the population variance (ddof = 0). The frame count is a
  * single buffer that every signal slice reports identically ('same' combine).
  *
- * uint16 tiles (chunks of at most STDDEV_MAX_DEPTH frames) take exact integer sums s = sum x and
- * q = sum x^2, and the chunk's varsum (depth q - s^2) / depth (integers below 2^53, one
- * rounding); the SIMD kernel (stddev_tile_u16) and the JavaScript loop here do the same f64
- * operations, so both give bit-identical results. Other dtypes use the two-pass sum.
+ * uint16 tiles are batched: exact integer sums s = sum x and q = sum x^2 per pixel over up to
+ * STDDEV_MAX_DEPTH frames of a tiling-scheme slice, merged as one part with varsum
+ * (depth q - s^2) / depth (integers below 2^53, one rounding) when the batch is full and at the
+ * end of the partition. The SIMD kernels (sq_sums_u16, stddev_flush) and the JavaScript twin here
+ * do the same f64 operations, so both give bit-identical results. Other dtypes: two-pass per tile.
  */
 import { TesseraError } from '../../errors.js';
 import { type KernelStdDevState, STDDEV_MAX_DEPTH } from '../kernels.js';
@@ -36,6 +37,24 @@ export function mergeStdDev(n0: number, sum0: Float64Array | NDArray, var0: Floa
   }
 }
 
+/** A tiling-scheme slice's pixels [offset, offset + n) of the partition, frames merged and pending. */
+interface Band {
+  offset: number;
+  n: number;
+  pending: number;
+  merged: number;
+}
+
+interface IntegerState {
+  bands: Map<number, Band>;
+  wholeSum: NDArray;
+  wholeVar: NDArray;
+  /** kernel memory state, or the JavaScript twin's exact sums */
+  state?: KernelStdDevState;
+  s?: Float64Array;
+  q?: Float64Array;
+}
+
 export class StdDevUDF extends UDF<Record<string, never>> {
   static override udfName = 'StdDevUDF';
   static override paramsSchema = { type: 'object', additionalProperties: false };
@@ -58,31 +77,55 @@ export class StdDevUDF extends UDF<Record<string, never>> {
   }
 
   override preprocess(): void {
-    // uint16 tiles: per-pixel state in kernel memory for the whole partition, copied out at the end
+    // uint16 tiles: exact per-pixel batch sums for the whole partition (kernel memory, or typed arrays)
+    if (this.meta.inputDtype !== 'uint16') return;
+    const pixels = this.results.sum!.length;
     const k = this.meta.kernels;
-    if (k && this.meta.inputDtype === 'uint16') {
-      this.taskData.state = k.stdDevState(this.results.sum!.length);
-      this.taskData.wholeSum = this.results.sum;
-      this.taskData.wholeVar = this.results.varsum;
+    const td = this.taskData as IntegerState;
+    td.bands = new Map();
+    td.wholeSum = this.results.sum!;
+    td.wholeVar = this.results.varsum!;
+    if (k) td.state = k.stdDevState(pixels);
+    else {
+      td.s = new Float64Array(pixels);
+      td.q = new Float64Array(pixels);
     }
   }
 
   override processTile(tile: NDArray): void {
     const [depth, rows, w] = tile.shape as [number, number, number];
     const n = rows * w;
-    const td = this.taskData as { counts: Map<number, number>; tileSum: Float64Array; tileVar: Float64Array; state?: KernelStdDevState };
+    const td = this.taskData as { counts: Map<number, number>; tileSum: Float64Array; tileVar: Float64Array } & Partial<IntegerState>;
     const idx = this.meta.tilingSchemeIdx;
-    if (tile instanceof Uint16Array) {
-      const k = this.meta.kernels;
+    if (tile instanceof Uint16Array && td.bands) {
       const offset = (this.meta.slice!.sigOrigin[0] - this.meta.partition!.sig.origin[0]) * w;
-      for (let f0 = 0; f0 < depth; f0 += STDDEV_MAX_DEPTH) {
-        const d = Math.min(STDDEV_MAX_DEPTH, depth - f0);
-        const chunk = tile.subarray(f0 * n, (f0 + d) * n);
-        const seen = td.counts.get(idx) ?? 0;
-        if (k && td.state) k.stdDevTile(chunk, d, td.state, offset, seen);
-        else this.integerChunk(chunk, d, n, seen, td);
-        td.counts.set(idx, seen + d);
+      let band = td.bands.get(idx);
+      if (!band) td.bands.set(idx, (band = { offset, n, pending: 0, merged: 0 }));
+      if (band.offset !== offset || band.n !== n) {
+        this.flush(band);
+        band.offset = offset;
+        band.n = n;
       }
+      const k = this.meta.kernels;
+      for (let f0 = 0; f0 < depth; ) {
+        const d = Math.min(STDDEV_MAX_DEPTH - band.pending, depth - f0);
+        const chunk = tile.subarray(f0 * n, (f0 + d) * n);
+        if (td.state) k!.stdDevAdd(chunk, d, td.state, offset);
+        else {
+          const { s, q } = td as { s: Float64Array; q: Float64Array };
+          for (let f = 0; f < d; f++) {
+            for (let i = 0, o = f * n; i < n; i++) {
+              const x = chunk[o + i]!;
+              s[offset + i] += x;
+              q[offset + i] += x * x;
+            }
+          }
+        }
+        band.pending += d;
+        f0 += d;
+        if (band.pending === STDDEV_MAX_DEPTH) this.flush(band);
+      }
+      td.counts.set(idx, band.merged + band.pending);
       return;
     }
     if (td.tileSum.length < n) {
@@ -103,28 +146,42 @@ export class StdDevUDF extends UDF<Record<string, never>> {
     td.counts.set(idx, seen + depth);
   }
 
-  /** The JavaScript twin of stddev_tile_u16: exact integer sums, then mergeStdDev. */
-  private integerChunk(tile: Uint16Array, depth: number, n: number, seen: number, td: { tileSum: Float64Array; tileVar: Float64Array }): void {
-    if (td.tileSum.length < n) {
-      td.tileSum = new Float64Array(n);
-      td.tileVar = new Float64Array(n);
-    }
-    const s = td.tileSum.subarray(0, n).fill(0);
-    const v = td.tileVar.subarray(0, n).fill(0);
-    for (let f = 0; f < depth; f++) {
-      for (let i = 0, o = f * n; i < n; i++) {
-        const x = tile[o + i]!;
-        s[i] += x;
-        v[i] += x * x;
+  /**
+   * Merge a band's pending batch into (sum, varsum): stddev_flush in kernels.wat, or its
+   * JavaScript twin (the same f64 operations in the same order, so the same bits).
+   */
+  private flush(band: Band): void {
+    const d = band.pending;
+    if (d === 0) return;
+    const td = this.taskData as IntegerState;
+    const n0 = band.merged;
+    if (td.state) this.meta.kernels!.stdDevFlush(td.state, band.offset, band.n, d, n0);
+    else {
+      const { s, q, wholeSum: sum, wholeVar: varsum } = td as Required<IntegerState>;
+      const c = (n0 * d) / (n0 + d);
+      for (let i = band.offset, end = band.offset + band.n; i < end; i++) {
+        const si = s[i]!;
+        const m = (d * q[i]! - si * si) / d;
+        if (n0 === 0) {
+          sum[i] = si;
+          varsum[i] = m;
+        } else {
+          const dd = si / d - sum[i]! / n0;
+          varsum[i] = varsum[i]! + (m + c * dd * dd);
+          sum[i] = sum[i]! + si;
+        }
+        s[i] = 0;
+        q[i] = 0;
       }
     }
-    for (let i = 0; i < n; i++) v[i] = (depth * v[i]! - s[i]! * s[i]!) / depth;
-    mergeStdDev(seen, this.results.sum!, this.results.varsum!, depth, s, v);
+    band.merged += d;
+    band.pending = 0;
   }
 
   override postprocess(): void {
-    const state = this.taskData.state as KernelStdDevState | undefined;
-    if (state) this.meta.kernels!.readStdDev(state, this.taskData.wholeSum, this.taskData.wholeVar);
+    const td = this.taskData as Partial<IntegerState>;
+    if (td.bands) for (const band of td.bands.values()) this.flush(band);
+    if (td.state) this.meta.kernels!.readStdDev(td.state, td.wholeSum!, td.wholeVar!);
     const counts = [...(this.taskData.counts as Map<number, number>).values()];
     if (counts.some((c) => c !== counts[0])) {
       throw new TesseraError('TESSERA_ERR_UDF_RESULTS', 'StdDevUDF', `parts of the partition saw different frame counts: ${counts.join(', ')}`);
