@@ -226,14 +226,17 @@ function percentile(values: number[], q: number): number {
 
 /**
  * The merger's own share, in this process: decode the 8 sector partials of a chunk, combine
- * and merge them (ChunkMerger), for the default acquisition with one 32 x 32 scan row (32
- * frames) per chunk. Quoted as frames/s the merger sustains (vs 400 fps) and its partial bytes/s
- * vs memcpy of the same bytes.
+ * and merge them (ChunkMerger), for the default acquisition (sum image in `sumDtype`) over a
+ * 32 x 32 scan, `chunkSize` frames per chunk (32: one scan row per chunk; 8: the short chunks of
+ * small scans). The partials arrive one sector lagging `lag` chunks behind the others, so
+ * `lag` + 1 chunks are pending at a time (a slow receiver). Quoted as frames/s the merger
+ * sustains (vs 400 fps), its partial bytes/s vs memcpy of the same bytes, and the peak of the
+ * process's array-buffer memory over the run above what it held before (the merger's working
+ * set: pending chunks, epoch results, decoded partials).
  */
-export function mergerAlone(): void {
+export function mergerAlone(chunkSize = 32, sumDtype: 'float32' | 'float64' = 'float32', lag = 0): void {
   const scan: [number, number] = [32, 32];
-  const chunkSize = 32;
-  const udfs = defaultAcquisition(scan).udfs.map((u) => ({ id: u.id!, name: u.name, params: u.params ?? {} }));
+  const udfs = defaultAcquisition(scan).udfs.map((u) => ({ id: u.id!, name: u.name, params: u.name === 'SumUDF' ? { dtype: sumDtype } : (u.params ?? {}) }));
   const context = makeRunContext({ navShape: scan, sigShape: [FRAME_HEIGHT, FRAME_WIDTH], datasetDtype: 'uint16', sectors: NUM_SECTORS, udfs: udfs.map((u) => createUdf(u)), roi: null });
   const tile = new Uint16Array(FRAME_HEIGHT * SECTOR_WIDTH).fill(7);
   const encoded: Buffer[] = [];
@@ -250,21 +253,27 @@ export function mergerAlone(): void {
     encoded.push(encodeLive(m));
   }
   const bytes = encoded.reduce((a, b) => a + b.byteLength, 0);
-  const chunks = scan[0];
+  const chunks = Math.ceil(POSITIONS_MERGER / chunkSize);
   const merger = new ChunkMerger({ acquisition: 'bench', udfs, context, chunkSize, mode: 'continuous', sectors: NUM_SECTORS, chunkTimeoutMs: 60_000, keepEpochs: 2, isMissing: () => false, onChunk: () => {} });
   const rates: number[] = [];
   let epoch = 0;
+  const memory = () => { const m = process.memoryUsage(); return m.arrayBuffers + m.heapUsed; };
+  const base = memory();
+  let peak = 0;
+  const feed = (sector: number, c: number) => {
+    const p = decodePartialMessage(encoded[sector]!);
+    p.epoch = epoch;
+    p.chunk = c;
+    p.navStart = c * chunkSize;
+    p.navEnd = (c + 1) * chunkSize;
+    merger.add(p);
+  };
   for (let run = 0; run < 4; run++) {
     const t0 = performance.now();
-    for (let c = 0; c < chunks; c++) {
-      for (const b of encoded) {
-        const p = decodePartialMessage(b);
-        p.epoch = epoch;
-        p.chunk = c;
-        p.navStart = c * chunkSize;
-        p.navEnd = (c + 1) * chunkSize;
-        merger.add(p);
-      }
+    for (let c = 0; c < chunks + lag; c++) {
+      if (c < chunks) for (let s = 1; s < NUM_SECTORS; s++) feed(s, c);
+      if (c >= lag) feed(0, c - lag);
+      peak = Math.max(peak, memory() - base);
     }
     epoch++;
     if (run > 0) rates.push((chunks * chunkSize) / ((performance.now() - t0) / 1000));
@@ -272,12 +281,19 @@ export function mergerAlone(): void {
   merger.close();
   const fps = median(rates);
   const memcpy = measureMemcpy(bytes, { runs: 5 }).best * 1e9;
-  report('merger alone: 8 partials per 32-frame chunk decoded, combined, merged (default acquisition)', fps, 'frames/s', fps / 400, "the detector's 400 fps");
-  report('merger alone: partial bytes merged', (fps / chunkSize) * bytes / 1e9, 'GB/s', ((fps / chunkSize) * bytes) / memcpy, 'memcpy of the same bytes');
+  const what = `8 partials per ${chunkSize}-frame chunk, sum ${sumDtype}${lag ? `, one sector ${lag} chunks behind` : ''}`;
+  report(`merger alone (${what}): decoded, combined, merged`, fps, 'frames/s', fps / 400, "the detector's 400 fps");
+  report(`merger alone (${what}): partial bytes merged`, (fps / chunkSize) * bytes / 1e9, 'GB/s', ((fps / chunkSize) * bytes) / memcpy, 'memcpy of the same bytes');
+  report(`merger alone (${what}): peak memory above start`, peak / 1e6, 'MB', peak / bytes, 'one chunk of partials');
 }
 
+const POSITIONS_MERGER = 32 * 32;
+
 export async function run(): Promise<void> {
-  mergerAlone();
+  mergerAlone(32, 'float32');
+  mergerAlone(8, 'float32');
+  mergerAlone(32, 'float64');
+  mergerAlone(8, 'float64', 4);
   const base = await freeUdpBase();
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-pipeline-'));
   const config = join(dir, 'config.json');

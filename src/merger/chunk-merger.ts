@@ -20,7 +20,7 @@ import type { Logger } from '../log.js';
 import { fromWire, type PartialMessage } from '../protocol/live.js';
 import { PartitionCombiner } from '../udf/combine.js';
 import { DatasetResults } from '../udf/dataset-results.js';
-import type { TypedArray } from '../udf/dtype.js';
+import { dtypeCtor, itemSize, type TypedArray, type DType } from '../udf/dtype.js';
 import type { RunContext } from '../udf/meta.js';
 import type { SigSlice } from '../udf/partition.js';
 import { PartitionTask, type PartitionResult } from '../udf/partition-task.js';
@@ -245,7 +245,9 @@ export class ChunkMerger {
         if (!d) return this.drop('buffers', `${u.id} has no buffer ${name}`, p), null;
         if (d.dtype !== w.dtype) return this.drop('buffers', `${u.id}.${name} is ${w.dtype}, expected ${d.dtype}`, p), null;
         try {
-          out[name] = fromWire(w, `${u.id}.${name}`);
+          // sig buffers are only read (placed or added into the epoch's result): a view of the
+          // message's bytes when aligned; nav and single ones are accumulated into, so copied
+          out[name] = d.kind === 'sig' ? wireView(w.dtype, w.data, `${u.id}.${name}`) : fromWire(w, `${u.id}.${name}`);
         } catch (err) {
           return this.drop('buffers', (err as Error).message, p), null;
         }
@@ -296,7 +298,7 @@ export class ChunkMerger {
       navStart,
       navEnd,
       frames: this.selection.count(navStart, navEnd),
-      combiner: new PartitionCombiner(e.results.declarations, this.o.context.sigShape),
+      combiner: new PartitionCombiner(e.results.declarations, this.o.context.sigShape, e.results.sumMergedSig),
       damage: new Map(),
       first: Date.now(),
       sentAt: 0,
@@ -388,6 +390,13 @@ export class ChunkMerger {
     for (const p of this.pending.values()) clearTimeout(p.timer);
     this.pending.clear();
   }
+}
+
+/** The wire bytes as a typed array without copying when they are aligned for the dtype. */
+function wireView(dtype: DType, data: Uint8Array, what: string): TypedArray {
+  const size = itemSize(dtype);
+  if (data.byteOffset % size !== 0 || data.byteLength % size !== 0) return fromWire({ dtype, data }, what);
+  return new (dtypeCtor(dtype))(data.buffer, data.byteOffset, data.byteLength / size) as TypedArray;
 }
 
 function popcount(x: number): number {

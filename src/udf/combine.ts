@@ -7,6 +7,13 @@
  *
  * The live merger feeds sector results as they arrive; the offline runner feeds its slice tasks
  * the same way, so both compute exactly the same thing.
+ *
+ * Sig buffers whose UDF merge is known to be element-wise addition (DatasetResults.sumMergedSig)
+ * need no whole-frame intermediate: the combiner keeps each slice as it came (`sigParts`) and
+ * DatasetResults.merge adds each slice straight into its rectangle of the dataset buffer. Every
+ * pixel still gets exactly one addition per chunk, in the same chunk order, so the result is
+ * bit for bit what placing then adding gives (floats included), without allocating, filling
+ * and re-reading a frame-sized buffer per pending chunk.
  */
 import { TesseraError } from '../errors.js';
 import { type BufferDeclaration, BufferSet, type CombineRule, extraSize } from './buffers.js';
@@ -48,19 +55,49 @@ function place(dest: TypedArray, frameWidth: number, src: TypedArray, slice: Sig
   for (let r = 0; r < h; r++) dest.set(src.subarray(r * rowLen, (r + 1) * rowLen), ((y0 + r) * frameWidth + x0) * e);
 }
 
+/** One signal slice of sig buffers kept as they came (merged later by adding into their rectangle). */
+export interface SigPart {
+  sig: SigSlice;
+  arrays: Record<string, TypedArray>;
+}
+
+/**
+ * A combined whole-frame result. With `sigParts`, UDF i's buffers named in the combiner's
+ * `sumSig[i]` are not in `udfs[i]` but in `sigParts[i]`, one entry per slice, covering the frame.
+ */
+export interface CombinedResult extends PartitionResult {
+  sigParts?: Array<SigPart[] | null>;
+}
+
 export class PartitionCombiner {
   private readonly slices: SigSlice[] = [];
   private area = 0;
-  private acc: PartitionResult | null = null;
+  private acc: CombinedResult | null = null;
 
   /**
    * `decls`: each UDF's buffer declarations (from the merging node's instances), in run order.
-   * Takes ownership of the arrays of results passed to add().
+   * `sumSig`: per UDF, the sig buffers to keep as slices rather than place into a whole frame
+   * (only those whose merge is element-wise addition: DatasetResults.sumMergedSig).
+   * Takes ownership of the arrays of results passed to add(); sig arrays are only read.
    */
   constructor(
     private readonly decls: ReadonlyArray<Record<string, BufferDeclaration>>,
     private readonly sigShape: readonly [number, number],
+    private readonly sumSig: ReadonlyArray<ReadonlySet<string> | null> = [],
   ) {}
+
+  private keepsSlice(i: number, name: string): boolean {
+    return this.sumSig[i]?.has(name) === true;
+  }
+
+  private part(i: number, r: PartitionResult): void {
+    const set = this.sumSig[i];
+    if (!set || set.size === 0) return;
+    const arrays: Record<string, TypedArray> = {};
+    for (const name of set) if (r.udfs[i]![name] !== undefined) arrays[name] = r.udfs[i]![name]!;
+    const parts = this.acc!.sigParts!;
+    (parts[i] ??= []).push({ sig: r.sig, arrays });
+  }
 
   get complete(): boolean {
     return this.area === this.sigShape[0] * this.sigShape[1];
@@ -99,10 +136,12 @@ export class PartitionCombiner {
         navEnd: r.navEnd,
         sig: frame,
         frames: r.frames,
+        sigParts: r.udfs.map(() => null),
         udfs: r.udfs.map((arrays, i) => {
           const out: Record<string, TypedArray> = {};
           for (const [name, arr] of Object.entries(arrays)) {
             const decl = this.decls[i]![name]!;
+            if (this.keepsSlice(i, name)) continue;
             if (decl.kind === 'sig') {
               out[name] = allocate(decl.dtype, this.sigShape[0] * this.sigShape[1] * extraSize(decl));
               place(out[name]!, this.sigShape[1], arr, r.sig, extraSize(decl));
@@ -113,10 +152,13 @@ export class PartitionCombiner {
           return out;
         }),
       };
+      for (let i = 0; i < r.udfs.length; i++) this.part(i, r);
       return;
     }
     r.udfs.forEach((arrays, i) => {
+      this.part(i, r);
       for (const [name, arr] of Object.entries(arrays)) {
+        if (this.keepsSlice(i, name)) continue;
         const decl = this.decls[i]![name]!;
         const dest = acc.udfs[i]![name]!;
         if (decl.kind === 'sig') place(dest, this.sigShape[1], arr, r.sig, extraSize(decl));
@@ -126,7 +168,7 @@ export class PartitionCombiner {
   }
 
   /** The whole-frame result; only once every pixel of the frame has been covered. */
-  result(): PartitionResult {
+  result(): CombinedResult {
     if (this.acc === null || !this.complete) {
       throw new TesseraError('TESSERA_ERR_UDF_RESULTS', 'partition', `signal slices cover ${this.area} of ${this.sigShape[0] * this.sigShape[1]} pixels`);
     }

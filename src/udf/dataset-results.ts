@@ -12,6 +12,9 @@ import { allocate, dtypeKind, dtypeOf, isTypedArray, sameKind, type DType, type 
 import { bindParams, MetaImpl, type RunContext } from './meta.js';
 import { type NDArray, ndarray, shapeSize } from './ndarray.js';
 import { wholeFrame } from './partition.js';
+import type { CombinedResult, SigPart } from './combine.js';
+import { LogsumUDF } from './lib/logsum.js';
+import { SumUDF } from './lib/sum.js';
 import { instantiate, type PartitionResult } from './partition-task.js';
 import { NavSelection } from './roi.js';
 import { hasDefaultGetResults, hasDefaultMerge, type MaskedResult, type UDF, type UDFClass, type UDFSpec, udfNameOf } from './udf.js';
@@ -31,8 +34,45 @@ export interface ResultBuffer {
 
 export type UDFResults = Record<string, ResultBuffer>;
 
+/**
+ * merge() implementations known to be element-wise addition of these sig buffers and nothing
+ * else (a subclass that overrides merge() is not matched: its merge is called as usual).
+ */
+const SUM_MERGES = new Map<unknown, readonly string[]>([
+  [SumUDF.prototype.merge, ['intensity']],
+  [LogsumUDF.prototype.merge, ['logsum']],
+]);
+
+/** dest[rect] += src for one slice; monomorphic loops per array type (V8 keeps them tight). */
+function addSlice(dest: TypedArray, frameWidth: number, src: TypedArray, slice: { origin: readonly [number, number]; shape: readonly [number, number] }, e: number): void {
+  const [y0, x0] = slice.origin;
+  const [h, w] = slice.shape;
+  const rowLen = w * e;
+  if (dest instanceof Float64Array && src instanceof Float64Array) {
+    for (let r = 0; r < h; r++) addRowF64(dest, ((y0 + r) * frameWidth + x0) * e, src, r * rowLen, rowLen);
+  } else if (dest instanceof Float32Array && src instanceof Float32Array) {
+    for (let r = 0; r < h; r++) addRowF32(dest, ((y0 + r) * frameWidth + x0) * e, src, r * rowLen, rowLen);
+  } else {
+    for (let r = 0; r < h; r++) {
+      const d = ((y0 + r) * frameWidth + x0) * e;
+      const s = r * rowLen;
+      for (let i = 0; i < rowLen; i++) dest[d + i] += src[s + i]!;
+    }
+  }
+}
+
+function addRowF64(dest: Float64Array, d: number, src: Float64Array, s: number, n: number): void {
+  for (let i = 0; i < n; i++) dest[d + i] += src[s + i]!;
+}
+
+function addRowF32(dest: Float32Array, d: number, src: Float32Array, s: number, n: number): void {
+  for (let i = 0; i < n; i++) dest[d + i] += src[s + i]!;
+}
+
 interface MergeState {
   udf: UDF;
+  /** sig buffers this UDF's merge adds element-wise and that are merged slice by slice (null: call merge()) */
+  sumSig: ReadonlySet<string> | null;
   name: string;
   decls: Record<string, BufferDeclaration>;
   buffers: BufferSet;
@@ -78,7 +118,9 @@ export class DatasetResults {
       const buffers = new BufferSet(decls, n, sig);
       udf.results = buffers.accessor(whole);
       const destCursor: ViewCursor = { ...wholeCursor(n, sig) };
-      const state: MergeState = { udf, name, decls, buffers, destCursor, dest: buffers.accessor(destCursor), meta };
+      const summed = SUM_MERGES.get(udf.merge);
+      const sumSig = summed && summed.every((b) => decls[b]?.kind === 'sig' && decls[b]!.use !== 'resultOnly') ? new Set(summed) : null;
+      const state: MergeState = { udf, name, sumSig, decls, buffers, destCursor, dest: buffers.accessor(destCursor), meta };
       meta.validNavMask = this.damage;
       udf.preprocess?.();
       return state;
@@ -90,8 +132,16 @@ export class DatasetResults {
     return this.states.map((s) => s.decls);
   }
 
+  /**
+   * Per UDF, the sig buffers whose merge is element-wise addition (null: none), for a
+   * PartitionCombiner that keeps them as slices: merge() adds each slice into its rectangle.
+   */
+  get sumMergedSig(): Array<ReadonlySet<string> | null> {
+    return this.states.map((s) => s.sumSig);
+  }
+
   /** Merge a whole-frame partition result (after combining its signal slices). */
-  merge(r: PartitionResult): void {
+  merge(r: PartitionResult | CombinedResult): void {
     const [h, w] = this.context.sigShape;
     if (r.sig.origin[0] !== 0 || r.sig.origin[1] !== 0 || r.sig.shape[0] !== h || r.sig.shape[1] !== w) {
       throw new TesseraError('TESSERA_ERR_UDF_RESULTS', 'partition', 'covers a signal slice: combine the slices of its frames first');
@@ -107,8 +157,18 @@ export class DatasetResults {
     for (let i = offset; i < offset + r.frames; i++) {
       if (this.damage[i]) throw new TesseraError('TESSERA_ERR_UDF_RESULTS', 'partition', `frames [${r.navStart}, ${r.navEnd}) were already merged`);
     }
-    const srcSets = this.states.map((s, i) => new BufferSet(s.decls, r.frames, [h, w], r.udfs[i]));
+    const parts = (r as CombinedResult).sigParts;
+    const sliced = this.states.map((s, i) => (s.sumSig !== null && parts?.[i] ? this.checkParts(s, parts[i]!) : null));
+    const srcSets = this.states.map((s, i) => (sliced[i] ? null : new BufferSet(s.decls, r.frames, [h, w], r.udfs[i])));
     this.states.forEach((s, i) => {
+      const own = sliced[i];
+      if (own) {
+        // what s.udf.merge does (SUM_MERGES), one slice at a time
+        for (const part of own) {
+          for (const name of s.sumSig!) addSlice(s.buffers.arrays[name]!, w, part.arrays[name]!, part.sig, extraSize(s.decls[name]!));
+        }
+        return;
+      }
       const c = s.destCursor;
       c.gen++;
       c.nav = offset;
@@ -119,6 +179,25 @@ export class DatasetResults {
     this.damage.fill(1, offset, offset + r.frames);
     this.framesMerged += r.frames;
     this.partitionsMerged++;
+  }
+
+  /** The slices must tile the frame and carry every summed buffer at its slice's size. */
+  private checkParts(s: MergeState, parts: SigPart[]): SigPart[] {
+    const [h, w] = this.context.sigShape;
+    let area = 0;
+    for (const p of parts) {
+      const [y0, x0] = p.sig.origin;
+      const [ph, pw] = p.sig.shape;
+      if (y0 < 0 || x0 < 0 || y0 + ph > h || x0 + pw > w) throw new TesseraError('TESSERA_ERR_UDF_RESULTS', s.name, `slice ${JSON.stringify(p.sig)} is outside the frame`);
+      area += ph * pw;
+      for (const name of s.sumSig!) {
+        const arr = p.arrays[name];
+        const expected = ph * pw * extraSize(s.decls[name]!);
+        if (arr === undefined || arr.length !== expected) throw new TesseraError('TESSERA_ERR_UDF_RESULTS', name, `slice buffer has ${arr?.length ?? 0} elements, expected ${expected}`);
+      }
+    }
+    if (area !== h * w) throw new TesseraError('TESSERA_ERR_UDF_RESULTS', s.name, `signal slices cover ${area} of ${h * w} pixels`);
+    return parts;
   }
 
   /** Scan positions merged so far, over the full nav shape (0 outside the ROI). */
