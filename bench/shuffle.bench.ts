@@ -161,8 +161,8 @@ class ShuffleRig {
 }
 
 /** GB/s of slices through the shuffle to a worker DEALER of this process, `window` frames in flight. */
-async function shuffleThroughput(rig: ShuffleRig, id: string, frames: number, window: number): Promise<number> {
-  const worker = new zmq.Dealer({ routingId: 'bench-worker', linger: 0, receiveHighWaterMark: 64 });
+async function shuffleThroughput(rig: ShuffleRig, id: string, first: number, frames: number, window: number): Promise<number> {
+  const worker = new zmq.Dealer({ routingId: `bench-worker-${first}`, linger: 0, receiveHighWaterMark: 64 });
   worker.connect(rig.frames);
   await worker.send(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: process.pid, n: 1000 }));
   await new Promise((r) => setTimeout(r, 300));
@@ -176,8 +176,8 @@ async function shuffleThroughput(rig: ShuffleRig, id: string, frames: number, wi
   })();
   const t0 = performance.now();
   for (let i = 0; i < frames; i++) {
-    while (i - received >= window) await new Promise((r) => setImmediate(r));
-    await rig.sendFrame(id, i, slices);
+    while (i - received >= window) await new Promise((r) => setTimeout(r, 1));
+    await rig.sendFrame(id, first + i, slices);
   }
   await done;
   const seconds = (performance.now() - t0) / 1000;
@@ -274,7 +274,7 @@ async function peakFindingThroughShuffle(peaks: number): Promise<{ fps: number; 
   return { fps: done / (cpu1 - cpu0), frames: done };
 }
 
-async function endToEnd(): Promise<{ mergedFps: number; skippedFps: number; cameraFps: number }> {
+async function endToEnd(): Promise<{ mergedFps: number; skippedFps: number; cameraFps: number; decimate: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-e2e-'));
   const base = 20_000 + Math.floor(Math.random() * 20_000);
   const port = async () => `tcp://127.0.0.1:${await freePort()}`;
@@ -327,7 +327,8 @@ async function endToEnd(): Promise<{ mergedFps: number; skippedFps: number; came
     const dt = (Date.now() - first.t) / 1000;
     const merged = (workerFrames() - first.frames) / dt;
     const skipped = (Number(shuffle.lines.filter((l) => l.msg === 'shuffle stats').at(-1)?.framesSkipped ?? 0) - first.skipped) / dt;
-    return { mergedFps: merged, skippedFps: skipped, cameraFps };
+    const decimate = Number(shuffle.lines.filter((l) => l.msg === 'shuffle stats').at(-1)?.decimate ?? 1);
+    return { mergedFps: merged, skippedFps: skipped, cameraFps, decimate };
   } finally {
     for (const r of roles.reverse()) await stop(r);
   }
@@ -341,7 +342,10 @@ export async function run(): Promise<void> {
   await rig.start();
   try {
     await rig.acquire('bench-throughput', []);
-    for (let r = 0; r < 3; r++) shuffleRuns.push(await shuffleThroughput(rig, 'bench-throughput', 60, 6));
+    for (let r = 0; r < 3; r++) {
+      shuffleRuns.push(await shuffleThroughput(rig, 'bench-throughput', r * 1000, 60, 6));
+      console.log(`# shuffle run ${r + 1}: ${shuffleRuns[r]!.toFixed(2)} GB/s`);
+    }
   } finally {
     await rig.close();
   }
@@ -373,4 +377,5 @@ export async function run(): Promise<void> {
   const e = await endToEnd();
   report('end to end: strain maps with 2 workers (simulator -> 8 receivers -> shuffle -> 2 workers -> merger)', e.mergedFps, 'frames/s', e.mergedFps / e.cameraFps, `the camera's ${e.cameraFps} fps`);
   report('end to end: frames skipped by the shuffle to keep up', e.skippedFps, 'frames/s', e.skippedFps / e.cameraFps, `the camera's ${e.cameraFps} fps`);
+  report('end to end: selection rate the shuffle settled on (1 of N frames)', e.decimate, 'N');
 }

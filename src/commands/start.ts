@@ -47,6 +47,8 @@ export interface StartOptions {
   simulator: boolean;
   /** define and start defaultAcquisition() once the receivers follow the camera */
   acquisition?: boolean;
+  /** frame workers to start with a shuffle service for whole-frame UDFs (default 0: no shuffle) */
+  workers?: number;
   log: Logger;
   /** where the live table goes (default process.stdout) */
   out?: NodeJS.WriteStream;
@@ -107,6 +109,11 @@ export class Pipeline {
     if (!listening || this.stopping) return;
     this.url = String(listening.url);
     const elected = new Promise<void>((resolve) => this.onLine(merger, (l) => l.msg === 'election decided' && resolve()));
+    if ((this.o.workers ?? 0) > 0) {
+      // whole-frame UDFs (strain maps, …): the shuffle and its frame workers (docs/shuffle.md)
+      this.spawnRole('shuffle', ['shuffle', ...cfg], { TESSERA_EXIT_WITH_PARENT: '1' });
+      for (let w = 0; w < this.o.workers!; w++) this.spawnRole(`worker-${w}`, ['worker', ...cfg], { TESSERA_EXIT_WITH_PARENT: '1' });
+    }
     const out = this.o.out ?? process.stdout;
     out.write(`tessera: ${this.url}\n`);
     const ready = sectors.map((s) => {
@@ -293,13 +300,14 @@ export function registerStartCommand(program: Command): void {
     .option('--fps <n>', 'simulator frame rate (default: config simulator.fps)')
     .option('--no-simulator', 'do not start the simulator (a real camera sends)')
     .option('--no-acquisition', 'do not define and start the default live acquisition')
-    .action(async (raw: { config?: string; scan?: string; fps?: string; simulator: boolean; acquisition: boolean }) => {
+    .option('--workers <n>', 'also start the shuffle service and N frame workers, for whole-frame UDFs such as StrainMapUDF', '0')
+    .action(async (raw: { config?: string; scan?: string; fps?: string; simulator: boolean; acquisition: boolean; workers?: string }) => {
       const config = loadConfig(raw.config);
       const scan = raw.scan !== undefined ? parseScanShape(raw.scan) : (config.simulator.scan as [number, number]);
       const fps = raw.fps !== undefined ? Number(raw.fps) : config.simulator.fps;
       if (!Number.isFinite(fps) || fps < 0) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', '--fps', `"${raw.fps}" is not a frame rate`);
       const log = createLogger('start');
-      const pipeline = new Pipeline({ config, configPath: raw.config, scan, fps, simulator: raw.simulator, acquisition: raw.acquisition, log });
+      const pipeline = new Pipeline({ config, configPath: raw.config, scan, fps, simulator: raw.simulator, acquisition: raw.acquisition, workers: Math.max(0, Math.floor(Number(raw.workers ?? 0)) || 0), log });
       const onSignal = (sig: string) => void pipeline.stop(sig);
       process.once('SIGINT', () => onSignal('SIGINT'));
       process.once('SIGTERM', () => onSignal('SIGTERM'));
