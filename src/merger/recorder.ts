@@ -400,7 +400,9 @@ export class AcquisitionRecorder {
         }
         buffers[name] = { kind: rb.kind, dtype: rb.dtype, extraShape: [...rb.extraShape], shape: [...rb.data.shape], data, valid };
       }
-      return { id: spec.id, name: spec.name, params: toJson(spec.params ?? {}), buffers };
+      // the definition's parameters follow PATCH /udfs/:udfId: the file has the newest ones
+      const params = this.o.definition.udfs.find((u) => u.id === spec.id)?.params ?? spec.params ?? {};
+      return { id: spec.id, name: spec.name, params: toJson(params), buffers };
     });
     const sectorsComplete = t.sectorsComplete.slice();
     const blocksMissing = t.blocksMissing.slice();

@@ -16,7 +16,8 @@ afterEach(() => ps.cleanup(), 30_000);
 describe('continuous acquisition: epochs in the stream and in the recording', () => {
   it('three epochs: three groups, each equal to offline over its frames; an earlier epoch on the stream', async () => {
     const scan: [number, number] = [4, 8];
-    const p = await launch(ps, { merger: { chunkTimeoutMs: 5000, keepEpochs: 4 } });
+    // snapshots only at the end of each epoch (each is 30 MB of sum image): the writer keeps up on a loaded machine
+    const p = await launch(ps, { merger: { chunkTimeoutMs: 5000, keepEpochs: 4 }, recorder: { writeIntervalMs: 200, snapshotIntervalMs: 60_000 } });
     simulate(ps, p, scan, ['--fps', '10', '--seed', '41', '--continuous']);
     // the receivers follow the running scan before the acquisition starts (its start point)
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'continuous', record: true, recordPath: 'continuous.h5' });
