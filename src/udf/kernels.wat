@@ -15,6 +15,12 @@
       (f64.add (f64.convert_i32_u (i32x4.extract_lane 0 (local.get $x))) (f64.convert_i32_u (i32x4.extract_lane 1 (local.get $x))))
       (f64.add (f64.convert_i32_u (i32x4.extract_lane 2 (local.get $x))) (f64.convert_i32_u (i32x4.extract_lane 3 (local.get $x))))))
 
+;; The 4 u32 lanes of $x summed as i64.
+  (func $lanes_u32_i64 (param $x v128) (result i64)
+    (i64.add
+      (i64.add (i64.extend_i32_u (i32x4.extract_lane 0 (local.get $x))) (i64.extend_i32_u (i32x4.extract_lane 1 (local.get $x))))
+      (i64.add (i64.extend_i32_u (i32x4.extract_lane 2 (local.get $x))) (i64.extend_i32_u (i32x4.extract_lane 3 (local.get $x))))))
+
   ;; Sum of $n u16 values at $p, as f64. Lanes hold pairwise sums (<= 131070 per step) and are
   ;; flushed every 32768 steps, before they could pass 2^32.
   (func $sum_u16 (param $p i32) (param $n i32) (result f64)
@@ -104,10 +110,12 @@
 
   ;; Centre-of-mass sums of whole tiles: for each of the $depth frames of $rows x $w pixels at
   ;; $src, out[3f] += sum v, out[3f+1] += sum v (y0 + r), out[3f+2] += sum v (x0 + c) (f64).
-  ;; Per row: sum v in u32 lanes (<= w/4 * 65535 each), sum v c in i64 lanes (exact).
+  ;; Per row: sum v in u32 lanes (<= w/4 * 65535 each); sum v c per block of 256 columns as
+  ;; cb sum v + sum v (c - cb), the latter in u32 lanes (< 2^30), then in i64 (exact).
   (func (export "com_sums_u16") (param $src i32) (param $rows i32) (param $w i32) (param $depth i32) (param $y0 i32) (param $x0 i32) (param $out i32)
     (local $f i32) (local $r i32) (local $c i32) (local $p i32) (local $q i32) (local $w8 i32)
     (local $v v128) (local $lo v128) (local $hi v128) (local $rs v128) (local $rx v128) (local $clo v128) (local $chi v128)
+    (local $rowx i64) (local $cb i32) (local $bend i32) (local $bs v128) (local $bx v128) (local $jv v128)
     (local $row_s f64) (local $row_x f64) (local $s f64) (local $sy f64) (local $sx f64) (local $tail_s i32) (local $tail_x i64) (local $px i32)
     (local.set $w8 (i32.and (local.get $w) (i32.const -8)))
     (local.set $p (local.get $src))
@@ -122,27 +130,31 @@
           (loop $rows_loop
             (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
             (local.set $rs (v128.const i64x2 0 0))
-            (local.set $rx (v128.const i64x2 0 0))
-            (local.set $clo (v128.const i32x4 0 1 2 3))
-            (local.set $chi (v128.const i32x4 4 5 6 7))
+            (local.set $rowx (i64.const 0))
             (local.set $c (i32.const 0))
+            ;; blocks of up to 256 columns: sum v (j - block start) in u32 lanes stays below 2^30
             (block $cols_done
-              (loop $cols
+              (loop $blocks
                 (br_if $cols_done (i32.ge_u (local.get $c) (local.get $w8)))
-                (local.set $v (v128.load (local.get $p)))
-                (local.set $lo (i32x4.extend_low_i16x8_u (local.get $v)))
-                (local.set $hi (i32x4.extend_high_i16x8_u (local.get $v)))
-                (local.set $rs (i32x4.add (local.get $rs) (i32x4.add (local.get $lo) (local.get $hi))))
-                (local.set $rx
-                  (i64x2.add
-                    (i64x2.add (local.get $rx)
-                      (i64x2.add (i64x2.extmul_low_i32x4_u (local.get $lo) (local.get $clo)) (i64x2.extmul_high_i32x4_u (local.get $lo) (local.get $clo))))
-                    (i64x2.add (i64x2.extmul_low_i32x4_u (local.get $hi) (local.get $chi)) (i64x2.extmul_high_i32x4_u (local.get $hi) (local.get $chi)))))
-                (local.set $clo (i32x4.add (local.get $clo) (v128.const i32x4 8 8 8 8)))
-                (local.set $chi (i32x4.add (local.get $chi) (v128.const i32x4 8 8 8 8)))
-                (local.set $p (i32.add (local.get $p) (i32.const 16)))
-                (local.set $c (i32.add (local.get $c) (i32.const 8)))
-                (br $cols)))
+                (local.set $cb (local.get $c))
+                (local.set $bend (i32.add (local.get $c) (i32.const 256)))
+                (if (i32.gt_u (local.get $bend) (local.get $w8)) (then (local.set $bend (local.get $w8))))
+                (local.set $bs (v128.const i64x2 0 0))
+                (local.set $bx (v128.const i64x2 0 0))
+                (local.set $jv (v128.const i16x8 0 1 2 3 4 5 6 7))
+                (loop $cols
+                  (local.set $v (v128.load (local.get $p)))
+                  (local.set $bs (i32x4.add (local.get $bs) (i32x4.extadd_pairwise_i16x8_u (local.get $v))))
+                  (local.set $bx (i32x4.add (local.get $bx)
+                    (i32x4.add (i32x4.extmul_low_i16x8_u (local.get $v) (local.get $jv)) (i32x4.extmul_high_i16x8_u (local.get $v) (local.get $jv)))))
+                  (local.set $jv (i16x8.add (local.get $jv) (v128.const i16x8 8 8 8 8 8 8 8 8)))
+                  (local.set $p (i32.add (local.get $p) (i32.const 16)))
+                  (local.set $c (i32.add (local.get $c) (i32.const 8)))
+                  (br_if $cols (i32.lt_u (local.get $c) (local.get $bend))))
+                (local.set $rs (i32x4.add (local.get $rs) (local.get $bs)))
+                (local.set $rowx (i64.add (local.get $rowx)
+                  (i64.add (i64.mul (i64.extend_i32_u (local.get $cb)) (call $lanes_u32_i64 (local.get $bs))) (call $lanes_u32_i64 (local.get $bx)))))
+                (br $blocks)))
             (local.set $tail_s (i32.const 0))
             (local.set $tail_x (i64.const 0))
             (block $tail_done
@@ -155,9 +167,7 @@
                 (local.set $c (i32.add (local.get $c) (i32.const 1)))
                 (br $tail)))
             (local.set $row_s (f64.add (call $lanes_u32_f64 (local.get $rs)) (f64.convert_i32_u (local.get $tail_s))))
-            (local.set $row_x
-              (f64.convert_i64_u
-                (i64.add (local.get $tail_x) (i64.add (i64x2.extract_lane 0 (local.get $rx)) (i64x2.extract_lane 1 (local.get $rx))))))
+            (local.set $row_x (f64.convert_i64_u (i64.add (local.get $tail_x) (local.get $rowx))))
             (local.set $s (f64.add (local.get $s) (local.get $row_s)))
             (local.set $sy (f64.add (local.get $sy) (f64.mul (local.get $row_s) (f64.convert_i32_u (i32.add (local.get $y0) (local.get $r))))))
             (local.set $sx (f64.add (local.get $sx) (f64.add (local.get $row_x) (f64.mul (local.get $row_s) (f64.convert_i32_u (local.get $x0))))))

@@ -103,6 +103,34 @@ describe.skipIf(!hasKernels)('SIMD tile kernels vs JavaScript references', () =>
     }
   });
 
+  it('CoM sums (sum v, sum v y, sum v x) are exact for widths across the 256-column blocks, odd widths, 65535 pixels', () => {
+    const r = rng(15);
+    const k = TileKernels.create()!;
+    try {
+      for (const [rows, w, depth] of [[3, 777, 2], [2, 2048, 1], [4, 256, 3], [5, 9, 2], [1, 263, 1], [2, 7, 1]] as const) {
+        const tile = randomTile(depth * rows * w, r);
+        tile.fill(65535, 0, Math.min(tile.length, 300));
+        const [y0, x0] = [17, 1024];
+        const out = new Float64Array(3 * depth);
+        k.comSums(tile, depth, rows, w, y0, x0, out);
+        for (let f = 0; f < depth; f++) {
+          let [s, sy, sx] = [0, 0, 0];
+          for (let y = 0; y < rows; y++) {
+            for (let x = 0; x < w; x++) {
+              const v = tile[(f * rows + y) * w + x]!;
+              s += v;
+              sy += v * (y0 + y);
+              sx += v * (x0 + x);
+            }
+          }
+          expect([out[3 * f], out[3 * f + 1], out[3 * f + 2]]).toEqual([s, sy, sx]);
+        }
+      }
+    } finally {
+      k.release();
+    }
+  });
+
   it('maskRuns refuses masks of mixed or non-integer values', () => {
     expect(maskRuns([0, 1], [1, 2], 1, 4)).toBeNull();
     expect(maskRuns([0, 1], [0.5, 0.5], 1, 4)).toBeNull();
