@@ -355,6 +355,18 @@ function expectPixels(map: MapReadback, merged: number): void {
     }
   });
 
+  it('switches the recording of the running acquisition on and off', async () => {
+    expect(await page.textContent('#btn-record')).toBe('record');
+    await page.click('#btn-record');
+    await page.waitForSelector('#record-state[data-state="recording"]');
+    const id = controller.status().acquisition!.id;
+    expect(controller.status().acquisition!.record).toMatchObject({ enabled: true, path: `/data/${id}.h5`, state: 'recording' });
+    expect(await page.textContent('#record-state')).toContain(`/data/${id}.h5`);
+    await page.click('#btn-record');
+    await page.waitForSelector('#record-state[data-state="closed"]');
+    expect(controller.status().acquisition!.record).toMatchObject({ enabled: false, state: 'closed' });
+  });
+
   it('shows the running UI (screenshot), then stops from the UI', async () => {
     mkdirSync(OUTPUT, { recursive: true });
     // a pass in progress, a picked scan position

@@ -92,6 +92,7 @@ interface Acquisition {
   epoch: number;
   /** frames merged in this epoch */
   merged: number;
+  recording?: 'recording' | 'closed';
   /** per UDF id: parameter versions with the frame they apply from */
   params: Map<string, Array<{ from: number; params: Record<string, unknown> }>>;
 }
@@ -217,6 +218,15 @@ export class SyntheticController implements AcquisitionController {
 
   abort(id: string): AcquisitionSummary {
     return this.transition(id, 'abort', ['defined', 'running', 'stopping'], 'aborted');
+  }
+
+  /** Recording without a file: the state the real recorder reports, for the UI. */
+  setRecording(id: string, enabled: boolean): AcquisitionSummary {
+    const a = this.need(id);
+    if (a.state !== 'defined' && a.state !== 'running') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'record', a.state);
+    a.definition.record = { enabled, path: a.definition.record.path ?? `/data/${id}.h5` };
+    a.recording = enabled ? 'recording' : 'closed';
+    return this.summary(a);
   }
 
   updateUdfParams(id: string, udfId: string, params: Record<string, unknown>): UdfParamsChange {
@@ -363,7 +373,7 @@ export class SyntheticController implements AcquisitionController {
       scanShape: d.scanShape,
       mode: d.mode,
       chunkSize: d.chunkSize,
-      record: d.record,
+      record: a.recording ? { ...d.record, state: a.recording, bytes: a.merged * 1000, lagMs: 0, error: null } : d.record,
       udfs: d.udfs.map((u): UdfInstance => ({ ...u, params: { ...u.params } })),
       roi: roiSummary(d.roi),
       progress: a.store.getProgress(),

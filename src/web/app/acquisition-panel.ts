@@ -12,6 +12,8 @@ export interface AcquisitionPanelOptions {
   start(request: AcquisitionRequest | null, current: AcquisitionSummary | null): Promise<void>;
   stop(id: string): Promise<void>;
   abort(id: string): Promise<void>;
+  /** switch the recording of a defined or running acquisition on or off */
+  setRecording(id: string, enabled: boolean): Promise<void>;
   /** default parameters for a UDF (e.g. detector masks sized to the frame) */
   defaults(name: string): Record<string, unknown> | undefined;
 }
@@ -44,6 +46,8 @@ export class AcquisitionPanel {
   private readonly buttons: { start: HTMLButtonElement; stop: HTMLButtonElement; abort: HTMLButtonElement };
   private readonly message: HTMLElement;
   private readonly stateLine: HTMLElement;
+  private readonly recordLine: HTMLElement;
+  private readonly recordToggle: HTMLButtonElement;
   private rows: UdfRow[] = [];
   private current: AcquisitionSummary | null = null;
   private adopted = false;
@@ -61,11 +65,14 @@ export class AcquisitionPanel {
     this.buttons = { start: action('start', 'Start'), stop: action('stop', 'Stop'), abort: action('abort', 'Abort') };
     this.message = h('div', { class: 'message', id: 'acq-message' });
     this.stateLine = h('div', { class: 'state-line', id: 'acq-state' }, 'no acquisition');
+    this.recordToggle = h('button', { type: 'button', id: 'btn-record', class: 'small', onclick: () => void this.toggleRecording() }, 'record');
+    this.recordLine = h('div', { class: 'record-line muted', id: 'record-state' });
     this.root = h(
       'section',
       { class: 'panel acquisition' },
       h('h2', {}, 'Acquisition'),
       this.stateLine,
+      h('div', { class: 'row record-row' }, this.recordToggle, this.recordLine),
       h('div', { class: 'row' }, h('label', { for: 'scan-h' }, 'scan'), this.scanH, '×', this.scanW, h('label', { for: 'chunk' }, 'chunk'), this.chunk),
       h(
         'div',
@@ -201,6 +208,7 @@ export class AcquisitionPanel {
     this.buttons.start.textContent = state === 'defined' ? 'Start' : 'Start new';
     this.buttons.stop.disabled = state !== 'running';
     this.buttons.abort.disabled = !(state === 'defined' || live);
+    this.showRecording(summary);
     if (!summary) {
       this.stateLine.textContent = 'no acquisition';
       this.stateLine.dataset.state = 'none';
@@ -211,9 +219,41 @@ export class AcquisitionPanel {
       this.stateLine,
       h('span', { class: `badge ${summary.state}` }, summary.state),
       ` ${summary.id} · ${summary.scanShape.join(' × ')} · ${summary.mode}${summary.mode === 'continuous' ? `, epoch ${summary.epoch}` : ''}`,
-      summary.record.enabled ? ` · recording${summary.record.path ? ` to ${summary.record.path}` : ''}` : '',
       summary.message ? h('div', { class: 'muted' }, summary.message) : null,
     );
+  }
+
+  /** The recording's state (the merger's recorder: path, size, how far the writer lags) and the on/off button. */
+  private showRecording(summary: AcquisitionSummary | null): void {
+    const live = summary?.state === 'defined' || summary?.state === 'running';
+    const r = summary?.record;
+    const on = !!r?.enabled && r.state !== 'closed' && r.state !== 'failed';
+    this.recordToggle.disabled = !live;
+    this.recordToggle.textContent = on ? 'stop recording' : 'record';
+    this.recordToggle.classList.toggle('on', on);
+    this.recordLine.dataset.state = r?.state ?? (r?.enabled ? 'recording' : 'off');
+    if (!summary || !r) {
+      this.recordLine.textContent = '';
+      return;
+    }
+    const mb = r.bytes !== undefined ? ` · ${(r.bytes / 1e6).toFixed(1)} MB` : '';
+    const lag = r.lagMs !== undefined && r.lagMs > 1000 ? ` · ${(r.lagMs / 1000).toFixed(1)} s behind` : '';
+    const state = r.state ?? (r.enabled ? 'recording' : 'off');
+    this.recordLine.textContent =
+      state === 'off' && !r.path ? 'not recording' : `${state}${r.path ? ` ${r.path}` : ''}${mb}${lag}${r.error ? ` · ${r.error.code}: ${r.error.message}` : ''}`;
+    this.recordLine.classList.toggle('error', state === 'failed');
+  }
+
+  private async toggleRecording(): Promise<void> {
+    const cur = this.current;
+    if (!cur) return;
+    const on = !!cur.record.enabled && cur.record.state !== 'closed' && cur.record.state !== 'failed';
+    try {
+      await this.options.setRecording(cur.id, !on);
+      this.showMessage(on ? 'recording stopped' : 'recording');
+    } catch (err) {
+      this.showMessage((err as Error).message, true);
+    }
   }
 
   showMessage(text: string, error = false): void {

@@ -37,10 +37,11 @@ export class LiveStreams {
 
   constructor(
     url: string,
+    token: string | null,
     private readonly handlers: LiveStreamsHandlers,
   ) {
-    this.maps = new TesseraClient({ url });
-    this.images = new TesseraClient({ url });
+    this.maps = new TesseraClient({ url, token });
+    this.images = new TesseraClient({ url, token });
   }
 
   /** Connect both; rejects if either cannot. */

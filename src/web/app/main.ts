@@ -21,8 +21,40 @@ const K2IS_FRAME: [number, number] = [1860, 2048];
 const STATUS_POLL_MS = 1000;
 
 const base = location.origin;
-// the HTTP half of the client (the stream has its own client per connection; no socket here)
-const api = new TesseraClient({ url: base, WebSocket: class {} as never }).api;
+/**
+ * A merger on a network address wants a token (control or viewer): open the page as
+ * http://host:port/#token=… (the fragment never leaves the browser); kept for this tab.
+ */
+function readToken(): string | null {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fromHash) {
+    sessionStorage.setItem('tessera-token', fromHash);
+    window.history.replaceState(null, '', location.pathname + location.search);
+  }
+  return fromHash ?? sessionStorage.getItem('tessera-token');
+}
+const token = readToken();
+// the HTTP half of the client (the streams have their own clients; no socket here)
+const api = new TesseraClient({ url: base, WebSocket: class {} as never, token }).api;
+
+/** POST /api/acquisitions/:id/record (not in TesseraClient's api yet). */
+async function setRecording(id: string, enabled: boolean): Promise<AcquisitionSummary> {
+  const response = await fetch(`${base}/api/acquisitions/${encodeURIComponent(id)}/record`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ enabled }),
+  });
+  const body = (await response.json().catch(() => ({}))) as Partial<{ code: string; message: string }>;
+  if (!response.ok) throw new Error(`${body.code ?? response.status}: ${body.message ?? 'record failed'}`);
+  return body as unknown as AcquisitionSummary;
+}
+
+/** What to tell the user when the merger refuses us. */
+function explain(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  if (e.code === 'TESSERA_ERR_UNAUTHORIZED') return 'This merger needs a token: open the page as ' + `${base}/#token=YOUR_TOKEN`;
+  return e.message ?? String(err);
+}
 
 // ---------------------------------------------------------------------------------------------
 // state
@@ -63,6 +95,10 @@ const panel = new AcquisitionPanel({
   },
   abort: async (id) => {
     panel.setCurrent(await api.abort(id));
+    void pollStatus();
+  },
+  setRecording: async (id, enabled) => {
+    panel.setCurrent(await setRecording(id, enabled));
     void pollStatus();
   },
   defaults: (name) => {
@@ -341,7 +377,7 @@ function thumbnail(): string | null {
 }
 
 async function connect(): Promise<void> {
-  const s = new LiveStreams(base, {
+  const s = new LiveStreams(base, token, {
     onMaps: onUpdate,
     onImages: () => render(),
     onRates: (images, max) => {
@@ -387,7 +423,7 @@ async function pollStatus(): Promise<void> {
     for (const { view, spec } of navViews.values()) view.setTitle(mapTitle(spec));
   } catch (err) {
     // no API (a stream-only server) or the merger is away: the stream still shows results
-    panel.showMessage(`status: ${(err as Error).message}`, true);
+    panel.showMessage(`status: ${explain(err)}`, true);
   } finally {
     polling = false;
   }
@@ -397,7 +433,7 @@ async function init(): Promise<void> {
   try {
     panel.setUdfs(await api.udfs());
   } catch (err) {
-    panel.showMessage(`cannot list UDFs: ${(err as Error).message}`, true);
+    panel.showMessage(`cannot list UDFs: ${explain(err)}`, true);
   }
   await pollStatus();
   setInterval(() => void pollStatus(), STATUS_POLL_MS);
