@@ -9,7 +9,8 @@
  *       -> [`slice` header, uint16 pixels]  rows [row0, row0 + rows) of one sector frame
  *       <- `selection` (the RuleBook: every change, and again to a receiver with an old version)
  *     the merger's ShuffleLink DEALER (routing id `merger`):
- *       -> `acquire` / `params` / `stop` / `abort` (src/protocol/live.ts, with the whole-frame UDFs)
+ *       -> `acquire` / `params` / `stop` / `abort` (src/protocol/live.ts, with the whole-frame UDFs),
+ *          `select` (another base selection for the running acquisition)
  *       <- `status` (every STATUS_MS: workers, counters, decimation)
  *   shuffle.frames  shuffle ROUTER binds; each `tessera worker` DEALER connects:
  *       -> `credit` {n}: n more frames wanted (the first one is the hello)
@@ -75,6 +76,14 @@ export interface ShuffleStatus {
   sentAt: number;
 }
 
+/** merger -> shuffle: a new base selection for the running acquisition (clicked frames, a ROI, every n-th), from a safe frame on */
+export interface SelectMessage {
+  version: number;
+  type: 'select';
+  acquisition: string;
+  base: SelectionBase;
+}
+
 export interface CreditMessage {
   version: number;
   type: 'credit';
@@ -110,7 +119,7 @@ export interface FrameResultsMessage {
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false });
 
-export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage | ShuffleStatus | CreditMessage | FrameHeader | FrameResultsMessage): Buffer {
+export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage | SelectMessage | ShuffleStatus | CreditMessage | FrameHeader | FrameResultsMessage): Buffer {
   if (m.type === 'selection') {
     return packr.pack({ ...m, rules: m.rules.map((r) => ({ ...r, base: r.base.kind === 'mask' ? { kind: 'mask', mask: r.base.mask } : r.base })) });
   }
@@ -216,6 +225,10 @@ export function asSelection(m: Obj): SelectionMessage {
     }
   });
   return { version: SHUFFLE_PROTOCOL_VERSION, type: 'selection', ruleVersion: int(m, 'ruleVersion'), rules };
+}
+
+export function asSelect(m: Obj): SelectMessage {
+  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'select', acquisition: str(m, 'acquisition'), base: asBase(m.base) };
 }
 
 export function asCredit(m: Obj): CreditMessage {

@@ -22,6 +22,7 @@ import { makeRunContext } from '../udf/runner.js';
 import type { UDF, UDFSpec } from '../udf/udf.js';
 import { TesseraError } from '../errors.js';
 import { asFrameResults, asStatus, decodeShuffle, encodeShuffle, HELLO_MS, SHUFFLE_PROTOCOL_VERSION, type ShuffleStatus } from './protocol.js';
+import type { SelectionBase } from './selection.js';
 import { WholeFrameMerger } from './whole-frame-merger.js';
 
 export interface ShuffleLinkOptions {
@@ -109,6 +110,16 @@ export class ShuffleLink {
   params(acquisition: string, udfId: string, params: Record<string, unknown>, fromFrame: number): void {
     if (!this.acquisitions.has(acquisition)) return;
     this.send({ version: LIVE_PROTOCOL_VERSION, type: 'params', acquisition, udfId, params, fromFrame });
+  }
+
+  /**
+   * Another base selection for the running acquisition (frames the user clicked: `{kind:
+   * 'list', positions}`; a region: `{kind: 'mask', mask}`; `{kind: 'every', n}`; `{kind: 'all'}`):
+   * the shuffle applies it from a frame safely ahead, in every receiver alike.
+   */
+  select(acquisition: string, base: SelectionBase): void {
+    if (!this.acquisitions.has(acquisition)) throw new TesseraError('TESSERA_ERR_NOT_FOUND', `acquisition ${acquisition} with whole-frame UDFs`);
+    this.sendRaw(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'select', acquisition, base }));
   }
 
   /** The acquisition ended (stop, done, abort, failure): results still on the way are merged for graceMs. */

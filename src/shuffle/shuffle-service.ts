@@ -17,6 +17,7 @@ import { type AssembledFrame, WholeFrameAssembler } from './frame-assembler.js';
 import {
   asCredit,
   asHello,
+  asSelect,
   asSlice,
   decodeShuffle,
   encodeShuffle,
@@ -142,7 +143,14 @@ export class ShuffleService {
           if (frames.length !== 2) throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'merger', `${frames.length - 1} frames`);
           this.mergerSeen = true;
           // the merger says hello (so that it gets status before any acquisition), then live.ts messages
-          if (decodeShuffle(frames[1]!).type === 'hello') continue;
+          const head = decodeShuffle(frames[1]!);
+          if (head.type === 'hello') continue;
+          if (head.type === 'select') {
+            const sel = asSelect(head);
+            if (sel.acquisition === this.acquisition?.acquisition) this.select(sel.base);
+            else this.drop('stale-select');
+            continue;
+          }
           this.onMerger(decodeMergerMessage(frames[1]!));
           continue;
         }
@@ -234,8 +242,10 @@ export class ShuffleService {
     this.base = base;
     const a = this.acquisition;
     if (!a) return;
-    this.book.add(this.ruleFor(a, this.safeIndex(a), this.rate.decimate));
+    const from = this.safeIndex(a);
+    this.book.add(this.ruleFor(a, from, this.rate.decimate));
     this.broadcastSelection();
+    this.o.log?.info({ acquisition: a.acquisition, select: base.kind, fromIndex: from }, 'shuffle: selection changed');
   }
 
   private safeIndex(a: AcquireMessage): number {

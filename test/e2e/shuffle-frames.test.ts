@@ -1,9 +1,8 @@
 /**
  * The shuffle's whole frames, end to end with real processes: simulator -> 8 receivers ->
  * shuffle -> a test worker (a real DEALER on the shuffle's frames socket). Every frame must
- * equal the simulator's ground truth (SimulatedScan, same seed) bit for bit; with one
- * receiver killed, every frame is marked (that sector 0xffffffff, zeros in its columns) and
- * the other seven sectors are still exact.
+ * equal the simulator's ground truth (SimulatedScan, same seed) bit for bit, over the data that
+ * arrived (a killed receiver: shuffle-killed.test.ts).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BLOCK_COLS, BLOCK_ROWS, FRAME_HEIGHT, FRAME_WIDTH, SECTOR_WIDTH } from '../../src/k2is/constants.js';
@@ -83,37 +82,5 @@ describe('shuffle: whole frames from 8 receiver processes', () => {
     const stats = await p.shuffle.waitFor((l) => l.msg === 'shuffle stats' && (l.framesComplete as number) >= n, 10_000, 'shuffle stats');
     expect(stats.framesIncomplete).toBe(0); // every sector's slice of every frame arrived
     expect(stats.framesSkipped).toBe(0);
-  }, 120_000);
-
-  it('with a killed receiver, every frame is marked for that sector (zeros there) and the seven others are exact', async () => {
-    p = new ShufflePipeline();
-    await p.launch({ testWorker: true, shuffleArgs: ['--fixed-rate', '--frame-timeout', '2500', '--max-frames', '32'], chunkTimeoutMs: 1500 });
-    const scan: [number, number] = [2, 8];
-    await p.defineAndStart({ scanShape: scan, udfs: UDFS, mode: 'single' });
-    const killed = 5;
-    p.receivers[killed]!.kill();
-    await p.receivers[killed]!.exited;
-    const sim = p.simulate(scan, ['--fps', '5', '--seed', '22']);
-    const n = scan[0] * scan[1];
-    const w = p.testWorkers[0]!;
-    await waitUntil(() => w.frames.length >= n, 60_000, `${n} frames at the test worker`);
-    expect((await sim.exited).code).toBe(0);
-    const frames = byPosition(w.frames);
-    expect(frames.size).toBe(n);
-    const truth = new SimulatedScan({ scanShape: scan, seed: 22 });
-    const expected = new Uint16Array(FRAME_HEIGHT * FRAME_WIDTH);
-    const others = [0, 1, 2, 3, 4, 6, 7];
-    for (let i = 0; i < n; i++) {
-      const f = frames.get(i)!;
-      truth.frame(i, expected);
-      expect(f.header.damage).toEqual(others.length === 7 ? [0, 0, 0, 0, 0, 0xffffffff, 0, 0] : []);
-      expect(firstDifference(f.data, expected, others), `frame ${i}`).toBe(-1);
-      for (let y = 0; y < FRAME_HEIGHT; y++) {
-        const o = y * FRAME_WIDTH + killed * SECTOR_WIDTH;
-        if (f.data.subarray(o, o + SECTOR_WIDTH).some((v) => v !== 0)) throw new Error(`frame ${i} row ${y}: sector ${killed} is not zero`);
-      }
-    }
-    const stats = await p.shuffle.waitFor((l) => l.msg === 'shuffle stats' && (l.framesIncomplete as number) >= n, 10_000, 'shuffle stats');
-    expect(stats.framesComplete).toBe(0);
   }, 120_000);
 });

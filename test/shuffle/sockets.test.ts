@@ -45,11 +45,11 @@ describe('shuffle service on real sockets', () => {
     await receivers[0]!.send(encodeShuffle({ version: 99, type: 'hello', sector: 0, pid: 1, ruleVersion: 0 } as never));
     await receivers[0]!.send(encodeShuffle({ version: V, type: 'slice', sector: 0, round: 1, index: 0, acquisition: 'x', row0: 0, rows: 1, damage: 0 }));
     await worker.send(encodeShuffle({ version: V, type: 'credit', pid: 1, n: -3 } as never));
-    await waitUntil(() => (s.dropped.TESSERA_ERR_BAD_MESSAGE ?? 0) >= 3 && (s.dropped.TESSERA_ERR_PROTOCOL_VERSION ?? 0) >= 1, 5000, 'bad messages counted');
+    await waitUntil(() => (s.dropped.TESSERA_ERR_BAD_MESSAGE ?? 0) >= 3 && (s.dropped.TESSERA_ERR_PROTOCOL_VERSION ?? 0) >= 1, 20_000, 'bad messages counted');
 
     // a worker and the merger's link: whole-frame UDFs are available now
     await worker.send(encodeShuffle({ version: V, type: 'credit', pid: 1, n: 4 }));
-    await waitUntil(() => link.available(), 5000, 'the link sees a shuffle with a worker');
+    await waitUntil(() => link.available(), 20_000, 'the link sees a shuffle with a worker');
     for (let k = 0; k < 8; k++) await receivers[k]!.send(encodeShuffle({ version: V, type: 'hello', sector: k, pid: 1, ruleVersion: 0 }));
     const fem = { id: 'fem', name: 'FEMUDF', params: { center: [930, 1024], radIn: 10, radOut: 400 } };
     const acquire: AcquireMessage = { version: LIVE_PROTOCOL_VERSION, type: 'acquire', acquisition: 'acq-x', scanShape: [2, 4], roi: null, udfs: [fem], chunkSize: 4, mode: 'single', start: { shutterRound: 1, startIndex: 10 } };
@@ -69,7 +69,7 @@ describe('shuffle service on real sockets', () => {
         }
       }
     })();
-    await waitUntil(() => got.some((m) => m.length === 1), 5000, 'the worker got the acquisition');
+    await waitUntil(() => got.some((m) => m.length === 1), 20_000, 'the worker got the acquisition');
 
     // frame index 9 is before the acquisition: dropped; index 13 (position 3) is reassembled
     const frame = Uint16Array.from({ length: FRAME_HEIGHT * FRAME_WIDTH }, (_, i) => (i * 13) & 0xfff);
@@ -81,11 +81,20 @@ describe('shuffle service on real sockets', () => {
     for (const index of [9, 13]) {
       for (let k = 0; k < 8; k++) await receivers[k]!.send([encodeShuffle({ version: V, type: 'slice', sector: k, round: 1, index, acquisition: 'acq-x', row0: 0, rows: FRAME_HEIGHT, damage: 0 }), sliceOf(k)]);
     }
-    await waitUntil(() => got.some((m) => m.length === 2), 5000, 'a frame at the worker');
+    await waitUntil(() => got.some((m) => m.length === 2), 20_000, 'a frame at the worker');
     const m = got.find((x) => x.length === 2)!;
     expect(asFrameHeader(decodeShuffle(m[0]!))).toMatchObject({ acquisition: 'acq-x', epoch: 0, position: 3, index: 13, damage: [0, 0, 0, 0, 0, 0, 0, 0] });
     expect(Buffer.compare(m[1]!, Buffer.from(frame.buffer))).toBe(0);
     expect(s.dropped.unselected).toBe(8);
+
+    // the user clicks positions 1 and 6: a new rule from a safe index on, in every receiver
+    link.select('acq-x', { kind: 'list', positions: [1, 6] });
+    const [sel2] = await receivers[3]!.receive();
+    const book2 = asSelection(decodeShuffle(sel2!));
+    expect(book2.rules).toHaveLength(2);
+    expect(book2.rules[1]).toMatchObject({ base: { kind: 'list', positions: [1, 6] } });
+    expect(book2.rules[1]!.fromIndex).toBeGreaterThan(13);
+    expect(() => link.select('acq-other', { kind: 'all' })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_NOT_FOUND' }));
 
     // the worker's results reach the link (as the merger's results socket hands them on)
     const intensity = Float64Array.of(42.5);
@@ -104,5 +113,5 @@ describe('shuffle service on real sockets', () => {
     const store = registry.get('acq-x', 0)!;
     expect([...(store.getBuffer('_shuffle', 'valid').data as Uint8Array)]).toEqual([0, 0, 0, 1, 0, 0, 0, 0]);
     expect((store.getBuffer('fem', 'intensity').data as Float64Array)[3]).toBe(42.5);
-  }, 30_000);
+  }, 90_000);
 });
