@@ -41,7 +41,7 @@ export interface RecordedEpoch {
   blocksMissing: Uint16Array;
   mergedAt: Float64Array;
   navShape: number[];
-  /** append the sig and single buffers as a snapshot row taken at this time */
+  /** append the sig and single buffers (present in udfs) as a snapshot row taken at this time */
   snapshotAt: number | null;
   framesMerged: number;
 }

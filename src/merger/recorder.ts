@@ -58,7 +58,7 @@ export interface RecorderSettings {
   dataDir: string;
   /** take and write what changed at most this often */
   writeIntervalMs: number;
-  /** append a snapshot of the sig and single buffers this often (and at the end of each epoch) */
+  /** append a snapshot of the sig and single buffers this often (the end state is the epoch's final dataset) */
   snapshotIntervalMs: number;
 }
 
@@ -85,6 +85,8 @@ interface EpochTrack {
   blocksMissing: Uint16Array;
   /** changed since the last batch taken */
   dirty: boolean;
+  /** changed since the whole images were last taken */
+  imagesDirty: boolean;
   /** written complete, final snapshot included */
   final: boolean;
   startedAt: number;
@@ -142,6 +144,7 @@ export class AcquisitionRecorder {
       sectorsComplete: new Uint8Array(n),
       blocksMissing: new Uint16Array(n),
       dirty: true,
+      imagesDirty: true,
       final: false,
       startedAt: Date.now(),
       completedAt: null,
@@ -167,6 +170,7 @@ export class AcquisitionRecorder {
     t.sectorsComplete.set(c.sectorsComplete, c.navStart);
     t.blocksMissing.set(c.blocksMissing, c.navStart);
     t.dirty = true;
+    t.imagesDirty = true;
     if (c.epoch.complete && t.completedAt === null) t.completedAt = now;
     if (this.status_.state === 'recording') this.oldestUnwritten ??= now;
   }
@@ -205,6 +209,7 @@ export class AcquisitionRecorder {
     this.finalState = null;
     for (const t of this.tracks.values()) {
       t.dirty = true;
+      t.imagesDirty = true;
       t.final = false;
       t.validWritten.clear();
       t.lastSnapshot = 0;
@@ -328,11 +333,14 @@ export class AcquisitionRecorder {
     const transfer: ArrayBuffer[] = [];
     const released: EpochTrack[] = [];
     for (const t of [...this.tracks.values()].sort((a, b) => a.e.epoch - b.e.epoch)) {
-      if (!t.dirty && !(force && !t.final)) continue;
+      if (t.final) continue;
       const completeNow = t.e.complete || force;
-      const snapshot = now - t.lastSnapshot >= this.o.snapshotIntervalMs || (completeNow && !t.final);
-      epochs.push(this.take(t, snapshot ? now : null, transfer));
+      // a snapshot row is the state of a running epoch; the end state is the final dataset
+      const snapshot = !completeNow && t.imagesDirty && now - t.lastSnapshot >= this.o.snapshotIntervalMs;
+      if (!t.dirty && !snapshot && !completeNow) continue;
+      epochs.push(this.take(t, snapshot ? now : null, snapshot || completeNow, transfer));
       t.dirty = false;
+      if (snapshot || completeNow) t.imagesDirty = false;
       if (snapshot) t.lastSnapshot = now;
       if (completeNow) {
         t.final = true;
@@ -379,14 +387,14 @@ export class AcquisitionRecorder {
   }
 
   /** Copies of an epoch's current results and bookkeeping, their buffers added to `transfer`. */
-  private take(t: EpochTrack, snapshotAt: number | null, transfer: ArrayBuffer[]): RecordedEpoch {
+  private take(t: EpochTrack, snapshotAt: number | null, images: boolean, transfer: ArrayBuffer[]): RecordedEpoch {
     const all: UDFResults[] = t.e.results.results();
     const udfs: RecordedUdf[] = all.map((results, i) => {
       const spec = this.o.udfs[i]!;
       const buffers: RecordedUdf['buffers'] = {};
       for (const [name, rb] of Object.entries(results)) {
-        // whole images (30 MB for a sum) are written with the snapshots only; nav maps every batch
-        if (rb.kind !== 'nav' && snapshotAt === null) continue;
+        // whole images (30 MB for a sum) are written with the snapshots and at the end only; nav maps every batch
+        if (rb.kind !== 'nav' && !images) continue;
         const data = rb.data.slice();
         transfer.push(data.buffer as ArrayBuffer);
         let valid: RecordedUdf['buffers'][string]['valid'] = null;

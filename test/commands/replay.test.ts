@@ -40,7 +40,7 @@ describe('tessera replay', () => {
     await expect(client.api.start(r.acquisition)).rejects.toMatchObject({ code: 'TESSERA_ERR_ACQUISITION_STATE' });
     const timeline = (await (await fetch(`${url}/api/replay`)).json()) as { start: number; end: number; epochs: Array<{ snapshots: number[] }> };
     expect(timeline.end).toBeGreaterThan(timeline.start);
-    expect(timeline.epochs[0]!.snapshots.length).toBeGreaterThanOrEqual(2);
+    expect(timeline.epochs[0]!.snapshots.length).toBeGreaterThanOrEqual(1);
 
     // the end: the recorded final results
     await client.connect();

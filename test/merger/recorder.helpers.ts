@@ -93,6 +93,11 @@ export async function makeRecording(o: { seed?: number; pauseMs?: number; before
   feed(0);
   feed(1);
   await sleep(o.pauseMs ?? 400);
+  if (!o.beforeSecondBurst) {
+    // a loaded machine may still be writing: wait until the images of the first burst are in the file
+    const inner = recorder as unknown as { tracks: Map<number, { imagesDirty: boolean }>; inFlight: unknown };
+    for (let i = 0; i < 600 && (inner.tracks.get(0)?.imagesDirty !== false || inner.inFlight !== null); i++) await sleep(50);
+  }
   const pauseAt = Date.now();
   await o.beforeSecondBurst?.(recorder);
   await sleep(20);
