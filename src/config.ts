@@ -63,7 +63,7 @@ export interface TesseraConfig {
   recorder: {
     /** take and write what changed at most this often */
     writeIntervalMs: number;
-    /** append a snapshot of the sig and single results this often (and at the end of each epoch) */
+    /** append a snapshot of the sig and single results of a running epoch this often (the end state is the final dataset) */
     snapshotIntervalMs: number;
   };
 }
