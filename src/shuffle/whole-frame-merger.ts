@@ -63,13 +63,27 @@ export class WholeFrameMerger {
   private readonly decls: Array<Record<string, BufferDeclaration>>;
   private empty: Array<Record<string, TypedArray>> | null = null;
   private status: ShuffleStatus | null = null;
+  /** every buffer this merger publishes, declared once (the stores of all epochs get them) */
+  private readonly layout: Array<{ udfId: string; name: string; kind: 'nav' | 'sig' | 'single'; dtype: WsDType; shape: number[] }>;
+  private readonly defined = new WeakSet<LiveStore>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
   constructor(private readonly o: WholeFrameMergerOptions) {
     this.positions = o.scanShape[0] * o.scanShape[1];
     this.selection = new NavSelection(o.context.roi, this.positions);
-    this.decls = this.epoch(0)!.results.declarations;
+    const first = this.epoch(0)!;
+    this.decls = first.results.declarations;
+    this.layout = [];
+    first.results.results().forEach((results, i) => {
+      for (const [name, r] of Object.entries(results)) {
+        const shape = r.kind === 'nav' ? [...o.scanShape, ...r.extraShape] : [...r.data.shape];
+        this.layout.push({ udfId: o.udfs[i]!.id, name, kind: r.kind, dtype: r.dtype as WsDType, shape });
+      }
+    });
+    this.layout.push({ udfId: SHUFFLE_UDF_ID, name: 'valid', kind: 'nav', dtype: 'uint8', shape: [...o.scanShape] });
+    this.layout.push({ udfId: SHUFFLE_UDF_ID, name: 'sectors', kind: 'nav', dtype: 'uint8', shape: [...o.scanShape] });
+    this.layout.push({ udfId: SHUFFLE_UDF_ID, name: 'counters', kind: 'single', dtype: 'float64', shape: [4] });
     this.timer = setInterval(() => this.publish(), o.publishMs ?? 100);
     this.timer.unref();
   }
@@ -187,13 +201,22 @@ export class WholeFrameMerger {
     return [...this.epochs.keys()];
   }
 
-  /** Write what changed into the epochs' live stores. */
+  /**
+   * Write what changed into the epochs' live stores; the newest store gets the buffers and the
+   * counters even before any of its frames is merged (workers trail a fast continuous scan).
+   */
   publish(): void {
+    const latest = this.o.registry.get(this.o.acquisition, 'latest');
+    if (latest) {
+      this.define(latest);
+      const s = this.status;
+      latest.setSingle(SHUFFLE_UDF_ID, 'counters', Float64Array.of(this.counters.framesMerged, s?.framesSkipped ?? 0, s?.framesIncomplete ?? 0, s?.decimate ?? 1));
+    }
     for (const e of this.epochs.values()) {
       const store = this.o.registry.get(this.o.acquisition, e.epoch);
       if (!store || store.epoch !== e.epoch) continue;
       if (store !== e.store) {
-        this.define(store, e);
+        this.define(store);
         e.store = store;
         e.dirty = true;
       }
@@ -215,16 +238,10 @@ export class WholeFrameMerger {
     }
   }
 
-  private define(store: LiveStore, e: EpochState): void {
-    e.results.results().forEach((results, i) => {
-      for (const [name, r] of Object.entries(results)) {
-        const shape = r.kind === 'nav' ? [...this.o.scanShape, ...r.extraShape] : [...r.data.shape];
-        store.defineBuffer({ udfId: this.o.udfs[i]!.id, name, kind: r.kind, dtype: r.dtype as WsDType, shape });
-      }
-    });
-    store.defineBuffer({ udfId: SHUFFLE_UDF_ID, name: 'valid', kind: 'nav', dtype: 'uint8', shape: [...this.o.scanShape] });
-    store.defineBuffer({ udfId: SHUFFLE_UDF_ID, name: 'sectors', kind: 'nav', dtype: 'uint8', shape: [...this.o.scanShape] });
-    store.defineBuffer({ udfId: SHUFFLE_UDF_ID, name: 'counters', kind: 'single', dtype: 'float64', shape: [4] });
+  private define(store: LiveStore): void {
+    if (this.defined.has(store)) return;
+    this.defined.add(store);
+    for (const b of this.layout) store.defineBuffer(b);
   }
 
   close(): void {
