@@ -20,7 +20,7 @@ import type { Logger } from '../log.js';
 import { fromWire, type PartialMessage } from '../protocol/live.js';
 import { PartitionCombiner } from '../udf/combine.js';
 import { DatasetResults } from '../udf/dataset-results.js';
-import { dtypeCtor, itemSize, type TypedArray, type DType } from '../udf/dtype.js';
+import { dtypeCtor, dtypeOf, itemSize, type TypedArray, type DType } from '../udf/dtype.js';
 import type { RunContext } from '../udf/meta.js';
 import type { SigSlice } from '../udf/partition.js';
 import { PartitionTask, type PartitionResult } from '../udf/partition-task.js';
@@ -103,6 +103,8 @@ interface PendingChunk {
   first: number;
   sentAt: number;
   timer: NodeJS.Timeout;
+  /** aligned copies of unaligned sig buffers, back to the spare pool once merged */
+  loans: TypedArray[];
 }
 
 interface EpochState extends EpochResults {
@@ -129,6 +131,10 @@ export class ChunkMerger {
   private zeroTile: Uint16Array | null = null;
   private closed = false;
   private droppedTotal = 0;
+  /** frame-slice-sized arrays for unaligned sig buffers, by dtype and length (bounded) */
+  private readonly spareSig = new Map<string, TypedArray[]>();
+  /** the copies made while validating the current partial */
+  private loaned: TypedArray[] = [];
   private readonly decls: DatasetResults['declarations'];
 
   constructor(private readonly o: ChunkMergerOptions) {
@@ -247,7 +253,7 @@ export class ChunkMerger {
         try {
           // sig buffers are only read (placed or added into the epoch's result): a view of the
           // message's bytes when aligned; nav and single ones are accumulated into, so copied
-          out[name] = d.kind === 'sig' ? wireView(w.dtype, w.data, `${u.id}.${name}`) : fromWire(w, `${u.id}.${name}`);
+          out[name] = d.kind === 'sig' ? this.sigArray(w.dtype, w.data, `${u.id}.${name}`) : fromWire(w, `${u.id}.${name}`);
         } catch (err) {
           return this.drop('buffers', (err as Error).message, p), null;
         }
@@ -257,9 +263,34 @@ export class ChunkMerger {
     return arrays;
   }
 
+  /**
+   * A sig buffer's bytes as a typed array: a view when aligned, else a copy into an array from
+   * the spare pool (no allocation and garbage per partial for the frame-slice-sized buffers).
+   */
+  private sigArray(dtype: DType, data: Uint8Array, what: string): TypedArray {
+    const size = itemSize(dtype);
+    if (data.byteLength % size !== 0) return fromWire({ dtype, data }, what);
+    if (data.byteOffset % size === 0) return new (dtypeCtor(dtype))(data.buffer, data.byteOffset, data.byteLength / size) as TypedArray;
+    const out = this.spareSig.get(`${dtype}:${data.byteLength}`)?.pop() ?? (new (dtypeCtor(dtype))(data.byteLength / size) as TypedArray);
+    new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(data);
+    this.loaned.push(out);
+    return out;
+  }
+
+  private giveBack(loans: TypedArray[]): void {
+    for (const a of loans) {
+      const key = `${dtypeOf(a)}:${a.byteLength}`;
+      let list = this.spareSig.get(key);
+      if (!list) this.spareSig.set(key, (list = []));
+      // one chunk's worth is enough when chunks complete in turn
+      if (list.length < this.o.sectors) list.push(a);
+    }
+  }
+
   /** Take one sector's partial result. */
   add(p: PartialMessage): void {
     if (this.closed) return;
+    this.loaned = [];
     const arrays = this.validate(p);
     if (!arrays) return;
     const key = `${p.epoch}:${p.chunk}`;
@@ -283,6 +314,7 @@ export class ChunkMerger {
       return this.drop((err as TesseraError).code ?? 'combine', (err as Error).message, p);
     }
     this.counters.partialsMerged++;
+    for (const a of this.loaned) pending.loans.push(a);
     pending.damage.set(p.sector, p.damage);
     pending.sentAt = Math.max(pending.sentAt, p.sentAt);
     this.maybeComplete(pending);
@@ -303,6 +335,7 @@ export class ChunkMerger {
       first: Date.now(),
       sentAt: 0,
       timer: setTimeout(() => this.complete(p), this.o.chunkTimeoutMs),
+      loans: [],
     };
     this.pending.set(`${e.epoch}:${chunk}`, p);
     return p;
@@ -376,6 +409,9 @@ export class ChunkMerger {
       }
     }
     if (p.frames > 0) e.results.merge(p.combiner.result());
+    // merged: nothing holds the slices any more
+    this.giveBack(p.loans);
+    p.loans = [];
     e.merged[p.chunk] = 1;
     e.chunksMerged++;
     e.framesMerged += p.frames;
@@ -390,13 +426,6 @@ export class ChunkMerger {
     for (const p of this.pending.values()) clearTimeout(p.timer);
     this.pending.clear();
   }
-}
-
-/** The wire bytes as a typed array without copying when they are aligned for the dtype. */
-function wireView(dtype: DType, data: Uint8Array, what: string): TypedArray {
-  const size = itemSize(dtype);
-  if (data.byteOffset % size !== 0 || data.byteLength % size !== 0) return fromWire({ dtype, data }, what);
-  return new (dtypeCtor(dtype))(data.buffer, data.byteOffset, data.byteLength / size) as TypedArray;
 }
 
 function popcount(x: number): number {
