@@ -153,7 +153,8 @@ export class ReplayRegistry extends LiveStoreRegistry {
       runs.push([k, j]);
       k = j;
     }
-    const final = count === n && !Number.isNaN(e.lastMerged) && t >= e.lastMerged;
+    // the epoch's datasets are its end state: once everything is merged, or at the recording's end
+    const final = ended || (count === n && !Number.isNaN(e.lastMerged) && t >= e.lastMerged);
     for (const [udfId, u] of Object.entries(e.results.udfs)) {
       for (const [name, b] of Object.entries(u.buffers)) {
         const dtype = (b.dtype === 'bool' ? 'uint8' : b.dtype) as WsDType;
