@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { loadConfig } from '../config.js';
+import { TesseraError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseSelection } from '../shuffle/selection.js';
 import { ShuffleService } from '../shuffle/shuffle-service.js';
@@ -24,7 +25,7 @@ export function registerShuffleCommand(program: Command): void {
       const config = loadConfig(raw.config);
       const log = createLogger('shuffle');
       const select = parseSelection(raw.select, raw.scan ? parseScanShape(raw.scan) : undefined);
-      const s = await ShuffleService.start({ slices: config.shuffle.slices, frames: config.shuffle.frames, select, fixedRate: raw.fixedRate ?? false, frameTimeoutMs: Number(raw.frameTimeout), maxFrames: Math.max(1, Number(raw.maxFrames) || 16), maxQueued: Math.max(0, Number(raw.maxQueued) || 0), log });
+      const s = await ShuffleService.start({ slices: config.shuffle.slices, frames: config.shuffle.frames, select, fixedRate: raw.fixedRate ?? false, frameTimeoutMs: count('--frame-timeout', raw.frameTimeout, 1), maxFrames: count('--max-frames', raw.maxFrames, 1), maxQueued: count('--max-queued', raw.maxQueued, 0), log });
       log.info({ slices: s.slicesEndpoint, frames: s.framesEndpoint, select: select.kind }, 'shuffle listening');
       const stats = setInterval(() => log.info(s.counters(), 'shuffle stats'), 2000);
       await waitForSignal(log);
@@ -33,6 +34,13 @@ export function registerShuffleCommand(program: Command): void {
       await s.close();
       await new Promise<void>((resolve) => log.flush(() => resolve()));
     });
+}
+
+/** A whole number >= min from an option, or TESSERA_ERR_BAD_ARGUMENT. */
+export function count(option: string, text: string, min: number): number {
+  const n = Number(text);
+  if (!/^\s*\d+\s*$/.test(text) || n < min) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', option, `"${text}" is not a whole number >= ${min}`);
+  return n;
 }
 
 export function waitForSignal(log: { info: (o: object, m: string) => void }): Promise<void> {

@@ -8,7 +8,7 @@ import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { FrameWorker } from '../shuffle/worker.js';
 import { loadConfiguredPlugins } from '../udf/plugins.js';
-import { waitForSignal } from './shuffle.js';
+import { count, waitForSignal } from './shuffle.js';
 
 export function registerWorkerCommand(program: Command): void {
   program
@@ -21,7 +21,7 @@ export function registerWorkerCommand(program: Command): void {
       const config = loadConfig(raw.config);
       const log = createLogger('worker');
       await loadConfiguredPlugins(config);
-      const w = FrameWorker.start({ frames: config.shuffle.frames, results: config.merger.results, credits: Math.max(1, Number(raw.credits) || 2), delayMs: Number(raw.delay) || 0, log });
+      const w = FrameWorker.start({ frames: config.shuffle.frames, results: config.merger.results, credits: count('--credits', raw.credits, 1), delayMs: count('--delay', raw.delay, 0), log });
       log.info({ id: w.id, frames: config.shuffle.frames, results: config.merger.results }, 'worker started');
       const stats = setInterval(() => log.info(w.counters, 'worker stats'), 2000);
       await waitForSignal(log);
