@@ -82,6 +82,25 @@ const DESCRIPTIONS: Record<string, string> = {
 const CLASSES = [SumUDF, SumSigUDF, ApplyMasksUDF, CoMUDF];
 const ajv = new Ajv({ allErrors: false, strict: false });
 const validators = new Map(CLASSES.map((c) => [c.udfName, ajv.compile(c.paramsSchema as object)]));
+/**
+ * StrainMapUDF's maps, known by construction (the real one runs behind the shuffle): accepted
+ * at define (any parameters; not offered in the form), merged from `strainAt`.
+ */
+export const STRAIN_UDF = 'StrainMapUDF';
+validators.set(STRAIN_UDF, ajv.compile({ type: 'object' }));
+
+/**
+ * The strain at scan position (py, px): exx grows along x, eyy falls along y, exy and the
+ * rotation are saddles, all centred on 0 and signed; null (NaN maps, as the real UDF gives)
+ * in the vacuum outside a round crystal, as `frameAt` draws it.
+ */
+export function strainAt(py: number, px: number, scan: readonly [number, number]): { exx: number; eyy: number; exy: number; rotation: number } | null {
+  const [h, w] = scan;
+  if ((py - h / 2) ** 2 + (px - w / 2) ** 2 >= (0.45 * Math.min(h, w)) ** 2) return null;
+  const u = (px - w / 2) / w;
+  const v = (py - h / 2) / h;
+  return { exx: 4e-3 * u, eyy: -6e-3 * v, exy: 2e-3 * u * v * 4, rotation: 1e-3 * (u * u - v * v) * 4 };
+}
 
 interface Acquisition {
   id: string;
@@ -178,6 +197,10 @@ export class SyntheticController implements AcquisitionController {
       case 'CoMUDF':
         store.defineBuffer({ udfId, name: 'field', kind: 'nav', dtype: 'float64', shape: [...nav, 2] });
         store.defineBuffer({ udfId, name: 'magnitude', kind: 'nav', dtype: 'float64', shape: nav });
+        break;
+      case STRAIN_UDF:
+        for (const n of ['exx', 'eyy', 'exy', 'rotation', 'fitError']) store.defineBuffer({ udfId, name: n, kind: 'nav', dtype: 'float64', shape: nav });
+        store.defineBuffer({ udfId, name: 'a', kind: 'nav', dtype: 'float64', shape: [...nav, 2] });
         break;
     }
   }
@@ -344,6 +367,18 @@ export class SyntheticController implements AcquisitionController {
         });
         store.updateNavRange(u.id, 'field', start, start + n, field);
         store.updateNavRange(u.id, 'magnitude', start, start + n, mag);
+      } else if (u.name === STRAIN_UDF) {
+        const maps = { exx: new Float64Array(n), eyy: new Float64Array(n), exy: new Float64Array(n), rotation: new Float64Array(n), fitError: new Float64Array(n) };
+        const a = new Float64Array(n * 2);
+        for (let i = 0; i < n; i++) {
+          const s = strainAt(Math.floor((start + i) / w), (start + i) % w, d.scanShape);
+          for (const k of ['exx', 'eyy', 'exy', 'rotation'] as const) maps[k][i] = s ? s[k] : NaN;
+          maps.fitError[i] = s ? 0.05 : NaN;
+          a[i * 2] = s ? 20 * (1 + s.eyy) : NaN;
+          a[i * 2 + 1] = s ? 20 * s.exy : NaN;
+        }
+        for (const [k, data] of Object.entries(maps)) store.updateNavRange(u.id, k, start, start + n, data);
+        store.updateNavRange(u.id, 'a', start, start + n, a);
       }
     }
     store.setDamage(start, start + n, 8, 0);

@@ -3,8 +3,16 @@
  * Viridis is the polynomial fit of matplotlib's table by Matt Zucker (CC0), within one
  * 8-bit step of the original.
  */
-export type ColormapName = 'viridis' | 'greys' | 'greys_r';
-export const COLORMAPS: ColormapName[] = ['viridis', 'greys', 'greys_r'];
+export type ColormapName = 'viridis' | 'greys' | 'greys_r' | 'rdbu_r';
+export const COLORMAPS: ColormapName[] = ['viridis', 'greys', 'greys_r', 'rdbu_r'];
+/** Colour maps for signed data centred at 0 (their automatic range is symmetric). */
+export const DIVERGING: ReadonlySet<ColormapName> = new Set(['rdbu_r']);
+
+/** ColorBrewer's 11-class RdBu, reversed: blue for negative, white at 0, red for positive. */
+const RDBU_R = [
+  [0x05, 0x30, 0x61], [0x21, 0x66, 0xac], [0x43, 0x93, 0xc3], [0x92, 0xc5, 0xde], [0xd1, 0xe5, 0xf0], [0xf7, 0xf7, 0xf7],
+  [0xfd, 0xdb, 0xc7], [0xf4, 0xa5, 0x82], [0xd6, 0x60, 0x4d], [0xb2, 0x18, 0x2b], [0x67, 0x00, 0x1f],
+];
 
 const VIRIDIS_COEFFS = [
   [0.2777273272234177, 0.005407344544966578, 0.3340998053353061],
@@ -38,6 +46,14 @@ const LUTS: Record<ColormapName, Uint8Array> = {
   }),
   greys: buildLut((t) => [t, t, t]),
   greys_r: buildLut((t) => [1 - t, 1 - t, 1 - t]),
+  rdbu_r: buildLut((t) => {
+    // piecewise linear between the 11 stops; t = 0.5 is exactly the white stop
+    const x = t * (RDBU_R.length - 1);
+    const i = Math.min(RDBU_R.length - 2, Math.floor(x));
+    const f = x - i;
+    const [a, b] = [RDBU_R[i]!, RDBU_R[i + 1]!];
+    return [0, 1, 2].map((c) => (a[c]! + (b[c]! - a[c]!) * f) / 255) as [number, number, number];
+  }),
 };
 
 /** RGB triplets of 256 colours, index 0 for the low end of the display range. */

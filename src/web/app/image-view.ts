@@ -7,7 +7,7 @@
  * and panning only redraw that canvas with a transform, so they stay smooth on the 1860 x
  * 2048 signal image. Both happen in the shared latest-wins scheduler.
  */
-import { COLORMAPS, lutOf, wheelColour, type ColormapName } from './colormaps.js';
+import { COLORMAPS, DIVERGING, lutOf, wheelColour, type ColormapName } from './colormaps.js';
 import { fmtValue, h } from './dom.js';
 import { schedule } from './scheduler.js';
 
@@ -369,6 +369,11 @@ export class ImageView {
     if (!(hi > lo)) {
       lo = sorted[0]!;
       hi = sorted[sorted.length - 1]!;
+    }
+    if (DIVERGING.has(this.cmap) && !this.log) {
+      // signed data (strain): 0 stays the centre colour
+      const half = Math.max(Math.abs(lo), Math.abs(hi));
+      return half > 0 ? [-half, half] : [-1, 1];
     }
     return [lo, hi];
   }

@@ -17,6 +17,33 @@ export interface MapSpec {
   vector: boolean;
   /** shown only with "all maps" */
   secondary: boolean;
+  /** signed, centred at 0 (strain, rotation): a diverging colour map with a symmetric range */
+  diverging: boolean;
+  /** a whole-frame UDF's result (behind the shuffle): valid where `_shuffle/valid` says so */
+  wholeFrame: boolean;
+}
+
+/** StrainMapUDF's four maps (docs/udf.md, docs/shuffle.md): a UDF with all of them is a strain map. */
+export const STRAIN_MAPS = ['exx', 'eyy', 'exy', 'rotation'] as const;
+/** The shuffle's own buffers (docs/shuffle.md, "What the browser gets"). */
+export const SHUFFLE_UDF = '_shuffle';
+
+/** UDF ids whose nav buffers include all four strain maps. */
+export function strainUdfs(mirror: LiveMirror): Set<string> {
+  const names = new Map<string, Set<string>>();
+  for (const b of mirror.buffers.values()) {
+    if (b.kind !== 'nav') continue;
+    let set = names.get(b.udf);
+    if (!set) names.set(b.udf, (set = new Set()));
+    set.add(b.name);
+  }
+  return new Set([...names].filter(([, set]) => STRAIN_MAPS.every((n) => set.has(n))).map(([udf]) => udf));
+}
+
+/** Frames the shuffle's workers processed (1), or null without a shuffle. */
+export function shuffleValid(mirror: LiveMirror): Uint8Array | null {
+  const b = mirror.get(SHUFFLE_UDF, 'valid');
+  return b && b.data instanceof Uint8Array ? b.data : null;
 }
 
 /** Buffers that are intermediate or redundant views of another map. */
@@ -31,10 +58,21 @@ export function listNavMaps(mirror: LiveMirror): MapSpec[] {
   const scan = (mirror.info?.scanShape ?? []) as number[];
   if (scan.length !== 2) return [];
   const maps: MapSpec[] = [];
+  const strain = strainUdfs(mirror);
   for (const b of mirror.buffers.values()) {
     if (b.kind !== 'nav' || b.dtype.startsWith('complex')) continue;
     const extra = extraShapeOf(b, 2);
-    const base = { key: b.key, udf: b.udf, name: b.name, secondary: SECONDARY.has(b.name) || b.udf === DAMAGE_UDF };
+    const isStrain = strain.has(b.udf);
+    const strainMap = isStrain && (STRAIN_MAPS as readonly string[]).includes(b.name);
+    const base = {
+      key: b.key,
+      udf: b.udf,
+      name: b.name,
+      // a strain UDF's lattice vectors, peaks and fit error are its intermediates
+      secondary: SECONDARY.has(b.name) || b.udf === DAMAGE_UDF || b.udf === SHUFFLE_UDF || (isStrain && !strainMap),
+      diverging: strainMap,
+      wholeFrame: isStrain,
+    };
     if (b.udf === DAMAGE_UDF && b.name !== DAMAGE_SECTORS) continue;
     if (extra.length === 0) maps.push({ ...base, id: b.key, component: null, vector: false });
     else if (extra.length === 1 && extra[0] === 2 && (b.name === 'field' || b.name === 'raw_shifts')) {
@@ -43,8 +81,9 @@ export function listNavMaps(mirror: LiveMirror): MapSpec[] {
       for (let k = 0; k < extra[0]!; k++) maps.push({ ...base, id: `${b.key}#${k}`, component: k, vector: false });
     }
   }
-  // the user's results first, the damage map last
-  return maps.sort((a, b) => Number(a.udf === DAMAGE_UDF) - Number(b.udf === DAMAGE_UDF));
+  // the user's results first, then the shuffle's, the damage map last
+  const rank = (m: MapSpec) => (m.udf === DAMAGE_UDF ? 2 : m.udf === SHUFFLE_UDF ? 1 : 0);
+  return maps.sort((a, b) => rank(a) - rank(b));
 }
 
 /** 2-D signal-space images. */
@@ -93,7 +132,7 @@ export function navMapSource(mirror: LiveMirror, spec: MapSpec, valid: Uint8Arra
     stride: per,
     offset: spec.component ?? 0,
     vector: spec.vector,
-    valid: spec.udf === DAMAGE_UDF ? null : valid,
+    valid: spec.udf === DAMAGE_UDF ? null : spec.wholeFrame ? shuffleValid(mirror) : valid,
   };
 }
 
