@@ -75,6 +75,14 @@ describe('whole-frame UDFs via the shuffle and two workers', () => {
       }
     });
     expect(compared).toBeGreaterThan(whole8.length * 10);
+    // the receivers' SumUDF beside them: exact whenever no datagram was lost (the damage map says)
+    const lost = [...(mirror.get('_damage', 'blocksMissing')!.data as Uint16Array)].reduce((a, b) => a + b, 0);
+    if (lost === 0) {
+      const [sum] = await runUdf(new MemoryDataSet({ data, navShape: scan, sigShape: SIG }), [createUdf({ name: 'SumUDF', params: {} })]);
+      const got = mirror.get('sum', 'intensity')!.data as ArrayLike<number>;
+      const want = sum!.intensity!.data as unknown as ArrayLike<number>;
+      for (let k = 0; k < want.length; k++) if (got[k] !== want[k]) throw new Error(`sum/intensity[${k}] = ${got[k]}, expected ${want[k]}`);
+    }
     // strain is finite outside the simulator's vacuum columns
     const exx = mirror.get('strain', 'exx')!.data as Float64Array;
     expect([...exx].filter(Number.isFinite).length).toBeGreaterThan(n / 2);
