@@ -17,6 +17,7 @@ interface KernelExports {
   runs_sum_u16(src: number, first: number, runs: number, nruns: number, depth: number, n: number, out: number, stride: number): void;
   sparse_dot_u16(src: number, first: number, idx: number, val: number, count: number, depth: number, n: number, out: number, stride: number): void;
   dense_dot_u16_f64(src: number, mask: number, n: number, depth: number, out: number, stride: number): void;
+  sum_frame_u16_u32_total(src: number, n: number, acc: number): number;
   sq_sums_u16(src: number, n: number, depth: number, s: number, q: number): void;
   stddev_flush(n: number, depth: number, n0: number, c: number, s: number, q: number, sum: number, varsum: number): void;
 }
@@ -99,6 +100,10 @@ export class TileKernels {
   private stagePtr = 0;
   private stageBytes = 0;
   private staged: TypedArray | null = null;
+  /** frame totals of the last tile summed per pixel (sumFrames), for frameSums of the same tile
+   *  object (as stage(), a tile object's pixels must not change while UDFs see it) */
+  private totalsOf: TypedArray | null = null;
+  private totals = new Float64Array(1);
   private scratchPtr = 0;
   private scratchBytes = 0;
   /** constant tables by identity: uploaded once per instance */
@@ -167,6 +172,7 @@ export class TileKernels {
     this.top = ALIGN;
     this.stagePtr = this.stageBytes = this.scratchPtr = this.scratchBytes = 0;
     this.staged = null;
+    this.totalsOf = null;
     if (this.host) {
       this.host.chunk = 0;
       this.host.top = 0;
@@ -231,6 +237,10 @@ export class TileKernels {
 
   /** out[f] += sum of frame f of the tile (depth frames). */
   frameSums(tile: Uint16Array, depth: number, out: TypedArray): void {
+    if (this.totalsOf === tile && depth === 1) {
+      out[0] += this.totals[0]!;
+      return;
+    }
     const src = this.stage(tile);
     const dst = this.scratch(depth);
     this.k.frame_sums_u16(src, tile.length / depth, depth, dst);
@@ -323,7 +333,11 @@ export class TileKernels {
   /** acc[offset + i] += sum over the tile's frames of pixel i. Flush first if `frames` could overflow. */
   sumFrames(tile: Uint16Array, depth: number, acc: KernelAccumulator, offset: number): void {
     const n = tile.length / depth;
-    this.k.sum_frames_u16_u32(this.stage(tile), n, depth, acc.ptr + 4 * offset);
+    if (depth === 1) {
+      // one frame: its total comes for free (SumSigUDF on the same tile reuses it)
+      this.totals[0] = this.k.sum_frame_u16_u32_total(this.stage(tile), n, acc.ptr + 4 * offset);
+      this.totalsOf = tile;
+    } else this.k.sum_frames_u16_u32(this.stage(tile), n, depth, acc.ptr + 4 * offset);
     acc.frames += depth;
   }
 

@@ -406,4 +406,41 @@
           (i32.add (local.get $sum) (i32.shl (local.get $i) (i32.const 3))) (i32.add (local.get $var) (i32.shl (local.get $i) (i32.const 3))))
         (i32.store (local.get $sp) (i32.const 0))
         (i64.store (local.get $qp) (i64.const 0)))))
+
+  ;; acc[i] (u32) += pixel i of one frame of $n pixels at $src; returns the frame's total (f64,
+  ;; exact): SumUDF's accumulation and SumSigUDF's frame sum in one read of the frame. Lane
+  ;; totals are flushed every 32768 steps, before they could pass 2^32.
+  (func (export "sum_frame_u16_u32_total") (param $src i32) (param $n i32) (param $acc i32) (result f64)
+    (local $i i32) (local $n8 i32) (local $block i32) (local $p i32) (local $q i32) (local $v v128) (local $lo v128) (local $hi v128)
+    (local $t v128) (local $total f64) (local $x i32)
+    (local.set $n8 (i32.and (local.get $n) (i32.const -8)))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n8)))
+        (local.set $t (v128.const i64x2 0 0))
+        (local.set $block (i32.add (local.get $i) (i32.const 262144))) ;; 32768 steps of 8 pixels
+        (if (i32.gt_u (local.get $block) (local.get $n8)) (then (local.set $block (local.get $n8))))
+        (loop $steps
+          (local.set $p (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1))))
+          (local.set $q (i32.add (local.get $acc) (i32.shl (local.get $i) (i32.const 2))))
+          (local.set $v (v128.load (local.get $p)))
+          (local.set $lo (i32x4.extend_low_i16x8_u (local.get $v)))
+          (local.set $hi (i32x4.extend_high_i16x8_u (local.get $v)))
+          (v128.store offset=0 (local.get $q) (i32x4.add (v128.load offset=0 (local.get $q)) (local.get $lo)))
+          (v128.store offset=16 (local.get $q) (i32x4.add (v128.load offset=16 (local.get $q)) (local.get $hi)))
+          (local.set $t (i32x4.add (local.get $t) (i32x4.add (local.get $lo) (local.get $hi))))
+          (local.set $i (i32.add (local.get $i) (i32.const 8)))
+          (br_if $steps (i32.lt_u (local.get $i) (local.get $block))))
+        (local.set $total (f64.add (local.get $total) (call $lanes_u32_f64 (local.get $t))))
+        (br $blocks)))
+    (block $tail_done
+      (loop $tail
+        (br_if $tail_done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $x (i32.load16_u (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 1)))))
+        (local.set $q (i32.add (local.get $acc) (i32.shl (local.get $i) (i32.const 2))))
+        (i32.store (local.get $q) (i32.add (i32.load (local.get $q)) (local.get $x)))
+        (local.set $total (f64.add (local.get $total) (f64.convert_i32_u (local.get $x))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $tail)))
+    (local.get $total))
 )

@@ -131,6 +131,34 @@ describe.skipIf(!hasKernels)('SIMD tile kernels vs JavaScript references', () =>
     }
   });
 
+  it('Sum of one-frame tiles hands its frame totals to SumSig: exact, per tile object, odd sizes', () => {
+    const r = rng(16);
+    const k = TileKernels.create()!;
+    try {
+      for (const n of [1, 7, 8, 9, 4099, 1860 * 256]) {
+        const acc = k.accumulator(n);
+        const ref = new Float64Array(n);
+        const sums = new Float64Array(3);
+        const refSums = [0, 0, 0];
+        for (let f = 0; f < 3; f++) {
+          const tile = randomTile(n, r);
+          tile.fill(65535, 0, Math.min(n, 500));
+          k.sumFrames(tile, 1, acc, 0);
+          k.frameSums(tile, 1, sums.subarray(f, f + 1));
+          // a copy (another object): computed, not taken from Sum's totals
+          k.frameSums(tile.slice(), 1, sums.subarray(f, f + 1));
+          for (let i = 0; i < n; i++) (ref[i] += tile[i]!), (refSums[f] += 2 * tile[i]!);
+        }
+        const out = new Float64Array(n);
+        k.flush(acc, out);
+        expect(Array.from(out)).toEqual(Array.from(ref));
+        expect(Array.from(sums)).toEqual(refSums);
+      }
+    } finally {
+      k.release();
+    }
+  });
+
   it('maskRuns refuses masks of mixed or non-integer values', () => {
     expect(maskRuns([0, 1], [1, 2], 1, 4)).toBeNull();
     expect(maskRuns([0, 1], [0.5, 0.5], 1, 4)).toBeNull();
