@@ -129,6 +129,8 @@ export function installAccessControl(fastify: FastifyInstance, policy: HttpAcces
     refused++;
     if (refused <= 20 || refused % 1000 === 0) request.log.warn({ method: request.method, url: request.url.split('?')[0], level, remote: request.ip, refused }, 'request refused: no valid token');
     const body = errorReplyOf(new TesseraError('TESSERA_ERR_UNAUTHORIZED'));
+    // a refused WebSocket upgrade: nobody reads or ends that socket (@fastify/websocket's own onResponse cleanup needs its onRequest hook, which this reply skips), so close() would wait on it forever
+    if (request.headers.upgrade) reply.raw.once('finish', () => request.raw.socket?.destroy());
     await reply.code(401).header('www-authenticate', 'Bearer realm="tessera"').send(body);
   });
 }
