@@ -60,6 +60,19 @@ describe('continuous acquisition: epochs in the stream and in the recording', ()
         }
       }
     }
+    // tessera replay of the file: an earlier epoch picked on its stream is that epoch's group
+    const replay = ps.spawn('replay', ['replay', path, '--port', '0']);
+    const replayUrl = String((await replay.waitForMsg('replay listening', 30_000)).url);
+    const rc = ps.client(replayUrl);
+    await rc.connect();
+    rc.subscribe({ acquisition: id, epoch: 1 });
+    const replayed = await rc.waitFor((m) => m.acquisition === id && m.epoch === 1 && m.progress?.framesMerged === scan[0] * scan[1], 30_000);
+    const group1 = await readReducedFile(path, { prefix: 'epochs/1' });
+    for (const u of UDFS) {
+      for (const [name, b] of Object.entries(group1.udfs[u.id!]!.buffers)) expectSame(`replayed epoch 1 ${u.id}/${name}`, u.id!, replayed.get(u.id!, name)!.data as ArrayLike<number>, b.data);
+    }
+    expect((await rc.api.status()).acquisition?.epochs).toEqual(expect.arrayContaining([0, 1, 2]));
+
     // epochs are merged one after the other
     const first = async (k: number) => Math.min(...Array.from((await readReducedFile(path, { prefix: `epochs/${k}` })).datasets.merged_at!.data));
     expect(await first(1)).toBeGreaterThan(await first(0));
