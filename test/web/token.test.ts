@@ -1,7 +1,8 @@
 /**
  * The page on a merger that wants a token (src/merger/auth.ts): without one it says how to give
  * it; opened as /#token=…, the HTTP API and both WebSocket streams use it, and the token leaves
- * the address bar.
+ * the address bar. Without a token the page stops after the 401 (no retry loop) and says a token
+ * is needed; the refused upgrades do not hold up the server's close().
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -56,6 +57,31 @@ describe.skipIf(!existsSync(CHROMIUM))('the page on a merger with a token', () =
     const store = controller.registry.get('current')!;
     await page.waitForFunction((v) => (window as any).tessera.rendered.version === v && (window as any).tessera.rendered.imagesVersion === v, store.version);
     expect(await page.textContent('#connection')).toBe('live');
+    await page.close();
+  });
+
+  it('without a token: says "token needed" after the 401 and stops retrying; the server still closes promptly', async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    let sockets = 0;
+    page.on('websocket', () => sockets++);
+    const requests: string[] = [];
+    page.on('request', (r) => requests.push(new URL(r.url()).pathname));
+    await page.goto(`${server.url}/`);
+    await page.waitForSelector('#connection.auth', { timeout: 10_000 });
+    expect(await page.textContent('#connection')).toBe('token needed');
+    expect(await page.textContent('#acq-message')).toContain('#token=');
+    expect(await page.evaluate(() => (window as any).tessera.tokenNeeded)).toBe(true);
+    // no more attempts: neither sockets nor status polls (the page used to retry every second)
+    const [s0, r0] = [sockets, requests.length];
+    expect(s0).toBeGreaterThanOrEqual(1);
+    await page.waitForTimeout(2500);
+    expect(sockets).toBe(s0);
+    expect(requests.slice(r0)).toEqual([]);
+    // refused upgrades must not keep the server's close() waiting (the page is still open)
+    const t = Date.now();
+    const closed = await Promise.race([server.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still closing after 5 s'), 5000))]);
+    console.log(`token test: server.close() with the refused page open: ${closed} in ${Date.now() - t} ms`);
+    expect(closed).toBe('closed');
     await page.close();
   });
 });

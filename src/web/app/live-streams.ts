@@ -34,6 +34,8 @@ export class LiveStreams {
   private pacer: StreamPacer | null = null;
   private maxRate = 60;
   private closed = false;
+  /** replay (`tessera replay`): the time this page shows, ms since the recording's start ('end'), or null to follow the server's */
+  private at: number | 'end' | null = null;
 
   constructor(
     url: string,
@@ -71,12 +73,31 @@ export class LiveStreams {
     this.handlers.onRates(this.imagesRate, this.maxRate);
   }
 
+  /** `current`, pinned to the replay time this page chose (docs/protocol.md, "Replay": `@t=`). */
+  private get acquisition(): string {
+    return this.at === null ? 'current' : `current@t=${this.at === 'end' ? 'end' : Math.round(this.at)}`;
+  }
+
+  /**
+   * Replay only: show the recording at time `t` (ms since its start, 'end', or null to follow
+   * the server's time). Both streams subscribe again and get a snapshot of that time.
+   */
+  setTime(t: number | 'end' | null): void {
+    this.at = t;
+    this.subscribeMaps();
+    this.subscribeImages();
+  }
+
+  get time(): number | 'end' | null {
+    return this.at;
+  }
+
   private subscribeMaps(): void {
-    this.maps.subscribe({ acquisition: 'current', ...(this.mapsKeys ? { buffers: this.mapsKeys } : {}) });
+    this.maps.subscribe({ acquisition: this.acquisition, ...(this.mapsKeys ? { buffers: this.mapsKeys } : {}) });
   }
 
   private subscribeImages(): void {
-    if (this.imageKeys.length > 0) this.images.subscribe({ acquisition: 'current', maxRate: this.imagesRate, buffers: this.imageKeys });
+    if (this.imageKeys.length > 0) this.images.subscribe({ acquisition: this.acquisition, maxRate: this.imagesRate, buffers: this.imageKeys });
   }
 
   private onMapsUpdate(u: AppliedUpdate): void {

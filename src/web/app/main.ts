@@ -152,6 +152,66 @@ const navGrid = h('div', { class: 'nav-grid', id: 'nav-grid' });
 const navViews = new Map<string, { view: ImageView; spec: MapSpec }>();
 const allMapsBox = h('input', { type: 'checkbox', onchange: () => ((showAllMaps = allMapsBox.checked), render()) });
 
+// ---------------------------------------------------------------------------------------------
+// replay (`tessera replay FILE.h5`): a time slider over the recorded stream
+
+interface ReplayTimeline {
+  acquisition: string;
+  path: string;
+  start: number;
+  end: number;
+  epochs: Array<{ epoch: number; firstMerged: number | null; lastMerged: number | null; complete: boolean; snapshots: number[] }>;
+  /** the time the snapshot shows, ms since the start */
+  t: number;
+}
+/** The server's replay time line (from the stream's info), or null when it is a live merger. */
+const replayOf = (m: LiveMirror): ReplayTimeline | null => ((m.info as { replay?: ReplayTimeline } | null)?.replay ?? null);
+const replaySlider = h('input', { type: 'range', id: 'replay-time', min: '0', max: '0', step: '1', value: '0', oninput: () => scheduleReplayTime() });
+const replayLabel = h('span', { class: 'replay-label', id: 'replay-label' });
+const replayMarks = h('datalist', { id: 'replay-marks' });
+replaySlider.setAttribute('list', 'replay-marks');
+const replayBar = h(
+  'section',
+  { class: 'panel replay', id: 'replay', hidden: true },
+  h('h2', {}, 'Replay'),
+  replaySlider,
+  replayMarks,
+  replayLabel,
+  h('button', { type: 'button', class: 'small', onclick: () => ((replaySlider.value = replaySlider.max), scheduleReplayTime()) }, 'end'),
+);
+let replayPending = false;
+/** Slider moves are coalesced to one subscription per animation frame (the newest position wins). */
+function scheduleReplayTime(): void {
+  showReplayLabel(Number(replaySlider.value));
+  if (replayPending) return;
+  replayPending = true;
+  requestAnimationFrame(() => {
+    replayPending = false;
+    const t = Number(replaySlider.value);
+    streams?.setTime(t >= Number(replaySlider.max) ? 'end' : t);
+  });
+}
+function showReplayLabel(t: number): void {
+  const span = Number(replaySlider.max);
+  replayLabel.textContent = `${(t / 1000).toFixed(1)} s of ${(span / 1000).toFixed(1)} s`;
+}
+/** Show the slider for a replay server (once its time line is known); the stream's `t` moves it unless the user is dragging. */
+function syncReplay(m: LiveMirror): void {
+  const r = replayOf(m);
+  replayBar.hidden = !r;
+  if (!r) return;
+  const span = r.end - r.start;
+  if (replaySlider.max !== String(span)) {
+    replaySlider.max = String(span);
+    const marks = r.epochs.flatMap((e) => [e.firstMerged, e.lastMerged, ...e.snapshots]).filter((v): v is number => v !== null);
+    fill(replayMarks, ...[...new Set(marks)].map((v) => h('option', { value: String(v) })));
+  }
+  if (document.activeElement !== replaySlider) {
+    replaySlider.value = String(r.t);
+    showReplayLabel(r.t);
+  }
+}
+
 document.body.append(
   h(
     'header',
@@ -168,6 +228,7 @@ document.body.append(
     h(
       'main',
       {},
+      replayBar,
       h('section', { class: 'panel maps' }, h('div', { class: 'panel-head' }, h('h2', {}, 'Navigation maps'), h('label', { class: 'muted' }, allMapsBox, 'all maps')), navGrid),
       h(
         'div',
@@ -207,8 +268,9 @@ function syncNavViews(specs: MapSpec[]): void {
   for (const spec of specs) {
     let entry = navViews.get(spec.id);
     if (!entry) {
-      const view = new ImageView({ title: mapTitle(spec), onPick: (y, x) => setPick(y, x), className: 'nav-view' });
+      const view = new ImageView({ title: mapTitle(spec), onPick: (y, x) => setPick(y, x), className: 'nav-view', ...(spec.diverging ? { cmap: 'rdbu_r' as const } : {}) });
       view.root.dataset.map = spec.id;
+      if (spec.diverging) view.root.dataset.diverging = '';
       view.overlays.push(pickMarker);
       entry = { view, spec };
       navViews.set(spec.id, entry);
@@ -265,6 +327,7 @@ function renderNow(): void {
   }
 
   renderPick(m);
+  syncReplay(m);
   const continuous = (m.info?.mode ?? summary?.mode) === 'continuous';
   progress.set(m.progress, m.epoch, continuous);
   if (m.sectors.length > 0) sectors.set(m.sectors);
@@ -388,9 +451,7 @@ async function connect(): Promise<void> {
     onClose: () => {
       if (streams !== s) return;
       streams = null;
-      connection.textContent = 'disconnected, retrying…';
-      connection.className = 'connection down';
-      setTimeout(() => void connect(), 1000);
+      void retryUnlessRefused();
     },
   });
   try {
@@ -406,9 +467,34 @@ async function connect(): Promise<void> {
 }
 let streams: LiveStreams | null = null;
 
+/**
+ * A refused WebSocket upgrade is only a closed socket to a browser (no status): ask the HTTP API
+ * why. A 401 means no (or a wrong) token: retrying cannot help, so say so and stop; anything
+ * else (the merger restarting) retries every second.
+ */
+async function retryUnlessRefused(): Promise<void> {
+  try {
+    await api.status();
+  } catch (err) {
+    if ((err as { code?: string }).code === 'TESSERA_ERR_UNAUTHORIZED') {
+      tokenNeeded = true;
+      connection.textContent = token ? 'token refused' : 'token needed';
+      connection.className = 'connection down auth';
+      connection.title = explain(err);
+      panel.showMessage(token ? `This merger refused the token: open the page as ${base}/#token=YOUR_TOKEN` : explain(err), true);
+      return;
+    }
+  }
+  connection.textContent = 'disconnected, retrying…';
+  connection.className = 'connection down';
+  setTimeout(() => void connect(), 1000);
+}
+/** the merger refused our token (or that we have none): no more retries or polls */
+let tokenNeeded = false;
+
 let polling = false;
 async function pollStatus(): Promise<void> {
-  if (polling) return;
+  if (polling || tokenNeeded) return;
   polling = true;
   try {
     const status: MergerStatus = await api.status();
@@ -455,6 +541,12 @@ Object.assign(window, {
     },
     get streams() {
       return streams;
+    },
+    get replay() {
+      return replayOf(mirror());
+    },
+    get tokenNeeded() {
+      return tokenNeeded;
     },
     set pickFrame(provider: PickFrameProvider) {
       pickFrame = provider;
