@@ -23,11 +23,15 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/config ./config
-RUN mkdir -p /data && chown node:node /data
+COPY deploy/healthcheck.mjs ./deploy/healthcheck.mjs
+# recordings go to /data (mount a volume); the default dataDir "./data" points there too
+RUN mkdir -p /data && chown node:node /data && ln -s /data /app/data
 USER node
 # the K2 IS sectors' UDP ports and the merger's HTTP port (see config/default.json)
 EXPOSE 2001-2008/udp 8080/tcp
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD node dist/src/cli.js config > /dev/null || exit 1
+# checks the role the container runs (read from PID 1's command line): the merger's
+# /api/status, a receiver's UDP port, the shuffle's endpoints (deploy/healthcheck.mjs)
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["node", "deploy/healthcheck.mjs"]
 ENTRYPOINT ["node", "dist/src/cli.js"]
 CMD ["--help"]
