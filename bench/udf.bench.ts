@@ -15,6 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { MemoryDataSet } from '../src/udf/dataset.js';
 import { ApplyMasksUDF, CoMUDF, StdDevUDF, SumSigUDF, SumUDF } from '../src/udf/lib/index.js';
 import type { MaskSpec } from '../src/udf/masks.js';
+import { TileKernels } from '../src/udf/kernels.js';
 import { PartitionTask } from '../src/udf/partition-task.js';
 import { columnSlices } from '../src/udf/partition.js';
 import { runUdf } from '../src/udf/runner.js';
@@ -111,6 +112,35 @@ export async function run(): Promise<void> {
     report(`${name}, 952 KB sector tiles in cache`, rate, 'GB/s', rate / memcpyTile, 'memcpy of the same tile');
     // per 1860 x 256 sector frame: what a receiver spends per frame at that rate
     report(`  ${name}, UDF time per sector frame`, (SECTOR_BYTES / (rate * 1e9)) * 1e3, 'ms', (SECTOR_BYTES / (rate * 1e9)) / (SECTOR_BYTES / (memcpyTile * 1e9)), 'memcpy time of the same tile');
+  }
+  // the same pass with the tiles in a WebAssembly memory the kernels share (as a receiver's
+  // decoder memory with TileKernels.shareMemory): no staging copy
+  {
+    const Wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer; grow(p: number): number } } }).WebAssembly;
+    const memory = new Wasm.Memory({ initial: Math.ceil((8 * SECTOR_BYTES + (32 << 20)) / 65536) });
+    let top = 64;
+    const alloc = (b: number) => {
+      const p = top;
+      top += Math.ceil(b / 16) * 16;
+      if (top > memory.buffer.byteLength) memory.grow(Math.ceil((top - memory.buffer.byteLength) / 65536));
+      return p;
+    };
+    const ptrs = tiles.map((t) => {
+      const p = alloc(t.byteLength);
+      new Uint16Array(memory.buffer, p, t.length).set(t);
+      return p;
+    });
+    TileKernels.shareMemory(memory, alloc, 24 << 20);
+    try {
+      for (const [name, make] of sets.slice(0, 2)) {
+        const udfs = make();
+        const rate = measure(() => pass(udfs, frames, 1, H, (s) => new Uint16Array(memory.buffer, ptrs[s]!, H * SW)), { bytes, runs: 5, minTimeMs: 300 });
+        report(`${name}, tiles in the kernels' shared memory (no copy)`, rate, 'GB/s', rate / memcpyTile, 'memcpy of the same tile');
+        report(`  ${name}, shared memory, UDF time per sector frame`, (SECTOR_BYTES / (rate * 1e9)) * 1e3, 'ms', rate > 0 ? memcpyTile / rate : NaN, 'memcpy time of the same tile');
+      }
+    } finally {
+      TileKernels.unshareMemory();
+    }
   }
   if (process.env.UDF_BENCH_QUICK) return;
 
