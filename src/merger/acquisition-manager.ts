@@ -526,7 +526,19 @@ export class AcquisitionManager implements AcquisitionController {
     const udf = a.definition.udfs[index]!;
     const spec = { name: udf.name, params: { ...params } };
     const candidate = createUdf(spec);
-    if (isWholeFrame(candidate)) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf.name, 'whole-frame UDFs keep their parameters for the acquisition: define a new acquisition instead');
+    if (isWholeFrame(candidate)) {
+      // behind the shuffle: checked on a whole frame, applied by the workers from a chunk boundary
+      this.o.shuffle?.checkChange({ name: udf.name, params: udf.params }, spec, a.definition.scanShape, a.definition.roi);
+      udf.params = spec.params;
+      let from = 0;
+      if (a.state === 'running') {
+        a.paramsVersions[index]!++;
+        from = this.nextSafeFrame(a);
+        this.o.shuffle?.params(a.id, udfId, spec.params, from);
+      }
+      this.o.log?.info({ acquisition: id, udfId, fromFrame: from }, 'whole-frame UDF parameters changed');
+      return { acquisition: id, udf: { ...udf, params: { ...udf.params } }, appliesFromFrame: from };
+    }
     const before = this.trial([{ name: udf.name, params: udf.params }], a.context).declarations[0]!;
     const after = this.trial([candidate], a.context).declarations[0]!;
     const layout = (d: typeof before) => JSON.stringify(Object.entries(d).map(([k, v]) => [k, v.kind, v.dtype, v.extraShape, v.use]));

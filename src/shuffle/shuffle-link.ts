@@ -92,6 +92,17 @@ export class ShuffleLink {
     }
   }
 
+  /** Check new parameters of a whole-frame UDF: usable, and the same result buffers (else TESSERA_ERR_UDF_PARAMS). */
+  checkChange(previous: UDFSpec, next: UDFSpec, scanShape: [number, number], roi: Uint8Array | null): void {
+    this.check([next], scanShape, roi);
+    const layout = (spec: UDFSpec) => {
+      const udf = createUdf(spec);
+      const context = makeRunContext({ navShape: scanShape, sigShape: [FRAME_HEIGHT, FRAME_WIDTH], datasetDtype: 'uint16', sectors: 8, udfs: [udf], roi });
+      return JSON.stringify(Object.entries(new DatasetResults([udf], context).declarations[0]!).map(([k, v]) => [k, v.kind, v.dtype, v.extraShape, v.use]));
+    };
+    if (layout(previous) !== layout(next)) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', next.name, 'these parameters change the shape of its results: define a new acquisition instead');
+  }
+
   /** Start an acquisition's whole-frame part: `message` carries only the whole-frame UDFs. */
   start(message: AcquireMessage, mode: 'single' | 'continuous'): WholeFrameMerger | null {
     if (message.udfs.length === 0) return null;
@@ -107,8 +118,13 @@ export class ShuffleLink {
     return merger;
   }
 
+  /** New parameters for a whole-frame UDF, for chunks from acquisition-relative frame `fromFrame` on (the workers apply them as the receivers do). */
   params(acquisition: string, udfId: string, params: Record<string, unknown>, fromFrame: number): void {
-    if (!this.acquisitions.has(acquisition)) return;
+    const a = this.acquisitions.get(acquisition);
+    if (!a) return;
+    const index = a.message.udfs.findIndex((u) => u.id === udfId);
+    if (index < 0) return;
+    a.merger.setParams(index, params, fromFrame);
     this.send({ version: LIVE_PROTOCOL_VERSION, type: 'params', acquisition, udfId, params, fromFrame });
   }
 

@@ -66,12 +66,15 @@ export class WholeFrameMerger {
   /** every buffer this merger publishes, declared once (the stores of all epochs get them) */
   private readonly layout: Array<{ udfId: string; name: string; kind: 'nav' | 'sig' | 'single'; dtype: WsDType; shape: number[] }>;
   private readonly defined = new WeakSet<LiveStore>();
+  /** per UDF: parameters by the acquisition-relative frame they apply from (an epoch's results use those of its first frame) */
+  private readonly params: Array<Array<{ fromFrame: number; params: Record<string, unknown> }>>;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
   constructor(private readonly o: WholeFrameMergerOptions) {
     this.positions = o.scanShape[0] * o.scanShape[1];
     this.selection = new NavSelection(o.context.roi, this.positions);
+    this.params = o.udfs.map((u) => [{ fromFrame: 0, params: u.params }]);
     const first = this.epoch(0)!;
     this.decls = first.results.declarations;
     this.layout = [];
@@ -101,7 +104,7 @@ export class WholeFrameMerger {
     if (epoch < newest - this.o.keepEpochs + 1) return null;
     e = {
       epoch,
-      results: new DatasetResults(this.o.udfs.map((u) => ({ name: u.name, params: u.params })), this.o.context),
+      results: new DatasetResults(this.specsAt(epoch * this.positions), this.o.context),
       valid: new Uint8Array(this.positions),
       sectors: new Uint8Array(this.positions),
       dirty: true,
@@ -119,6 +122,20 @@ export class WholeFrameMerger {
     const r = new PartitionTask({ udfs: this.o.udfs.map((u) => ({ name: u.name, params: u.params })), context: this.o.context, partition: { navStart: first, navEnd: first + 1, sig: wholeFrame(this.o.context.sigShape) } }).finish();
     this.empty = r.udfs;
     return this.empty;
+  }
+
+  private specsAt(frame: number): Array<{ name: string; params: Record<string, unknown> }> {
+    return this.o.udfs.map((u, i) => {
+      let p = this.params[i]![0]!.params;
+      for (const q of this.params[i]!) if (q.fromFrame <= frame) p = q.params;
+      return { name: u.name, params: p };
+    });
+  }
+
+  /** New parameters of UDF `index` from acquisition-relative frame `fromFrame` (epochs that start there or later use them for their derived results). */
+  setParams(index: number, params: Record<string, unknown>, fromFrame: number): void {
+    this.params[index]!.push({ fromFrame, params });
+    this.params[index]!.sort((a, b) => a.fromFrame - b.fromFrame);
   }
 
   setStatus(s: ShuffleStatus): void {

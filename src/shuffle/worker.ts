@@ -38,10 +38,17 @@ export interface FrameWorkerOptions {
   log?: Logger;
 }
 
+interface ParamsFrom {
+  /** acquisition-relative frame from which these params apply (chunks starting there or later) */
+  fromFrame: number;
+  version: number;
+  params: Record<string, unknown>;
+}
+
 interface WorkerAcquisition {
   message: AcquireMessage;
-  specs: UDFSpec[];
-  paramsVersions: number[];
+  /** per UDF: its parameters over the acquisition, ordered by fromFrame */
+  params: ParamsFrom[][];
   context: RunContext;
   selection: NavSelection;
   decls: Array<Record<string, BufferDeclaration>>;
@@ -53,6 +60,7 @@ interface OpenTask {
   epoch: number;
   navStart: number;
   task: PartitionTask;
+  versions: number[];
   positions: number[];
   sectors: number[];
   opened: number;
@@ -65,6 +73,15 @@ export interface WorkerCounters {
   failures: number;
   /** CPU ms spent in processFrame (UDF work) */
   busyMs: number;
+}
+
+/** Each UDF's parameters in force for a chunk whose first frame (acquisition-relative) is `frame`. */
+function paramsAt(a: WorkerAcquisition, frame: number): ParamsFrom[] {
+  return a.params.map((list) => {
+    let p = list[0]!;
+    for (const q of list) if (q.fromFrame <= frame) p = q;
+    return p;
+  });
 }
 
 export class FrameWorker {
@@ -128,11 +145,11 @@ export class FrameWorker {
       case 'acquire': {
         if (this.acq?.message.acquisition === m.acquisition) return;
         this.tasks.clear();
-        const specs = m.udfs.map((u) => ({ name: u.name, params: u.params }));
+        const specs: UDFSpec[] = m.udfs.map((u) => ({ name: u.name, params: u.params }));
         const udfs = specs.map((s) => createUdf(s));
         const context = makeRunContext({ navShape: m.scanShape, sigShape: [FRAME_HEIGHT, FRAME_WIDTH], datasetDtype: 'uint16', sectors: 8, udfs, roi: m.roi });
         const positions = m.scanShape[0] * m.scanShape[1];
-        this.acq = { message: m, specs, paramsVersions: specs.map(() => 0), context, selection: new NavSelection(context.roi, positions), decls: new DatasetResults(specs, context).declarations, positions };
+        this.acq = { message: m, params: specs.map((s) => [{ fromFrame: 0, version: 0, params: s.params }]), context, selection: new NavSelection(context.roi, positions), decls: new DatasetResults(specs, context).declarations, positions };
         this.o.log?.info({ acquisition: m.acquisition, udfs: specs.map((s) => s.name) }, 'worker: acquisition');
         return;
       }
@@ -141,9 +158,10 @@ export class FrameWorker {
         if (!a || a.message.acquisition !== m.acquisition) return;
         const i = a.message.udfs.findIndex((u) => u.id === m.udfId);
         if (i < 0) return;
-        this.flushAll();
-        a.specs[i] = { name: a.specs[i]!.name, params: m.params };
-        a.paramsVersions[i]!++;
+        // as in the receivers: from the first chunk that starts at or after fromFrame
+        const list = a.params[i]!;
+        list.push({ fromFrame: m.fromFrame, version: list.length, params: m.params });
+        list.sort((x, y) => x.fromFrame - y.fromFrame || x.version - y.version);
         return;
       }
       case 'stop':
@@ -175,7 +193,9 @@ export class FrameWorker {
         while (this.tasks.size >= 4) this.flush(this.tasks.values().next().value as OpenTask);
         const navStart = chunk * chunkSize;
         const navEnd = Math.min(navStart + chunkSize, a.positions);
-        t = { key, epoch: h.epoch, navStart, task: new PartitionTask({ udfs: a.specs, context: a.context, partition: { navStart, navEnd, sig: wholeFrame(a.context.sigShape) } }), positions: [], sectors: [], opened: Date.now() };
+        const at = paramsAt(a, h.epoch * a.positions + navStart);
+        const specs = a.message.udfs.map((u, i) => ({ name: u.name, params: at[i]!.params }));
+        t = { key, epoch: h.epoch, navStart, task: new PartitionTask({ udfs: specs, context: a.context, partition: { navStart, navEnd, sig: wholeFrame(a.context.sigShape) } }), versions: at.map((p) => p.version), positions: [], sectors: [], opened: Date.now() };
         this.tasks.set(key, t);
       }
       if (t.positions.includes(h.position)) throw new Error(`position ${h.position} of epoch ${h.epoch} twice`);
@@ -227,7 +247,7 @@ export class FrameWorker {
           out[name] = toWire(compact);
         } else out[name] = toWire(arr);
       }
-      return { id: a.message.udfs[i]!.id, paramsVersion: a.paramsVersions[i]!, buffers: out };
+      return { id: a.message.udfs[i]!.id, paramsVersion: t.versions[i]!, buffers: out };
     });
     const m: FrameResultsMessage = { version: SHUFFLE_PROTOCOL_VERSION, type: 'frames', acquisition: a.message.acquisition, worker: this.id, epoch: t.epoch, positions, sectors, udfs, sentAt: Date.now() };
     this.out.send([FRAMES_TAG, encodeShuffle(m)], (ok) => (ok ? this.counters.messagesSent++ : this.counters.failures++));
