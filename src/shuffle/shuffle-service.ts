@@ -82,6 +82,8 @@ export class ShuffleService {
 
   private constructor(private readonly o: ShuffleServiceOptions) {
     this.base = o.select ?? { kind: 'all' };
+    // versions count from the start time: a restarted shuffle never repeats the version of a book receivers still hold
+    this.book.version = Date.now();
     const common = { linger: 0, maxMessageSize: MAX_LIVE_MESSAGE_BYTES, mandatory: true, handover: true, sendTimeout: 2000 };
     // per receiver: a few slices queued in ZeroMQ at most (8 x 1 MB x 8 sectors), the rest waits at the senders or is dropped there
     this.sliceRouter = new zmq.Router({ ...common, receiveHighWaterMark: 8 });
