@@ -17,7 +17,10 @@ RUN npm run build && npm prune --omit=dev
 
 # --- runtime: compiled code and production dependencies only, as a non-root user ---------
 FROM node:20-bookworm-slim AS runtime
-ENV NODE_ENV=production TESSERA_LOG_JSON=1
+# MALLOC_MMAP_THRESHOLD_: large result buffers (15-30 MB) straight from mmap and back to the OS
+# when freed; glibc's moving threshold otherwise lets a long continuous acquisition grow the
+# merger's RSS by hundreds of MB (bench/soak.bench.ts)
+ENV NODE_ENV=production TESSERA_LOG_JSON=1 MALLOC_MMAP_THRESHOLD_=131072
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
