@@ -68,6 +68,8 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('recording and r
     page.on('pageerror', (e) => pageErrors.push(e.message));
     await page.goto(p.url);
     await page.waitForSelector('.udf[data-udf="ApplyMasksUDF"] textarea');
+    // a live merger: no replay slider
+    expect(await page.isHidden('#replay')).toBe(true);
     await page.fill('#scan-h', String(SCAN[0]));
     await page.fill('#scan-w', String(SCAN[1]));
     // no 30 MB signal image: the page stays well ahead of the scan on a loaded machine (this test is about the rows)
