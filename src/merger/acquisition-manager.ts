@@ -48,6 +48,7 @@ import { LiveFeed } from './live-feed.js';
 import type { LiveStoreRegistry } from './live-store.js';
 import { SectorMonitor, type SectorView } from './sector-monitor.js';
 import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
+import { parseSelection } from '../shuffle/selection.js';
 import { recordingPath } from './record-path.js';
 import { AcquisitionRecorder, DEFAULT_RECORDER_SETTINGS, type RecorderSettings, type RecordingStatus } from './recorder.js';
 
@@ -621,6 +622,27 @@ export class AcquisitionManager implements AcquisitionController {
       if (enabled && state !== 'recording' && state !== 'closing') await this.startRecording(a);
       else if (!enabled && state === 'recording') await a.recorder.stop('recording stopped');
     }
+    return this.summary(a);
+  }
+
+  /**
+   * Which frames the shuffle gathers for the whole-frame UDFs (HTTP API): `all`, `every:N`,
+   * `list:P1,…` (e.g. the positions the user clicked), `rect:Y,X,H,W`. The shuffle applies it
+   * in every receiver alike from a frame safely ahead.
+   */
+  setSelection(id: string, select: string): AcquisitionSummary {
+    const a = this.need(id);
+    if (!this.o.shuffle || !a.definition.udfs.some((u) => isWholeFrame(u))) {
+      throw new TesseraError('TESSERA_ERR_NOT_FOUND', `whole-frame UDFs in acquisition ${id} (the selection is the shuffle's)`);
+    }
+    if (a.state !== 'running') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'change the frame selection', a.state);
+    const [h, w] = a.definition.scanShape;
+    const base = parseSelection(select, [h, w]);
+    if (base.kind === 'list' && base.positions.some((p) => p < 0 || p >= h * w)) {
+      throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'select', `a listed position is outside the ${h} x ${w} scan`);
+    }
+    this.o.shuffle.select(a.id, base);
+    this.o.log?.info({ acquisition: id, select: select.length > 80 ? `${select.slice(0, 80)}…` : select }, 'frame selection changed');
     return this.summary(a);
   }
 

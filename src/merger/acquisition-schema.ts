@@ -94,6 +94,15 @@ export const recordBodySchema = {
   properties: { enabled: { type: 'boolean' } },
 } as const;
 
+/** POST /acquisitions/:id/selection: which frames the shuffle gathers for whole-frame UDFs */
+export const selectionBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['select'],
+  // `all`, `every:N`, `list:P1,P2,…` (clicked scan positions), `rect:Y,X,H,W`
+  properties: { select: { type: 'string', minLength: 3, maxLength: 1_000_000 } },
+} as const;
+
 const recordingSummarySchema = {
   type: 'object',
   properties: {

@@ -16,6 +16,7 @@ import {
   mergerStatusSchema,
   normalizeAcquisitionRequest,
   recordBodySchema,
+  selectionBodySchema,
   udfListSchema,
   udfParamsBodySchema,
   udfParamsChangeSchema,
@@ -51,6 +52,8 @@ export interface AcquisitionController {
   status(): Awaitable<MergerStatus>;
   /** switch the recording of a defined or running acquisition on or off (optional: a controller without it answers 404) */
   setRecording?(id: string, enabled: boolean): Awaitable<AcquisitionSummary>;
+  /** which frames the shuffle gathers for the whole-frame UDFs, from a frame safely ahead (optional: 404 without) */
+  setSelection?(id: string, select: string): Awaitable<AcquisitionSummary>;
   /** `tessera replay` only: the recording's time line (GET /api/replay) */
   replayTimeline?(): Awaitable<Record<string, unknown>>;
   /** `tessera replay` only: the time (ms since the recording's start, null: the end) that 'current' subscribers see (POST /api/replay/time) */
@@ -148,6 +151,14 @@ export const httpApiPlugin: FastifyPluginAsync<HttpApiOptions> = async (fastify,
       '/acquisitions/:id/record',
       { schema: { params: acquisitionIdParamsSchema, body: recordBodySchema, response: { 200: acquisitionSummarySchema, ...errorReplies } } },
       async (request) => controller.setRecording!(request.params.id, request.body.enabled),
+    );
+  }
+
+  if (controller.setSelection) {
+    fastify.post<{ Params: { id: string }; Body: { select: string } }>(
+      '/acquisitions/:id/selection',
+      { schema: { params: acquisitionIdParamsSchema, body: selectionBodySchema, response: { 200: acquisitionSummarySchema, ...errorReplies } } },
+      async (request) => controller.setSelection!(request.params.id, request.body.select),
     );
   }
 
