@@ -113,7 +113,7 @@ export class AcquisitionRecorder {
   private worker: Worker | null = null;
   private timer: NodeJS.Timeout | null = null;
   private logTimer: NodeJS.Timeout | null = null;
-  private inFlight: { seq: number; oldest: number | null; released: EpochTrack[] } | null = null;
+  private inFlight: { seq: number; oldest: number | null } | null = null;
   private oldestUnwritten: number | null = null;
   /** oldest chunk written to the working file but not yet published */
   private oldestUnpublished: number | null = null;
@@ -175,12 +175,16 @@ export class AcquisitionRecorder {
     if (this.status_.state === 'recording') this.oldestUnwritten ??= now;
   }
 
-  /** Drop epochs the merger no longer holds once they are written (or when not recording); `keep`: one just added. */
+  /**
+   * Drop epochs the merger no longer holds once they are written (or when not recording);
+   * `keep`: one just added. An epoch the merger holds is kept even when written final (a
+   * recording stopped forces that): switched on again, the new file needs its merge times.
+   */
   private forgetOld(keep?: number): void {
     const live = new Set(this.o.epochs().map((e) => e.epoch));
     const recording = this.status_.state === 'recording';
     for (const [k, t] of this.tracks) {
-      if (k === keep || (live.has(k) && !t.final)) continue;
+      if (k === keep || live.has(k)) continue;
       if (!recording || t.final || !t.dirty) this.tracks.delete(k);
     }
   }
@@ -286,10 +290,9 @@ export class AcquisitionRecorder {
       } else if (this.inFlight?.seq === r.seq && this.inFlight.oldest !== null) {
         this.oldestUnpublished = Math.min(this.oldestUnpublished ?? Infinity, this.inFlight.oldest);
       }
-      if (this.inFlight?.seq === r.seq) {
-        for (const t of this.inFlight.released) if (this.tracks.get(t.e.epoch) === t && t.final) this.tracks.delete(t.e.epoch);
-        this.inFlight = null;
-      }
+      if (this.inFlight?.seq === r.seq) this.inFlight = null;
+      // written final: forgetOld() lets go of it once the merger does (not before: a recording
+      // switched on again must still have every epoch the merger holds)
       this.forgetOld();
     } else if (r.type === 'error') {
       this.failWith(new TesseraError(r.code as 'TESSERA_ERR_OUTPUT', '', ''), r.message);
@@ -331,7 +334,6 @@ export class AcquisitionRecorder {
     const now = Date.now();
     const epochs: RecordedEpoch[] = [];
     const transfer: ArrayBuffer[] = [];
-    const released: EpochTrack[] = [];
     for (const t of [...this.tracks.values()].sort((a, b) => a.e.epoch - b.e.epoch)) {
       if (t.final) continue;
       const completeNow = t.e.complete || force;
@@ -342,15 +344,12 @@ export class AcquisitionRecorder {
       t.dirty = false;
       if (snapshot || completeNow) t.imagesDirty = false;
       if (snapshot) t.lastSnapshot = now;
-      if (completeNow) {
-        t.final = true;
-        released.push(t);
-      }
+      if (completeNow) t.final = true;
     }
     if (epochs.length === 0) return false;
     const seq = ++this.seq;
     const batch: RecorderBatch = { type: 'write', seq, epochs, stats: this.stats(), rootAttrs: this.rootAttrs(), publish: false };
-    this.inFlight = { seq, oldest: this.oldestUnwritten, released };
+    this.inFlight = { seq, oldest: this.oldestUnwritten };
     this.oldestUnwritten = null;
     this.worker.postMessage(batch, transfer);
     return true;
@@ -441,10 +440,17 @@ export class AcquisitionRecorder {
   }
 
   /**
-   * Write everything still pending (a final snapshot of every epoch) and close the file, which
-   * is then complete at its path. `finalState` (done, aborted, …) goes into the root attributes.
+   * Switch the recording off: write everything still pending (the current state of every epoch
+   * as its final datasets) and close the file, which is then complete at its path. `finalState`
+   * goes into the root attributes. Tracking goes on, so a later start() records everything.
    */
   async stop(finalState = 'recording stopped'): Promise<RecordingStatus> {
+    // switched off: the status says so whatever state the file is in (closed, failed, never started)
+    this.status_.enabled = false;
+    return this.finish(finalState);
+  }
+
+  private async finish(finalState: string): Promise<RecordingStatus> {
     if (this.status_.state !== 'recording') return this.status();
     this.stopTimers();
     this.status_.state = 'closing';
@@ -469,7 +475,8 @@ export class AcquisitionRecorder {
 
   /** The acquisition ended: close the recording if one runs, stop tracking. */
   async close(finalState: string): Promise<void> {
-    await this.stop(finalState);
+    // the recording (if on) ran to the acquisition's end: it stays enabled in the status
+    await this.finish(finalState);
     this.tracks.clear();
   }
 }

@@ -52,9 +52,19 @@ export async function offlineOf(frames: Uint16Array): Promise<UDFResults[]> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function makeRecording(o: { seed?: number; pauseMs?: number; beforeSecondBurst?: (r: AcquisitionRecorder) => Promise<void>; afterSecondBurst?: (r: AcquisitionRecorder) => Promise<void> } = {}): Promise<MadeRecording> {
+export interface RecorderRig {
+  dir: string;
+  acquisition: string;
+  frames: Uint16Array;
+  merger: ChunkMerger;
+  recorder: AcquisitionRecorder;
+  /** merge one chunk of the scan (all eight sectors) */
+  feed(chunk: number): void;
+}
+
+/** A real ChunkMerger with an AcquisitionRecorder hooked to it as the acquisition manager hooks it; not recording yet. */
+export function makeRig(o: { seed?: number } = {}): RecorderRig {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-recorder-'));
-  const path = join(dir, 'rec.h5');
   const frames = framesOf(o.seed ?? 5);
   const frame = FRAME_HEIGHT * FRAME_WIDTH;
   const acquisition = 'acq-test-1';
@@ -86,10 +96,17 @@ export async function makeRecording(o: { seed?: number; pauseMs?: number; before
     onEpoch: (e) => recorder.addEpoch(e),
     onChunk: (c) => recorder.chunk(c),
   });
-  await recorder.start(path);
+  const m = merger;
   const feed = (chunk: number) => {
-    for (let s = 0; s < 8; s++) merger!.add(computePartial(acquire, s, 0, chunk, (i) => frames.subarray(i * frame, (i + 1) * frame), { context }));
+    for (let s = 0; s < 8; s++) m.add(computePartial(acquire, s, 0, chunk, (i) => frames.subarray(i * frame, (i + 1) * frame), { context }));
   };
+  return { dir, acquisition, frames, merger: m, recorder, feed };
+}
+
+export async function makeRecording(o: { seed?: number; pauseMs?: number; beforeSecondBurst?: (r: AcquisitionRecorder) => Promise<void>; afterSecondBurst?: (r: AcquisitionRecorder) => Promise<void> } = {}): Promise<MadeRecording> {
+  const { dir, acquisition, frames, merger, recorder, feed } = makeRig({ seed: o.seed });
+  const path = join(dir, 'rec.h5');
+  await recorder.start(path);
   feed(0);
   feed(1);
   await sleep(o.pauseMs ?? 400);

@@ -7,9 +7,15 @@ import { describe, expect, it } from 'vitest';
 import { readReducedFile } from '../../src/io/reduced-file.js';
 import { RecordingFile } from '../../src/merger/replay-file.js';
 import type { EpochResults } from '../../src/merger/chunk-merger.js';
+import { join } from 'node:path';
 import { recordingPath } from '../../src/merger/record-path.js';
 import { AcquisitionRecorder } from '../../src/merger/recorder.js';
-import { firstDifference, makeRecording, offlineOf, REC_UDFS, SCAN } from './recorder.helpers.js';
+import { ReplayController } from '../../src/merger/replay-controller.js';
+import { ReplayRegistry } from '../../src/merger/replay-store.js';
+import { firstDifference, makeRecording, makeRig, offlineOf, REC_UDFS, SCAN } from './recorder.helpers.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const FRAME = 1860 * 2048;
 
 describe('AcquisitionRecorder', () => {
   it('writes the merged results, merge times and snapshots; equal to offline over the same frames', async () => {
@@ -66,6 +72,95 @@ describe('AcquisitionRecorder', () => {
     const f = await readReducedFile(r.path);
     const reference = await offlineOf(r.frames);
     expect(firstDifference(f.udfs.sumsig!.buffers.intensity!.data, reference[1]!.intensity!.data)).toBe(-1);
+  }, 60_000);
+
+  it('switched off and on again: enabled false while off; the second file holds everything merged so far, with the merge times', async () => {
+    const rig = makeRig({ seed: 8 });
+    const first = join(rig.dir, 'rec.h5');
+    const second = join(rig.dir, 'rec-2.h5');
+    try {
+      await rig.recorder.start(first);
+      const t0 = Date.now();
+      rig.feed(0); // positions 0-3, recorded in the first file
+      const t1 = Date.now();
+      await sleep(120);
+      const off = await rig.recorder.stop();
+      expect(off).toMatchObject({ enabled: false, state: 'closed', error: null });
+      expect(rig.recorder.status().enabled).toBe(false);
+      await sleep(20);
+      const t2 = Date.now();
+      rig.feed(1); // positions 4-7, merged while not recording
+      const t3 = Date.now();
+      await sleep(20);
+      expect(await rig.recorder.start(second)).toMatchObject({ enabled: true, state: 'recording' });
+      await sleep(20);
+      const t4 = Date.now();
+      rig.feed(2); // positions 8-11, recorded in the second file
+      const t5 = Date.now();
+      await sleep(120);
+      const off2 = await rig.recorder.stop();
+      expect(off2).toMatchObject({ enabled: false, state: 'closed', error: null });
+      expect(off2.batches).toBeGreaterThanOrEqual(1);
+      rig.feed(3); // positions 12-15, after both recordings
+
+      const f1 = await readReducedFile(first);
+      const f2 = await readReducedFile(second);
+      const m1 = Array.from(f1.datasets.merged_at!.data);
+      const m2 = Array.from(f2.datasets.merged_at!.data);
+      const within = (xs: number[], a: number, b: number) => xs.every((t) => t >= a && t <= b);
+      expect(within(m1.slice(0, 4), t0, t1)).toBe(true);
+      expect(m1.slice(4).every(Number.isNaN)).toBe(true);
+      // the second file: the same merge times for what came before, the merges since, nothing after
+      expect(m2.slice(0, 4)).toEqual(m1.slice(0, 4));
+      expect(within(m2.slice(4, 8), t2, t3)).toBe(true);
+      expect(within(m2.slice(8, 12), t4, t5)).toBe(true);
+      expect(m2.slice(12).every(Number.isNaN)).toBe(true);
+      expect(f2.attrs.final_state).toBe('recording stopped');
+      expect(Array.from(f2.datasets.damage!.data)).toEqual([...new Array(12).fill(8), 0, 0, 0, 0]);
+      // the results: the first twelve frames (offline over them, the rest zero)
+      const twelve = new Uint16Array(rig.frames.length);
+      twelve.set(rig.frames.subarray(0, 12 * FRAME));
+      const reference = await offlineOf(twelve);
+      expect(firstDifference(f2.udfs.sum!.buffers.intensity!.data, reference[0]!.intensity!.data)).toBe(-1);
+      expect(firstDifference(f2.udfs.sumsig!.buffers.intensity!.data, reference[1]!.intensity!.data)).toBe(-1);
+    } finally {
+      await rig.recorder.close('done');
+      rig.merger.close();
+    }
+  }, 60_000);
+
+  it('replay of a recording switched off mid-run: only merged positions count, the recorded end state', async () => {
+    const rig = makeRig({ seed: 9 });
+    const path = join(rig.dir, 'rec.h5');
+    try {
+      await rig.recorder.start(path);
+      rig.feed(0);
+      rig.feed(1);
+      await sleep(120);
+      await rig.recorder.stop();
+      rig.feed(2);
+    } finally {
+      await rig.recorder.close('done');
+      rig.merger.close();
+    }
+    const rec = await RecordingFile.open(path);
+    try {
+      const registry = new ReplayRegistry(rec);
+      const end = registry.get(rig.acquisition)!;
+      expect(end.getProgress().framesMerged).toBe(8);
+      expect(end.getState()).toMatchObject({ state: 'running', message: 'recording stopped' });
+      const reference = await offlineOf(rig.frames);
+      const nav = Array.from(rec.epochs[0]!.results.udfs.sumsig!.buffers.intensity!.data);
+      expect(nav.slice(0, 8)).toEqual(Array.from(reference[1]!.intensity!.data).slice(0, 8));
+      expect(nav.slice(8)).toEqual(new Array(8).fill(0));
+      const summary = new ReplayController(registry).get(rig.acquisition);
+      expect(summary).toMatchObject({ state: 'running', message: 'recording stopped', progress: { framesMerged: 8, framesTotal: 16 } });
+      expect(summary.record).toMatchObject({ enabled: false, state: 'closed' });
+      // before anything was merged: nothing is visible
+      expect(registry.get(`${rig.acquisition}@t=0`)!.getProgress().framesMerged).toBe(0);
+    } finally {
+      rec.close();
+    }
   }, 60_000);
 
   it('not recording, a continuous scan: the recorder keeps only the epochs the merger still holds', () => {
