@@ -187,7 +187,10 @@ export class Pipeline {
   }
 
   private spawnRole(name: string, args: string[], env: Record<string, string>): Role {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, TESSERA_LOG_JSON: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // glibc keeps freed large buffers (partials, images) in its arenas and RSS grows epoch after
+    // epoch; returning allocations above 128 KB straight to the OS keeps it flat (soak test)
+    const malloc = { MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? '131072' };
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: { ...process.env, ...malloc, TESSERA_LOG_JSON: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const role: Role = {
       name,
       child,
