@@ -8,7 +8,7 @@ import { TesseraError } from '../errors.js';
 import type { SectorStatus } from '../protocol/ws-messages.js';
 import type { AcquisitionDefinition, AcquisitionSummary, MergerStatus, UdfDescription, UdfInstance, UdfParamsChange } from './acquisition-schema.js';
 import type { AcquisitionController } from './http-api.js';
-import type { ReplayRegistry } from './replay-store.js';
+import { recordedEndState, type ReplayRegistry } from './replay-store.js';
 
 const STATS_COLUMNS = ['datagrams', 'lost', 'duplicates', 'late', 'corrupt', 'damagedFrames', 'alive'];
 
@@ -40,16 +40,17 @@ export class ReplayController implements AcquisitionController {
     const positions = rec.navShape[0] * rec.navShape[1];
     const framesMerged = rec.epochs.reduce((s, e) => s + e.mergedAt.filter((t) => !Number.isNaN(t)).length, 0);
     const roi = rec.rootDatasets.roi;
-    const fs = a.final_state;
+    const end = recordedEndState(a.final_state);
     return {
       id: this.registry.acquisition,
-      state: fs === 'done' || fs === 'aborted' || fs === 'failed' ? fs : 'done',
-      message: null,
+      state: end.state,
+      message: end.message,
       epoch: newest.epoch,
       scanShape: rec.navShape,
       mode: a.mode === 'continuous' ? 'continuous' : 'single',
       chunkSize: typeof a.chunk_size === 'number' ? a.chunk_size : 1,
-      record: { enabled: true, path: rec.path, state: 'closed', error: null, lagMs: 0, batches: 0, bytes: 0, lastWriteMs: null, lastPublishMs: null, skippedEpochs: Number(a.skipped_epochs ?? 0), startedAt: String(a.started_at ?? ''), endedAt: typeof a.ended_at === 'string' ? a.ended_at : null },
+      // as the merger reported it at the end: switched off mid-run, not enabled
+      record: { enabled: a.final_state !== 'recording stopped', path: rec.path, state: 'closed', error: null, lagMs: 0, batches: 0, bytes: 0, lastWriteMs: null, lastPublishMs: null, skippedEpochs: Number(a.skipped_epochs ?? 0), startedAt: String(a.started_at ?? ''), endedAt: typeof a.ended_at === 'string' ? a.ended_at : null },
       epochs: rec.epochs.map((e) => e.epoch),
       udfs,
       roi: roi ? { selected: Array.from(roi.data as ArrayLike<number>).filter((v) => v).length } : null,

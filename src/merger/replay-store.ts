@@ -3,7 +3,7 @@
  * WebSocket stream and browser UI show it unchanged, at any time of the recorded stream.
  *
  * The state at time t of an epoch: the nav results at the scan positions merged by t (their
- * merged_at; positions without one, merged before the recording started, are always shown),
+ * merged_at; NaN: never merged, as the recorder tracks merges from the acquisition's start),
  * the damage of those positions, and each sig/single result as its last snapshot taken at or
  * before t (the final result once the epoch's last position is merged).
  *
@@ -40,7 +40,7 @@ export class ReplayRegistry extends LiveStoreRegistry {
   /** ms since the recording's start */
   private time: number;
   private readonly cache = new Map<string, LiveStore>();
-  private readonly finalState: AcquisitionState;
+  private readonly finalState: { state: AcquisitionState; message: string | null };
 
   constructor(readonly recording: RecordingFile) {
     super({ keepEpochs: Math.max(1, recording.epochs.length), keepAcquisitions: 1 });
@@ -49,8 +49,7 @@ export class ReplayRegistry extends LiveStoreRegistry {
     this.start = start;
     this.end = end;
     this.time = end - start;
-    const fs = recording.attrs.final_state;
-    this.finalState = fs === 'done' || fs === 'aborted' || fs === 'failed' ? fs : 'done';
+    this.finalState = recordedEndState(recording.attrs.final_state);
     // the stores at the end, so that 'current', has() and epochs() work as for a live merger
     for (const e of recording.epochs) this.add(this.storeAt(e, this.end), true);
   }
@@ -96,7 +95,7 @@ export class ReplayRegistry extends LiveStoreRegistry {
     if (epoch === 'latest') {
       // the newest epoch begun by t (epoch 0 before anything was merged)
       view = epochs[0];
-      for (const e of epochs) if (Number.isNaN(e.firstMerged) || e.firstMerged <= t) view = e;
+      for (const e of epochs) if (e.firstMerged <= t) view = e;
     } else view = epochs.find((e) => e.epoch === epoch);
     if (!view) return undefined;
     // a store per (epoch, what is visible): times between two merges share one
@@ -112,7 +111,7 @@ export class ReplayRegistry extends LiveStoreRegistry {
 
   private visibleKey(e: RecordedEpochView, t: number): string {
     let merged = 0;
-    for (const m of e.mergedAt) if (Number.isNaN(m) || m <= t) merged++;
+    for (const m of e.mergedAt) if (m <= t) merged++;
     let snap = -1;
     e.snapshotTimes.forEach((s, i) => {
       if (s <= t) snap = i;
@@ -131,13 +130,14 @@ export class ReplayRegistry extends LiveStoreRegistry {
       scanShape: nav,
       sectors: 8,
       info: this.info(t),
-      state: ended ? this.finalState : 'running',
+      state: ended ? this.finalState.state : 'running',
     });
+    if (ended && this.finalState.message !== null) store.setState(this.finalState.state, this.finalState.message);
     const visible = new Uint8Array(n);
     let count = 0;
     for (let k = 0; k < n; k++) {
-      const m = e.mergedAt[k]!;
-      if (Number.isNaN(m) || m <= t) {
+      // NaN (never merged) compares false
+      if (e.mergedAt[k]! <= t) {
         visible[k] = 1;
         count++;
       }
@@ -194,6 +194,16 @@ export class ReplayRegistry extends LiveStoreRegistry {
       replay: { ...this.timeline(), t: t - this.start },
     };
   }
+}
+
+/**
+ * The acquisition's state at the recording's end, from the file's `final_state`: done, aborted
+ * or failed as recorded; a recording that ended before the acquisition ('recording stopped',
+ * 'merger stopped') reports the acquisition still running, with that as the message.
+ */
+export function recordedEndState(finalState: unknown): { state: AcquisitionState; message: string | null } {
+  if (finalState === 'done' || finalState === 'aborted' || finalState === 'failed') return { state: finalState, message: null };
+  return { state: 'running', message: typeof finalState === 'string' && finalState !== '' ? finalState : 'recording ended early' };
 }
 
 /** Parse a replay time argument: ms since the start, or "end". */
