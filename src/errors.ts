@@ -55,6 +55,10 @@ export const ERRORS = {
   TESSERA_ERR_ACQUISITION_STATE: { message: 'cannot %s: acquisition is %s', statusCode: 409 },
   TESSERA_ERR_NEEDS_WHOLE_FRAMES: { message: 'UDF %s needs whole frames (no processTile): that needs the shuffle service with a worker (tessera shuffle, tessera worker), and none answers', statusCode: 400 },
   TESSERA_ERR_NOT_FOUND: { message: '%s not found', statusCode: 404 },
+  /** GET /api/acquisitions/:id/frames/:position: the shuffle did not deliver the frame in time */
+  TESSERA_ERR_PICK_TIMEOUT: { message: 'the frame at scan position %s did not come from the shuffle within %s ms', statusCode: 504 },
+  /** the frame cannot come (a single scan past it, the acquisition ended, …) */
+  TESSERA_ERR_PICK_GONE: { message: 'cannot pick that frame: %s', statusCode: 409 },
   TESSERA_ERR_UNAUTHORIZED: { message: 'this action needs a valid token', statusCode: 401 },
   TESSERA_ERR_PAYLOAD_TOO_LARGE: { message: 'request body larger than %s bytes', statusCode: 413 },
   TESSERA_ERR_INTERNAL: { message: 'internal error: %s', statusCode: 500 },

@@ -225,6 +225,19 @@ export const acquisitionIdParamsSchema = {
   properties: { id: { type: 'string', pattern: ACQUISITION_ID_PATTERN } },
 } as const;
 
+/** GET /api/acquisitions/:id/frames/:position (a picked frame from the shuffle) */
+export const framePathSchema = {
+  type: 'object',
+  required: ['id', 'position'],
+  properties: { id: acquisitionIdParamsSchema.properties.id, position: { type: 'string', pattern: '^[0-9]{1,9}$' } },
+} as const;
+
+export const frameQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { timeoutMs: { type: 'string', pattern: '^[0-9]{1,6}$' } },
+} as const;
+
 export const udfParamsPathSchema = {
   type: 'object',
   required: ['id', 'udfId'],

@@ -13,6 +13,8 @@ import {
   acquisitionRequestSchema,
   acquisitionSummarySchema,
   errorReplySchema,
+  framePathSchema,
+  frameQuerySchema,
   mergerStatusSchema,
   normalizeAcquisitionRequest,
   recordBodySchema,
@@ -30,6 +32,19 @@ import {
 } from './acquisition-schema.js';
 
 type Awaitable<T> = T | Promise<T>;
+
+/** A picked frame as the HTTP API serves it (src/shuffle/shuffle-link.ts PickedFrame). */
+export interface PickedFrame {
+  acquisition: string;
+  position: number;
+  epoch: number;
+  index: number;
+  damage: number[];
+  data: Uint16Array;
+}
+
+/** longest wait a client may ask of GET …/frames/:position */
+const MAX_PICK_TIMEOUT_MS = 120_000;
 
 /**
  * What the HTTP API needs from the merger core. Methods throw TesseraErrors: NOT_FOUND for an
@@ -54,6 +69,8 @@ export interface AcquisitionController {
   setRecording?(id: string, enabled: boolean): Awaitable<AcquisitionSummary>;
   /** which frames the shuffle gathers for the whole-frame UDFs, from a frame safely ahead (optional: 404 without) */
   setSelection?(id: string, select: string): Awaitable<AcquisitionSummary>;
+  /** the whole frame at a scan position, assembled by the shuffle (GET /api/acquisitions/:id/frames/:position; optional: 404 without) */
+  pickFrame?(id: string, position: number, timeoutMs?: number): Awaitable<PickedFrame>;
   /** `tessera replay` only: the recording's time line (GET /api/replay) */
   replayTimeline?(): Awaitable<Record<string, unknown>>;
   /** `tessera replay` only: the time (ms since the recording's start, null: the end) that 'current' subscribers see (POST /api/replay/time) */
@@ -159,6 +176,33 @@ export const httpApiPlugin: FastifyPluginAsync<HttpApiOptions> = async (fastify,
       '/acquisitions/:id/selection',
       { schema: { params: acquisitionIdParamsSchema, body: selectionBodySchema, response: { 200: acquisitionSummarySchema, ...errorReplies } } },
       async (request) => controller.setSelection!(request.params.id, request.body.select),
+    );
+  }
+
+  if (controller.pickFrame) {
+    // the frame as raw little-endian uint16 rows; what it is in headers (docs/protocol.md, "Picked frames")
+    fastify.get<{ Params: { id: string; position: string }; Querystring: { timeoutMs?: string } }>(
+      '/acquisitions/:id/frames/:position',
+      { schema: { params: framePathSchema, querystring: frameQuerySchema, response: errorReplies } },
+      async (request, reply) => {
+        const t = request.query.timeoutMs === undefined ? undefined : Math.min(Number(request.query.timeoutMs), MAX_PICK_TIMEOUT_MS);
+        const f = await controller.pickFrame!(request.params.id, Number(request.params.position), t);
+        const le = new Uint16Array(f.data.length);
+        le.set(f.data);
+        const body = Buffer.from(le.buffer);
+        if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) body.swap16();
+        return reply
+          .header('content-type', 'application/octet-stream')
+          .header('cache-control', 'no-store')
+          .header('x-tessera-shape', '1860,2048')
+          .header('x-tessera-dtype', 'uint16le')
+          .header('x-tessera-acquisition', f.acquisition)
+          .header('x-tessera-position', String(f.position))
+          .header('x-tessera-epoch', String(f.epoch))
+          .header('x-tessera-index', String(f.index))
+          .header('x-tessera-damage', f.damage.join(','))
+          .send(body);
+      },
     );
   }
 

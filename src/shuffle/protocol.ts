@@ -10,8 +10,10 @@
  *       <- `selection` (the RuleBook: every change, and again to a receiver with an old version)
  *     the merger's ShuffleLink DEALER (routing id `merger`):
  *       -> `acquire` / `params` / `stop` / `abort` (src/protocol/live.ts, with the whole-frame UDFs),
- *          `select` (another base selection for the running acquisition)
+ *          `select` (another base selection for the running acquisition),
+ *          `pick` (the frame at one scan position, for the browser)
  *       <- `status` (every STATUS_MS: workers, counters, decimation)
+ *       <- [`picked` header, uint16 1860 x 2048 pixels] (or `picked` with `error` alone)
  *   shuffle.frames  shuffle ROUTER binds; each `tessera worker` DEALER connects:
  *       -> `credit` {n}: n more frames wanted (the first one is the hello)
  *       <- `acquire` / `stop` / `abort` (forwarded), [`frame` header, uint16 1860 x 2048 pixels]
@@ -84,6 +86,29 @@ export interface SelectMessage {
   base: SelectionBase;
 }
 
+/** merger -> shuffle: the frame at scan `position`, for the link's request `request` (waits at most `timeoutMs`) */
+export interface PickMessage {
+  version: number;
+  type: 'pick';
+  acquisition: string;
+  position: number;
+  request: number;
+  timeoutMs: number;
+}
+
+/** shuffle -> merger: [`picked`, uint16 1860 x 2048 pixels] or, with `error` (`passed`: the scan is past that position), alone */
+export interface PickedMessage {
+  version: number;
+  type: 'picked';
+  acquisition: string;
+  request: number;
+  position: number;
+  epoch: number;
+  index: number;
+  damage: number[];
+  error?: string;
+}
+
 export interface CreditMessage {
   version: number;
   type: 'credit';
@@ -119,7 +144,7 @@ export interface FrameResultsMessage {
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false });
 
-export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage | SelectMessage | ShuffleStatus | CreditMessage | FrameHeader | FrameResultsMessage): Buffer {
+export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage | SelectMessage | PickMessage | PickedMessage | ShuffleStatus | CreditMessage | FrameHeader | FrameResultsMessage): Buffer {
   if (m.type === 'selection') {
     return packr.pack({ ...m, rules: m.rules.map((r) => ({ ...r, base: r.base.kind === 'mask' ? { kind: 'mask', mask: r.base.mask } : r.base })) });
   }
@@ -229,6 +254,17 @@ export function asSelection(m: Obj): SelectionMessage {
 
 export function asSelect(m: Obj): SelectMessage {
   return { version: SHUFFLE_PROTOCOL_VERSION, type: 'select', acquisition: str(m, 'acquisition'), base: asBase(m.base) };
+}
+
+export function asPick(m: Obj): PickMessage {
+  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'pick', acquisition: str(m, 'acquisition'), position: int(m, 'position', 0, 1 << 30), request: int(m, 'request'), timeoutMs: int(m, 'timeoutMs', 0, 600_000) };
+}
+
+export function asPicked(m: Obj): PickedMessage {
+  if (!Array.isArray(m.damage) || m.damage.length > 64 || !m.damage.every((d) => Number.isInteger(d) && d >= 0 && d <= 0xffffffff)) bad('picked', 'damage is not a list of bitmaps');
+  const out: PickedMessage = { version: SHUFFLE_PROTOCOL_VERSION, type: 'picked', acquisition: str(m, 'acquisition'), request: int(m, 'request'), position: int(m, 'position'), epoch: int(m, 'epoch'), index: int(m, 'index'), damage: m.damage as number[] };
+  if (m.error !== undefined) out.error = str(m, 'error');
+  return out;
 }
 
 export function asCredit(m: Obj): CreditMessage {

@@ -21,7 +21,7 @@ import { createUdf } from '../udf/registry.js';
 import { makeRunContext } from '../udf/runner.js';
 import type { UDF, UDFSpec } from '../udf/udf.js';
 import { TesseraError } from '../errors.js';
-import { asFrameResults, asStatus, decodeShuffle, encodeShuffle, HELLO_MS, SHUFFLE_PROTOCOL_VERSION, type ShuffleStatus } from './protocol.js';
+import { asFrameResults, asPicked, asStatus, decodeShuffle, encodeShuffle, HELLO_MS, SHUFFLE_PROTOCOL_VERSION, type ShuffleStatus } from './protocol.js';
 import type { SelectionBase } from './selection.js';
 import { WholeFrameMerger } from './whole-frame-merger.js';
 
@@ -32,6 +32,8 @@ export interface ShuffleLinkOptions {
   keepEpochs: number;
   /** accept whole-frame UDFs without a live shuffle (they then wait for one) */
   assumeAvailable?: boolean;
+  /** how long a picked frame may take to come (default 10 s: a scan period and a margin for the usual scans) */
+  pickTimeoutMs?: number;
   /** keep merging a finished acquisition's late results this long (default 60 s: workers trail the scan) */
   graceMs?: number;
   log?: Logger;
@@ -42,6 +44,37 @@ export function isWholeFrame(spec: UDFSpec | UDF): boolean {
   const udf = typeof (spec as UDF).getMethod === 'function' ? (spec as UDF) : createUdf(spec as UDFSpec);
   return udf.getMethod() !== 'tile';
 }
+
+/** A whole frame the shuffle assembled for a pick (GET /api/acquisitions/:id/frames/:position). */
+export interface PickedFrame {
+  acquisition: string;
+  position: number;
+  epoch: number;
+  /** frame index (since scan position 0 of the detector acquisition) */
+  index: number;
+  /** per sector: missing blocks (0 = complete, 0xffffffff = the sector never arrived, zero-filled) */
+  damage: number[];
+  /** 1860 x 2048, row-major */
+  data: Uint16Array;
+}
+
+interface PendingPick {
+  acquisition: string;
+  position: number;
+  resolve: (f: PickedFrame) => void;
+  reject: (err: TesseraError) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** the shuffle's refusals of a pick, as the HTTP API says them */
+const PICK_REFUSALS: Record<string, () => TesseraError> = {
+  'unknown-acquisition': () => new TesseraError('TESSERA_ERR_PICK_GONE', 'the shuffle does not run this acquisition'),
+  'outside-scan': () => new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'position', 'outside the scan'),
+  'outside-roi': () => new TesseraError('TESSERA_ERR_PICK_GONE', 'the position is outside the acquisition\'s ROI'),
+  ended: () => new TesseraError('TESSERA_ERR_PICK_GONE', 'the acquisition sends no more frames'),
+  passed: () => new TesseraError('TESSERA_ERR_PICK_GONE', 'the single scan is already past that position'),
+  busy: () => new TesseraError('TESSERA_ERR_PICK_GONE', 'too many picks waiting, try again'),
+};
 
 interface LinkedAcquisition {
   message: AcquireMessage;
@@ -60,6 +93,8 @@ export class ShuffleLink {
   private readonly loop: Promise<void>;
   private sendChain: Promise<void> = Promise.resolve();
   private closed = false;
+  private readonly picks = new Map<number, PendingPick>();
+  private pickRequests = 0;
 
   constructor(private readonly o: ShuffleLinkOptions) {
     this.dealer = new zmq.Dealer({ routingId: 'merger', linger: 0, immediate: true, sendTimeout: 0, reconnectInterval: 100, reconnectMaxInterval: 1000, sendHighWaterMark: 256 });
@@ -138,6 +173,42 @@ export class ShuffleLink {
     this.sendRaw(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'select', acquisition, base }));
   }
 
+  /**
+   * The whole frame at scan `position`: one the shuffle just assembled, else the next one of
+   * that position (the shuffle selects it for this pick, besides the workers' own selection).
+   * Rejects with TESSERA_ERR_PICK_TIMEOUT (504) after `timeoutMs`, TESSERA_ERR_PICK_GONE (409)
+   * when the frame cannot come (a single scan past it, the acquisition ended).
+   */
+  pick(acquisition: string, position: number, timeoutMs = this.o.pickTimeoutMs ?? 10_000): Promise<PickedFrame> {
+    if (!this.acquisitions.has(acquisition)) return Promise.reject(new TesseraError('TESSERA_ERR_NOT_FOUND', `acquisition ${acquisition} with whole-frame UDFs`));
+    const request = ++this.pickRequests;
+    return new Promise<PickedFrame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.picks.delete(request);
+        reject(new TesseraError('TESSERA_ERR_PICK_TIMEOUT', position, timeoutMs));
+      }, timeoutMs);
+      this.picks.set(request, { acquisition, position, resolve, reject, timer });
+      this.sendRaw(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'pick', acquisition, position, request, timeoutMs }));
+    });
+  }
+
+  private onPicked(raw: Buffer, pixels: Buffer | undefined): void {
+    const m = asPicked(decodeShuffle(raw));
+    const p = this.picks.get(m.request);
+    // late (timed out here) or not ours: nothing waits for it
+    if (!p || p.acquisition !== m.acquisition || p.position !== m.position) {
+      this.dropped.stalePick = (this.dropped.stalePick ?? 0) + 1;
+      return;
+    }
+    this.picks.delete(m.request);
+    clearTimeout(p.timer);
+    if (m.error !== undefined) return p.reject((PICK_REFUSALS[m.error] ?? (() => new TesseraError('TESSERA_ERR_PICK_GONE', m.error!)))());
+    if (!pixels || pixels.byteLength !== FRAME_HEIGHT * FRAME_WIDTH * 2) return p.reject(new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'picked', `${pixels?.byteLength ?? 0} bytes of pixels`));
+    const data = new Uint16Array(FRAME_HEIGHT * FRAME_WIDTH);
+    new Uint8Array(data.buffer).set(pixels);
+    p.resolve({ acquisition: m.acquisition, position: m.position, epoch: m.epoch, index: m.index, damage: m.damage, data });
+  }
+
   /** The acquisition ended (stop, done, abort, failure): results still on the way are merged for graceMs. */
   end(acquisition: string, how: 'stop' | 'abort', atFrame: number | null = null): void {
     const a = this.acquisitions.get(acquisition);
@@ -199,6 +270,10 @@ export class ShuffleLink {
         return;
       }
       try {
+        if (frames.length > 1 || decodeShuffle(frames[0]!).type === 'picked') {
+          this.onPicked(frames[0]!, frames[1]);
+          continue;
+        }
         const s = asStatus(decodeShuffle(frames[0]!));
         const first = this.status === null;
         this.status = s;
@@ -219,6 +294,11 @@ export class ShuffleLink {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    for (const p of this.picks.values()) {
+      clearTimeout(p.timer);
+      p.reject(new TesseraError('TESSERA_ERR_PICK_GONE', 'the merger stops'));
+    }
+    this.picks.clear();
     for (const a of this.acquisitions.values()) a.merger.close();
     await this.sendChain.catch(() => {});
     this.dealer.close();

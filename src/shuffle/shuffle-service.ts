@@ -17,6 +17,7 @@ import { type AssembledFrame, WholeFrameAssembler } from './frame-assembler.js';
 import {
   asCredit,
   asHello,
+  asPick,
   asSelect,
   asSlice,
   decodeShuffle,
@@ -24,6 +25,8 @@ import {
   SHUFFLE_PROTOCOL_VERSION,
   STATUS_MS,
   type FrameHeader,
+  type PickedMessage,
+  type PickMessage,
   type ShuffleStatus,
 } from './protocol.js';
 import { RuleBook, type SelectionBase, type SelectionRule } from './selection.js';
@@ -49,6 +52,16 @@ export interface ShuffleServiceOptions {
   log?: Logger;
 }
 
+/** assembled frames kept for picks that come just after (the browser clicks a position it just saw) */
+const RECENT_FRAMES = 4;
+/** pick requests waiting at most */
+const MAX_PICKS = 64;
+
+interface PendingPick {
+  request: number;
+  deadline: number;
+}
+
 interface OutFrame {
   index: number;
   header: FrameHeader;
@@ -57,6 +70,16 @@ interface OutFrame {
 
 export class ShuffleService {
   readonly book = new RuleBook();
+  /** the rules without the picked positions: which assembled frames go to the workers */
+  readonly workerBook = new RuleBook();
+  readonly pickCounters = { requested: 0, answered: 0, fromRecent: 0, refused: 0, expired: 0, unpicked: 0 };
+  /** scan position -> pick requests waiting for its next frame */
+  private readonly picks = new Map<number, PendingPick[]>();
+  /** positions the receivers' current rule adds for picks */
+  private pickRulePositions = new Set<number>();
+  private readonly recent: OutFrame[] = [];
+  /** buffers handed to ZeroMQ for the merger: never reused */
+  private readonly pinned = new WeakSet<Uint16Array>();
   readonly assembler: WholeFrameAssembler;
   readonly dispatcher: FrameDispatcher<OutFrame>;
   readonly rate: RateController;
@@ -147,6 +170,10 @@ export class ShuffleService {
           // the merger says hello (so that it gets status before any acquisition), then live.ts messages
           const head = decodeShuffle(frames[1]!);
           if (head.type === 'hello') continue;
+          if (head.type === 'pick') {
+            this.onPick(asPick(head));
+            continue;
+          }
           if (head.type === 'select') {
             const sel = asSelect(head);
             if (sel.acquisition === this.acquisition?.acquisition) this.select(sel.base);
@@ -190,7 +217,9 @@ export class ShuffleService {
         this.rate.reset();
         this.newestIndex = -1;
         this.book.clear();
-        this.book.add(this.ruleFor(m, m.start?.startIndex ?? 0, 1));
+        this.workerBook.clear();
+        this.clearPicks();
+        this.addRule(this.ruleFor(m, m.start?.startIndex ?? 0, 1));
         this.o.log?.info({ acquisition: m.acquisition, udfs: m.udfs.map((u) => u.name), start: m.start, select: this.base.kind }, 'shuffle: acquisition');
         this.broadcastSelection();
         for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
@@ -205,12 +234,15 @@ export class ShuffleService {
         if (!a || a.acquisition !== m.acquisition) return;
         if (m.type === 'abort') {
           this.book.clear();
+          this.workerBook.clear();
+          this.clearPicks();
           this.dispatcher.clear();
           this.acquisition = null;
         } else {
           const start = a.start?.startIndex ?? 0;
           const at = m.atFrame ?? Math.max(0, this.newestIndex + 1 - start);
-          this.book.add({ ...this.ruleFor(a, start + at, 1), base: { kind: 'none' } });
+          this.clearPicks();
+          this.addRule({ ...this.ruleFor(a, start + at, 1), base: { kind: 'none' } });
         }
         this.broadcastSelection();
         for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
@@ -245,9 +277,103 @@ export class ShuffleService {
     const a = this.acquisition;
     if (!a) return;
     const from = this.safeIndex(a);
-    this.book.add(this.ruleFor(a, from, this.rate.decimate));
+    this.addRule(this.ruleFor(a, from, this.rate.decimate));
     this.broadcastSelection();
     this.o.log?.info({ acquisition: a.acquisition, select: base.kind, fromIndex: from }, 'shuffle: selection changed');
+  }
+
+  /** The workers' rule, and for the receivers the same widened by the positions picks wait for. */
+  private addRule(rule: SelectionRule): void {
+    this.workerBook.add(rule);
+    this.pickRulePositions = rule.base.kind === 'none' ? new Set() : new Set(this.picks.keys());
+    this.book.add(this.withPicks(rule));
+  }
+
+  /** A superset of `rule` that also takes the picked positions (undecimated: the workers' book filters). */
+  private withPicks(rule: SelectionRule): SelectionRule {
+    if (this.pickRulePositions.size === 0) return rule;
+    const b = rule.base;
+    const n = rule.positions;
+    let mask: Uint8Array;
+    if (b.kind === 'all' || (b.kind === 'every' && n % b.n !== 0)) return { ...rule, base: { kind: 'all' }, decimate: 1 };
+    if (b.kind === 'mask') mask = Uint8Array.from(b.mask);
+    else {
+      mask = new Uint8Array(n);
+      if (b.kind === 'list') for (const p of b.positions) mask[p] = 1;
+      // every n-th frame with n dividing the scan: the same positions in every epoch
+      else if (b.kind === 'every') for (let p = 0; p < n; p += b.n) mask[p] = 1;
+    }
+    for (const p of this.pickRulePositions) mask[p] = 1;
+    return { ...rule, base: { kind: 'mask', mask }, decimate: 1 };
+  }
+
+  /** The rule in force from a safe index on again, with the current picks. */
+  private reissueRule(a: AcquireMessage): void {
+    const last = this.workerBook.list[this.workerBook.list.length - 1];
+    if (!last) return;
+    this.addRule({ ...last, fromIndex: Math.max(this.safeIndex(a), last.fromIndex) });
+    this.broadcastSelection();
+  }
+
+  private clearPicks(): void {
+    this.picks.clear();
+    this.pickRulePositions = new Set();
+  }
+
+  private pickReply(m: Omit<PickedMessage, 'version' | 'type'>, data?: Uint16Array): void {
+    const header = encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'picked', ...m });
+    if (!data) {
+      this.sliceOut.send([MERGER_ID, header]);
+      return;
+    }
+    this.pinned.add(data);
+    this.sliceOut.send([MERGER_ID, header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
+    this.pickCounters.answered++;
+  }
+
+  /** The merger wants the frame at a scan position: a recent one at once, else the next one (selected for it). */
+  private onPick(m: PickMessage): void {
+    this.pickCounters.requested++;
+    const a = this.acquisition;
+    const none = { epoch: 0, index: 0, damage: [] as number[] };
+    const refuse = (error: string) => {
+      this.pickCounters.refused++;
+      this.pickReply({ acquisition: m.acquisition, request: m.request, position: m.position, ...none, error });
+    };
+    if (!a || a.acquisition !== m.acquisition) return refuse('unknown-acquisition');
+    const positions = a.scanShape[0] * a.scanShape[1];
+    if (m.position >= positions) return refuse('outside-scan');
+    if (a.roi && !a.roi[m.position]) return refuse('outside-roi');
+    for (let i = this.recent.length - 1; i >= 0; i--) {
+      const r = this.recent[i]!;
+      if (r.header.acquisition !== a.acquisition || r.header.position !== m.position) continue;
+      this.pickCounters.fromRecent++;
+      return this.pickReply({ acquisition: a.acquisition, request: m.request, position: m.position, epoch: r.header.epoch, index: r.index, damage: r.header.damage }, r.data);
+    }
+    const last = this.workerBook.list[this.workerBook.list.length - 1];
+    if (!last || last.base.kind === 'none') return refuse('ended');
+    const start = a.start?.startIndex ?? 0;
+    if (a.mode === 'single' && start + m.position < this.safeIndex(a)) return refuse('passed');
+    let waiting = 0;
+    for (const w of this.picks.values()) waiting += w.length;
+    if (waiting >= MAX_PICKS) return refuse('busy');
+    const list = this.picks.get(m.position) ?? [];
+    list.push({ request: m.request, deadline: Date.now() + m.timeoutMs });
+    this.picks.set(m.position, list);
+    if (!this.pickRulePositions.has(m.position)) this.reissueRule(a);
+  }
+
+  private expirePicks(): void {
+    const t = Date.now();
+    for (const [p, list] of this.picks) {
+      const live = list.filter((w) => w.deadline > t);
+      this.pickCounters.expired += list.length - live.length;
+      if (live.length) this.picks.set(p, live);
+      else this.picks.delete(p);
+    }
+    // no pick waits for a position the receivers still send for picks: back to the workers' rule
+    const a = this.acquisition;
+    if (a && this.pickRulePositions.size > 0 && [...this.pickRulePositions].every((p) => !this.picks.has(p))) this.reissueRule(a);
   }
 
   private safeIndex(a: AcquireMessage): number {
@@ -274,10 +400,21 @@ export class ShuffleService {
     const epoch = Math.floor(rel / positions);
     if (a.mode === 'single' && epoch > 0) return this.recycle(f.data), this.drop('after-scan');
     const header: FrameHeader = { version: SHUFFLE_PROTOCOL_VERSION, type: 'frame', acquisition: a.acquisition, epoch, position: rel % positions, index: f.index, damage: f.damage };
-    this.dispatcher.offer({ index: f.index, header, data: f.data });
+    const out: OutFrame = { index: f.index, header, data: f.data };
+    this.recent.push(out);
+    if (this.recent.length > RECENT_FRAMES) this.recent.shift();
+    const waiting = this.picks.get(header.position);
+    if (waiting) {
+      this.picks.delete(header.position);
+      for (const w of waiting) this.pickReply({ acquisition: a.acquisition, request: w.request, position: header.position, epoch, index: f.index, damage: f.damage }, f.data);
+    }
+    // picks widen the receivers' selection: only what the workers' own rule takes goes to them
+    if (this.workerBook.selects(f.index, f.round)) this.dispatcher.offer(out);
+    else if (!waiting) this.pickCounters.unpicked++;
   }
 
   private recycle(data: Uint16Array): void {
+    if (this.pinned.has(data) || this.recent.some((r) => r.data === data)) return;
     if (this.spare.length < 8) this.spare.push(data);
   }
 
@@ -310,6 +447,7 @@ export class ShuffleService {
 
   private tick(): void {
     this.assembler.tick();
+    this.expirePicks();
     for (const w of this.dispatcher.expire()) this.o.log?.warn({ worker: w }, 'shuffle: worker gone (silent)');
     const t = Date.now();
     if (t - this.rateWindow.t >= 1000) {
@@ -320,7 +458,7 @@ export class ShuffleService {
     const next = this.rate.update(this.dispatcher.counters.skipped, this.dispatcher.idleCredits > 0);
     if (next !== null) {
       const from = this.safeIndex(a);
-      this.book.add(this.ruleFor(a, from, next));
+      this.addRule(this.ruleFor(a, from, next));
       this.broadcastSelection();
       this.o.log?.info({ decimate: next, fromIndex: from, skipped: this.dispatcher.counters.skipped }, 'shuffle: selection rate changed');
     }
@@ -348,7 +486,7 @@ export class ShuffleService {
   }
 
   counters(): Record<string, unknown> {
-    return { ...this.status(), assembler: this.assembler.counters, dispatcher: this.dispatcher.counters, dropped: this.dropped, receivers: this.receivers.size, ruleVersion: this.book.version, sliceRate: this.rateWindow.fps, queued: this.dispatcher.queued, openFrames: this.assembler.openFrames, rssMB: Math.round(process.memoryUsage().rss / 1048576) };
+    return { ...this.status(), assembler: this.assembler.counters, picks: this.pickCounters, dispatcher: this.dispatcher.counters, dropped: this.dropped, receivers: this.receivers.size, ruleVersion: this.book.version, sliceRate: this.rateWindow.fps, queued: this.dispatcher.queued, openFrames: this.assembler.openFrames, rssMB: Math.round(process.memoryUsage().rss / 1048576) };
   }
 
   async close(): Promise<void> {
