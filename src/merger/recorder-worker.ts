@@ -105,7 +105,7 @@ function writeEpoch(w: ReducedFileWriter, e: RecordedEpoch): void {
   }
   w.writeArray(`${p}/damage`, e.sectorsComplete, e.navShape, { dtype: 'uint8', attrs: { description: 'sectors complete per scan position (of 8)' } });
   w.writeArray(`${p}/blocks_missing`, e.blocksMissing, e.navShape, { dtype: 'uint16', attrs: { description: 'blocks missing per scan position, all sectors' } });
-  w.writeArray(`${p}/merged_at`, e.mergedAt, e.navShape, { dtype: 'float64', attrs: { unit: 'ms since 1970-01-01 UTC', description: 'when each scan position was merged (NaN: before the recording started, or never)' } });
+  w.writeArray(`${p}/merged_at`, e.mergedAt, e.navShape, { dtype: 'float64', attrs: { unit: 'ms since 1970-01-01 UTC', description: 'when each scan position was merged (NaN: never)' } });
   if (e.snapshotAt !== null) {
     w.appendRows(`${p}/snapshots/time`, Float64Array.of(e.snapshotAt), [], { dtype: 'float64', attrs: { unit: 'ms since 1970-01-01 UTC' } });
     w.appendRows(`${p}/snapshots/frames_merged`, Float64Array.of(e.framesMerged), [], { dtype: 'float64' });
