@@ -356,14 +356,43 @@ function countDamaged(m: LiveMirror, valid: Uint8Array): number {
  * shuffle's, issue 7) can replace it: `window.tessera.pickFrame = async (acq, index) => …`.
  */
 type PickFrameProvider = (acquisition: string, index: number, mirror: LiveMirror) => ImageSource | null | Promise<ImageSource | null>;
-let pickFrame: PickFrameProvider = (_acq, index, m) => {
+let pickFrame: PickFrameProvider = (acq, index, m) => {
   const b = listPickBuffers(m)[0];
-  return b ? pickedFrameSource(b, index) : null;
+  if (b) return pickedFrameSource(b, index);
+  // the shuffle assembles it when the acquisition runs whole-frame UDFs (else the merger says 404: no frame source)
+  return acq ? shuffleFrame(acq, index) : null;
 };
+
+/** the last frame fetched from the shuffle (or its failure): kept until the next click, the mirror changes 10 times a second */
+let shuffleFrameCache: { key: string; frame: Promise<ImageSource | null> } | null = null;
+
+/** GET /api/acquisitions/:id/frames/:position: uint16 little-endian rows, shape in x-tessera-shape (docs/protocol.md). */
+function shuffleFrame(acquisition: string, index: number): Promise<ImageSource | null> {
+  const key = `${acquisition}/${index}`;
+  if (shuffleFrameCache?.key === key) return shuffleFrameCache.frame;
+  const frame = (async () => {
+    const response = await fetch(`${base}/api/acquisitions/${encodeURIComponent(acquisition)}/frames/${index}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    if (!response.ok) {
+      const body = (await response.json().catch(() => ({}))) as Partial<{ code: string; message: string }>;
+      lastPickError = response.status === 404 ? null : `${body.code ?? response.status}: ${body.message ?? 'no frame'}`;
+      return null;
+    }
+    const [height, width] = (response.headers.get('x-tessera-shape') ?? '1860,2048').split(',').map(Number) as [number, number];
+    lastPickError = null;
+    return { width, height, values: new Uint16Array(await response.arrayBuffer()) };
+  })().catch((err: unknown) => {
+    lastPickError = String((err as Error).message ?? err);
+    return null;
+  });
+  shuffleFrameCache = { key, frame };
+  return frame;
+}
+let lastPickError: string | null = null;
 let pickRequest = 0;
 
 function setPick(y: number, x: number): void {
   pick = { y, x };
+  shuffleFrameCache = null; // a click asks the shuffle again
   for (const { view } of navViews.values()) view.request();
   shown.delete('pick');
   render();
@@ -389,7 +418,7 @@ function renderPick(m: LiveMirror): void {
     pickView.setTitle(frame ? `frame ${index}` : 'no frame source');
     pickView.root.classList.toggle('unavailable', !frame);
     if (!frame) {
-      pickInfo.append(h('div', { class: 'muted hook' }, 'Frame picking needs a frame source: a PickUDF with a ROI in the acquisition, or the shuffle service\'s pick endpoint.'));
+      pickInfo.append(h('div', { class: 'muted hook' }, lastPickError ? `The shuffle did not return the frame: ${lastPickError}` : 'Frame picking needs a frame source: a PickUDF with a ROI in the acquisition, or the shuffle service (an acquisition with whole-frame UDFs).'));
     }
   });
 }
