@@ -75,6 +75,8 @@ export interface ShuffleStatus {
   framesSkipped: number;
   /** current decimation: about 1 of this many base-selected frames is selected */
   decimate: number;
+  /** frames per second the receivers' slices arrive at (over the last second; the pick timeout derives from it) */
+  frameRate?: number;
   sentAt: number;
 }
 
@@ -283,6 +285,7 @@ export function asStatus(m: Obj): ShuffleStatus {
     framesDispatched: int(m, 'framesDispatched'),
     framesSkipped: int(m, 'framesSkipped'),
     decimate: int(m, 'decimate', 1),
+    ...(typeof m.frameRate === 'number' && Number.isFinite(m.frameRate) && m.frameRate >= 0 ? { frameRate: m.frameRate } : {}),
     sentAt: int(m, 'sentAt'),
   };
 }

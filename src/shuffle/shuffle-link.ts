@@ -32,7 +32,7 @@ export interface ShuffleLinkOptions {
   keepEpochs: number;
   /** accept whole-frame UDFs without a live shuffle (they then wait for one) */
   assumeAvailable?: boolean;
-  /** how long a picked frame may take to come (default 10 s: a scan period and a margin for the usual scans) */
+  /** how long a picked frame may take to come at least (default 10 s); longer when a scan period at the shuffle's frame rate is longer (+ 2 s) */
   pickTimeoutMs?: number;
   /** keep merging a finished acquisition's late results this long (default 60 s: workers trail the scan) */
   graceMs?: number;
@@ -179,8 +179,10 @@ export class ShuffleLink {
    * Rejects with TESSERA_ERR_PICK_TIMEOUT (504) after `timeoutMs`, TESSERA_ERR_PICK_GONE (409)
    * when the frame cannot come (a single scan past it, the acquisition ended).
    */
-  pick(acquisition: string, position: number, timeoutMs = this.o.pickTimeoutMs ?? 10_000): Promise<PickedFrame> {
-    if (!this.acquisitions.has(acquisition)) return Promise.reject(new TesseraError('TESSERA_ERR_NOT_FOUND', `acquisition ${acquisition} with whole-frame UDFs`));
+  pick(acquisition: string, position: number, timeoutMs?: number): Promise<PickedFrame> {
+    const a = this.acquisitions.get(acquisition);
+    if (!a) return Promise.reject(new TesseraError('TESSERA_ERR_NOT_FOUND', `acquisition ${acquisition} with whole-frame UDFs`));
+    if (timeoutMs === undefined) timeoutMs = this.pickBound(a.message);
     const request = ++this.pickRequests;
     return new Promise<PickedFrame>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -190,6 +192,15 @@ export class ShuffleLink {
       this.picks.set(request, { acquisition, position, resolve, reject, timer });
       this.sendRaw(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'pick', acquisition, position, request, timeoutMs }));
     });
+  }
+
+  /** The default wait for a pick: a scan period at the frame rate the shuffle sees, plus a margin (at least pickTimeoutMs, at most 10 minutes). */
+  pickBound(m: AcquireMessage): number {
+    const floor = this.o.pickTimeoutMs ?? 10_000;
+    const rate = this.status?.frameRate ?? 0;
+    if (rate <= 0) return floor;
+    const period = (m.scanShape[0] * m.scanShape[1] * 1000) / rate;
+    return Math.round(Math.min(600_000, Math.max(floor, period + 2000)));
   }
 
   private onPicked(raw: Buffer, pixels: Buffer | undefined): void {

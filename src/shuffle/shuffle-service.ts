@@ -477,6 +477,7 @@ export class ShuffleService {
       framesDispatched: this.dispatcher.counters.dispatched,
       framesSkipped: this.dispatcher.counters.skipped,
       decimate: this.rate.decimate,
+      frameRate: this.rateWindow.fps,
       sentAt: Date.now(),
     };
   }

@@ -205,6 +205,15 @@ describe('picking a frame through the shuffle (real sockets)', () => {
     expect(late.status).toBe(504);
     expect(await late.json()).toMatchObject({ code: 'TESSERA_ERR_PICK_TIMEOUT' });
     expect((await fetch(`${url}/api/acquisitions/acq-p/frames/x1`)).status).toBe(400);
+
+    // the default wait: a scan period at the frame rate the shuffle reports, plus 2 s, at least 10 s
+    expect(link.status!.frameRate).toBeGreaterThanOrEqual(0);
+    const scan = (h: number, w: number) => ({ scanShape: [h, w] }) as AcquireMessage;
+    link.status = { ...link.status!, frameRate: 400 };
+    expect(link.pickBound(scan(2, 4))).toBe(10_000);
+    expect(link.pickBound(scan(100, 100))).toBe(27_000);
+    link.status = { ...link.status!, frameRate: 0 };
+    expect(link.pickBound(scan(100, 100))).toBe(10_000);
   }, 120_000);
 
   it('a single scan already past the position: refused at once (409)', async () => {
