@@ -1,8 +1,9 @@
 /**
  * Recording on the real pipeline (simulator -> 8 receivers -> merger): the recorded file, read
  * back with readReducedFile and with h5py, equals the live results and the offline engine over
- * the simulator's ground truth; an unwritable recording path is an error in the status while
- * the live results go on.
+ * the simulator's ground truth; switched off and on again mid-run, the second file holds the
+ * whole scan with the first file's merge times; an unwritable recording path is an error in the
+ * status while the live results go on.
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import {
   offline,
   Processes,
   sha256,
+  setRecording,
   simulate,
   truthFrames,
   UDFS,
@@ -108,6 +110,41 @@ describe('recording a live acquisition', () => {
       }
     }
     expect(d.datasets['/damage']!.sha256).toBe(await sha256(f.datasets.damage!.data));
+  }, 120_000);
+
+  it('switched off and on again mid-run: enabled false while off, the second file holds the whole scan with the merge times', async () => {
+    const scan: [number, number] = [4, 8];
+    const n = scan[0] * scan[1];
+    const p = await launch(ps);
+    const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4, record: true });
+    const sim = simulate(ps, p, scan, ['--fps', '10', '--seed', '23']);
+    await waitUntil(async () => (await p.client.api.get(id)).progress.framesMerged >= 8, 60_000, 'two chunks');
+    const off = await setRecording(p, id, false);
+    expect(off.record).toMatchObject({ enabled: false, state: 'closed', path: join(p.dataDir, `${id}.h5`) });
+    expect((await p.client.api.get(id)).record.enabled).toBe(false);
+    const on = await setRecording(p, id, true);
+    expect(on.record).toMatchObject({ enabled: true, state: 'recording', path: join(p.dataDir, `${id}-2.h5`) });
+    expect((await sim.exited).code).toBe(0);
+    await waitUntil(async () => (await p.client.api.get(id)).state === 'done' && (await p.client.api.get(id)).record.state === 'closed', 60_000, 'second recording closed');
+    const summary = await p.client.api.get(id);
+    expect(summary.record).toMatchObject({ enabled: true, state: 'closed', error: null });
+    expect(summary.record.batches).toBeGreaterThan(0);
+
+    const first = await readReducedFile(join(p.dataDir, `${id}.h5`));
+    const second = await readReducedFile(join(p.dataDir, `${id}-2.h5`));
+    expect(first.attrs.final_state).toBe('recording stopped');
+    expect(second.attrs.final_state).toBe('done');
+    const m1 = [...first.datasets.merged_at!.data];
+    const m2 = [...second.datasets.merged_at!.data];
+    const before = m1.filter((t) => !Number.isNaN(t)).length;
+    expect(before).toBeGreaterThanOrEqual(8);
+    expect(before).toBeLessThan(n);
+    expect(m2.slice(0, before)).toEqual(m1.slice(0, before));
+    expect(m2.every((t) => !Number.isNaN(t))).toBe(true);
+    expect(m2.slice(before).every((t) => t >= m1[before - 1]!)).toBe(true);
+    expect(second.datasets.stats!.attrs.frames_merged).toBe(n);
+    const reference = await offline(scan, truthFrames(scan, 23));
+    expectOffline('second file', (u, name) => second.udfs[u]!.buffers[name]!.data, reference, second.datasets.damage!.data);
   }, 120_000);
 
   it('an unwritable recording path: the error is in the status and the stream info, the live results go on', async () => {
