@@ -36,6 +36,10 @@
  * coming meanwhile, after `stopGraceMs` the chunks in flight are completed as missing. abort
  * drops the chunks in flight; a new acquire replaces the run (as abort); the end of the
  * detector acquisition it is bound to ends it (`ended`; chunks in flight completed as missing).
+ * When the detector acquisition ends under a running acquisition (the stream stopped:
+ * ShutterSync 'stream_stopped'; it restarted: 'jump'; shutter off), `detectorEnded` keeps the
+ * reason and the acquisition-relative index of the first frame that never came, for the
+ * heartbeats: the merger completes the chunks that will never come and ends the acquisition.
  * The acquisition id stays reported (heartbeats) after done / stopped / ended, so that the
  * merger does not take the receiver for one that lost it; a repeated acquire of it is a no-op.
  */
@@ -132,6 +136,8 @@ interface Run {
   stopAt: number | null;
   stopTimer: NodeJS.Timeout | null;
   error: RunError | null;
+  /** ended with its detector acquisition: why, and the acquisition-relative first frame that never came */
+  detectorEnded: { reason: string; atFrame: number } | null;
 }
 
 export class PartialRunner implements TileSink {
@@ -161,6 +167,12 @@ export class PartialRunner implements TileSink {
 
   get state(): RunState | null {
     return this.run?.state ?? null;
+  }
+
+  /** The acquisition ended here with its detector acquisition (state 'ended'): why, and the acquisition-relative index of the first frame that never came; else null. */
+  get detectorEnded(): { reason: string; atFrame: number } | null {
+    const r = this.run;
+    return r && r.state === 'ended' ? r.detectorEnded : null;
   }
 
   /** Index of the newest frame seen in the detector acquisition under way, or null. */
@@ -220,6 +232,7 @@ export class PartialRunner implements TileSink {
       stopAt: null,
       stopTimer: null,
       error: null,
+      detectorEnded: null,
     };
     this.run = run;
     // a single scan from the next edge ends with the scan; otherwise the detector acquisition
@@ -288,10 +301,15 @@ export class PartialRunner implements TileSink {
   }
 
   onAcquisitionEnd(a: AcquisitionSummary): void {
+    const newest = this.detector?.acquisition === a.acquisition ? this.newest : null;
     if (this.detector?.acquisition === a.acquisition) this.detector = null;
     const run = this.run;
     if (!run || run.shutterAcquisition !== a.acquisition) return;
     if (run.state !== 'running' && run.state !== 'stopping') return;
+    if (run.state === 'running') {
+      run.detectorEnded = { reason: a.reason, atFrame: Math.max(run.joinRel, newest === null ? 0 : newest + 1 - run.startIndex) };
+      this.o.log?.warn({ acquisition: run.msg.acquisition, ...run.detectorEnded, open: run.open.map((c) => [c.epoch, c.chunk]) }, 'detector acquisition ended under the live acquisition: chunks in flight completed with missing frames');
+    }
     this.completeAll(run);
     if (this.isActive(run)) this.setState(run, run.state === 'stopping' ? 'stopped' : 'ended', { reason: a.reason });
   }

@@ -132,6 +132,7 @@ export class SectorReceiver {
       continuous: o.continuous ?? false,
       bufferFrames,
       historyFrames,
+      streamIdleMs: r.streamIdleMs,
       counters: this.counters,
       log: o.log,
       onFrame: (sf) => this.tiler.push(sf),
@@ -179,7 +180,11 @@ export class SectorReceiver {
       });
     }
     const tickMs = Math.max(5, Math.min(50, config.receiver.frameTimeoutMs / 4));
-    rx.ticker = setInterval(() => rx.assembler.tick(performance.now()), tickMs);
+    rx.ticker = setInterval(() => {
+      const now = performance.now();
+      rx.assembler.tick(now);
+      rx.sync.tick(now);
+    }, tickMs);
     if (o.log) {
       rx.reporter = new StatsReporter(rx.counters, o.log, config.receiver.statsIntervalMs, () => ({
         sector: o.sector,
@@ -247,6 +252,7 @@ export class SectorReceiver {
       lastIndex: a ? (this.runner?.lastIndex ?? null) : null,
       shutterRound: a?.round ?? null,
       positions: a ? a.scanPositions : this.sync.scanConfig.scanPositions,
+      detectorEnded: this.runner?.detectorEnded ?? null,
       counters: this.flatCounters(),
     };
   }

@@ -17,6 +17,10 @@
  * on. A time series (no scan shape) runs until the flag goes off. Frames outside an
  * acquisition are released, never handed on.
  *
+ * Stream stopped: while acquiring, no frame at all for `streamIdleMs` (the camera died or the
+ * link broke, mid-frame or not) ends the acquisition with reason 'stream_stopped' (tick()).
+ * The frames after the last one seen are not invented: the sinks complete what is in flight.
+ *
  * A receiver that starts while the flag is already on never sees the edge: it queries the
  * election for an acquisition under way and joins it at the position its frames map to. The
  * same happens after the stream restarted (onResync).
@@ -78,6 +82,8 @@ export interface ShutterSyncOptions {
   bufferFrames: number;
   /** frames from before the flag kept while armed (default 4) */
   historyFrames?: number;
+  /** while acquiring, no frame for this long ends the acquisition ('stream_stopped'); 0 or absent: never */
+  streamIdleMs?: number;
   /** largest gap in frame indices bridged with missing frames (default 64) */
   maxGapFrames?: number;
   onFrame: (f: ScanFrame) => void;
@@ -105,6 +111,8 @@ export class ShutterSync {
   private framesHandedOn = 0;
   /** a flagged frame was handed on in this acquisition */
   private flagSeen = false;
+  /** performance.now() of the last frame pushed */
+  private lastFrameAt = 0;
   private readonly counters: ReceiverCounters;
   private readonly historyFrames: number;
   private readonly maxGap: number;
@@ -147,6 +155,7 @@ export class ShutterSync {
 
   /** Take the next assembled frame (in sequence order). Owns its slot from here on. */
   push(frame: AssembledFrame): void {
+    this.lastFrameAt = performance.now();
     if (this.state === 'voting') this.hold(frame);
     else if (this.state === 'acquiring') this.place(frame);
     else this.armed(frame);
@@ -171,6 +180,18 @@ export class ShutterSync {
     this.history = [];
     this.sawOff = false;
     this.queried = false;
+  }
+
+  /**
+   * Called periodically (the receiver's ticker): an acquisition whose stream went silent for
+   * streamIdleMs ends as 'stream_stopped'. Returns true when it ended one.
+   */
+  tick(now = performance.now()): boolean {
+    const idle = this.o.streamIdleMs ?? 0;
+    if (idle <= 0 || this.state !== 'acquiring' || now - this.lastFrameAt < idle) return false;
+    this.o.log?.warn({ sector: this.o.sector, acquisition: this.acq?.acquisition, idleMs: Math.round(now - this.lastFrameAt), nextIndex: this.nextIndex }, 'no frame from the detector: stream stopped, acquisition ended');
+    this.end('stream_stopped');
+    return true;
   }
 
   /** End the acquisition in progress (shutdown). */
@@ -277,6 +298,7 @@ export class ShutterSync {
     this.framesHandedOn = 0;
     this.flagSeen = false;
     this.state = 'acquiring';
+    this.lastFrameAt = performance.now();
     this.o.log?.info({ ...this.acq, ownKey, heldFrames: held.length }, 'acquisition started');
     this.o.onAcquisitionStart?.(this.acq);
     for (let k = 0; k < held.length; k++) {

@@ -67,7 +67,7 @@ export interface AcquisitionInfo {
 export interface AcquisitionSummary extends AcquisitionInfo {
   /** frames handed on (with a scan position) */
   frames: number;
-  reason: 'complete' | 'shutter_off' | 'jump' | 'stopped';
+  reason: 'complete' | 'shutter_off' | 'jump' | 'stopped' | 'stream_stopped';
 }
 
 export interface TileSink {

@@ -34,6 +34,8 @@ export interface TesseraConfig {
     maxFramesInFlight: number;
     recvBufferBytes: number;
     statsIntervalMs: number;
+    /** while acquiring, no frame for this long (ms) means the detector stream stopped: the acquisition ends */
+    streamIdleMs: number;
   };
   election: { endpoint: string; timeoutMs: number };
   merger: {
@@ -100,6 +102,7 @@ export const configSchema = obj({
     maxFramesInFlight: positiveInt,
     recvBufferBytes: positiveInt,
     statsIntervalMs: positiveInt,
+    streamIdleMs: positiveInt,
   }),
   election: obj({ endpoint: zmqEndpoint, timeoutMs: positiveInt }),
   merger: obj({

@@ -47,7 +47,7 @@ import type { AcquisitionController } from './http-api.js';
 import { LiveFeed } from './live-feed.js';
 import type { LiveStoreRegistry } from './live-store.js';
 import { SectorMonitor, type SectorView } from './sector-monitor.js';
-import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
+import { isWholeFrame, type PickedFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
 import { parseSelection } from '../shuffle/selection.js';
 import { recordingPath } from './record-path.js';
 import { AcquisitionRecorder, DEFAULT_RECORDER_SETTINGS, type RecorderSettings, type RecordingStatus } from './recorder.js';
@@ -93,6 +93,8 @@ interface Acquisition {
   recorder: AcquisitionRecorder;
   /** recordings of this acquisition so far (a restarted recording gets a new file) */
   recordings: number;
+  /** the detector acquisition ended under it (every live sector said so): noticed at, and the grace timer */
+  detectorEnd: { message: string; timer: NodeJS.Timeout | null } | null;
 }
 
 const TERMINAL: AcquisitionState[] = ['done', 'aborted', 'failed'];
@@ -199,6 +201,40 @@ export class AcquisitionManager implements AcquisitionController {
       }
     }
     if (a.state === 'stopping') this.maybeFinishStop(a);
+    if (a.state === 'running') this.checkDetectorEnded(a);
+  }
+
+  /**
+   * The detector acquisition ended under this one (stream stopped, restarted, shutter off) when
+   * every live sector running it reports detectorEnded. After chunkTimeoutMs (the chunks in
+   * flight arrive) a single scan ends: the chunks that never came are completed as missing and
+   * the state is done with a message; a continuous one says so and stays stoppable.
+   */
+  private checkDetectorEnded(a: Acquisition): void {
+    if (a.detectorEnd) return;
+    const running = this.monitor.alive().filter((v) => v.last!.acquisition === a.id && !a.failed.has(v.sector));
+    if (running.length === 0 || running.some((v) => !v.last!.detectorEnded)) return;
+    const ends = running.map((v) => v.last!.detectorEnded!);
+    const at = Math.max(...ends.map((e) => e.atFrame));
+    const reason = ends.some((e) => e.reason === 'stream_stopped') ? 'stream_stopped' : ends[0]!.reason;
+    const what = reason === 'stream_stopped' ? 'detector stream stopped' : reason === 'jump' ? 'detector stream restarted' : reason === 'shutter_off' ? 'detector acquisition ended (shutter off)' : `detector acquisition ended (${reason})`;
+    const N = a.merger.positions;
+    const where = a.definition.mode === 'single' ? `scan position ${at}` : `scan position ${at % N} of epoch ${Math.floor(at / N)}`;
+    const message = `${what} at ${where}`;
+    a.detectorEnd = { message, timer: null };
+    this.o.log?.warn({ acquisition: a.id, reason, atFrame: at, sectors: running.map((v) => v.sector) }, 'the detector acquisition ended under the acquisition');
+    a.detectorEnd.timer = setTimeout(() => {
+      a.detectorEnd!.timer = null;
+      if (a.state !== 'running') return;
+      a.merger.flush();
+      if (a.definition.mode === 'single') {
+        a.merger.completeMissing(0);
+        this.finish(a);
+      } else {
+        this.setState(a, 'running', message);
+      }
+    }, this.o.chunkTimeoutMs ?? 1500);
+    a.detectorEnd.timer.unref?.();
   }
 
   private pushSectors(force: boolean): void {
@@ -333,6 +369,7 @@ export class AcquisitionManager implements AcquisitionController {
       rate: { t: Date.now(), frames: 0, fps: 0 },
       recorder,
       recordings: 0,
+      detectorEnd: null,
     };
     feed.setSectors(this.monitor.statuses());
     return a;
@@ -476,13 +513,14 @@ export class AcquisitionManager implements AcquisitionController {
     if (a.state !== 'stopping' && a.state !== 'running') return;
     if (a.stopTimer) clearTimeout(a.stopTimer);
     a.stopTimer = null;
+    if (a.detectorEnd?.timer) clearTimeout(a.detectorEnd.timer);
     if (a.state === 'running' && a.definition.mode === 'single') a.stopAt = a.merger.positions;
     a.merger.flush();
     a.merger.close();
     a.feed.flush();
     if (a.state === 'running') this.broadcast(this.stopMessage(a));
     this.o.shuffle?.end(a.id, 'stop', a.stopAt);
-    this.setState(a, 'done');
+    this.setState(a, 'done', a.detectorEnd?.message ?? null);
     void a.recorder.close('done');
   }
 
@@ -645,6 +683,21 @@ export class AcquisitionManager implements AcquisitionController {
     this.o.shuffle.select(a.id, base);
     this.o.log?.info({ acquisition: id, select: select.length > 80 ? `${select.slice(0, 80)}…` : select }, 'frame selection changed');
     return this.summary(a);
+  }
+
+  /**
+   * The whole frame at a scan position, from the shuffle (HTTP API GET …/frames/:position): one
+   * it just assembled, or the next pass's (the shuffle selects it for this pick only).
+   */
+  async pickFrame(id: string, position: number, timeoutMs?: number): Promise<PickedFrame> {
+    const a = this.need(id);
+    if (!this.o.shuffle || !a.definition.udfs.some((u) => isWholeFrame(u))) {
+      throw new TesseraError('TESSERA_ERR_NOT_FOUND', `a frame source for acquisition ${id} (frames come from the shuffle, which runs its whole-frame UDFs)`);
+    }
+    if (a.state === 'defined') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'pick a frame', a.state);
+    const [h, w] = a.definition.scanShape;
+    if (!Number.isInteger(position) || position < 0 || position >= h * w) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'position', `${position} is outside the ${h} x ${w} scan`);
+    return this.o.shuffle.pick(a.id, position, timeoutMs);
   }
 
   /** For /metrics: the current acquisition's merge latencies (ms) since the last call, and its chunks waiting for sectors. */

@@ -356,6 +356,20 @@ export class ChunkMerger {
     for (const p of [...this.pending.values()]) this.complete(p);
   }
 
+  /**
+   * Complete every chunk of `epoch` not merged yet, from `fromChunk` on, with what came (nothing:
+   * all sectors zero-filled and marked missing): the detector stream ended and they never will.
+   */
+  completeMissing(epoch: number, fromChunk = 0): void {
+    if (this.closed) return;
+    const e = this.epochState(epoch);
+    if (!e) return;
+    for (let c = fromChunk; c < e.chunks && !this.closed; c++) {
+      if (e.merged[c]) continue;
+      this.complete(this.pending.get(`${epoch}:${c}`) ?? this.open(e, c));
+    }
+  }
+
   /** The result of the UDFs over zero frames of one sector's slice. */
   private zeroPartial(p: PendingChunk, sector: number): PartitionResult {
     const slice = this.sectorSlice(sector);

@@ -45,6 +45,9 @@
  *    please join at the next chunk boundary instead of refusing). `ready` after an acquire.
  *    `failure`: the merger fills that sector in as missing (not waited for) until a receiver
  *    with another pid appears; only when every live sector failed does the acquisition fail.
+ *  - `detectorEnded` in a heartbeat: the detector acquisition ended (stream stopped, restarted,
+ *    shutter off) under the named merger acquisition (docs/protocol.md, "Detector stream
+ *    stops"); the merger ends it once every live sector running it says so.
  *  - `stop` carries `atFrame` (acquisition-relative, a chunk boundary): finish and send every
  *    chunk before it, nothing from it on, then leave the acquisition. `abort`: drop at once.
  *  - `params` apply from chunks whose first frame (acquisition-relative, counted over epochs:
@@ -86,6 +89,14 @@ export interface HeartbeatMessage {
   shutterRound: number | null;
   /** scan positions per epoch the receiver is configured for, or null */
   positions: number | null;
+  /**
+   * The merger acquisition named in `acquisition` ended on this receiver because the detector
+   * acquisition it ran on ended first: `reason` 'stream_stopped' (no frame for
+   * receiver.streamIdleMs), 'jump' (the stream restarted), 'shutter_off'; `atFrame` the
+   * acquisition-relative index of the first frame that never came (the chunk in flight was sent
+   * with its missing positions filled and marked). Absent or null otherwise (older receivers).
+   */
+  detectorEnded?: { reason: string; atFrame: number } | null;
   /** cumulative counters (ReceiverCounters snapshot): datagrams, rejected by reason, duplicates, … */
   counters: Record<string, number>;
   /** receiver's clock, ms since epoch */
@@ -236,6 +247,10 @@ function int(m: Obj, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): numbe
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(String(m.type), `${key} is not an integer in [${min}, ${max}]: ${String(v)}`);
   return v;
 }
+function detectorEnded(v: unknown): { reason: string; atFrame: number } {
+  const d = obj(v, 'heartbeat.detectorEnded');
+  return { reason: str({ ...d, type: 'heartbeat.detectorEnded' }, 'reason', 64), atFrame: int({ ...d, type: 'heartbeat.detectorEnded' }, 'atFrame') };
+}
 function intOrNull(m: Obj, key: string): number | null {
   return m[key] === null || m[key] === undefined ? null : int(m, key);
 }
@@ -301,6 +316,7 @@ export function decodeReceiverMessage(raw: Uint8Array): ReceiverToMerger {
         lastIndex: intOrNull(m, 'lastIndex'),
         shutterRound: intOrNull(m, 'shutterRound'),
         positions: intOrNull(m, 'positions'),
+        detectorEnded: m.detectorEnded === null || m.detectorEnded === undefined ? null : detectorEnded(m.detectorEnded),
         counters: clean,
         sentAt: int(m, 'sentAt'),
       };
