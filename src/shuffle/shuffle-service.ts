@@ -60,6 +60,8 @@ const MAX_PICKS = 64;
 interface PendingPick {
   request: number;
   deadline: number;
+  /** a frame of the position with a sector missing: sent if no whole one comes before the deadline */
+  partial?: OutFrame;
 }
 
 interface OutFrame {
@@ -358,7 +360,8 @@ export class ShuffleService {
     for (const w of this.picks.values()) waiting += w.length;
     if (waiting >= MAX_PICKS) return refuse('busy');
     const list = this.picks.get(m.position) ?? [];
-    list.push({ request: m.request, deadline: Date.now() + m.timeoutMs });
+    // answer a little before the link gives up, so that a partial frame still reaches it
+    list.push({ request: m.request, deadline: Date.now() + m.timeoutMs - Math.min(1000, m.timeoutMs / 4) });
     this.picks.set(m.position, list);
     if (!this.pickRulePositions.has(m.position)) this.reissueRule(a);
   }
@@ -367,7 +370,11 @@ export class ShuffleService {
     const t = Date.now();
     for (const [p, list] of this.picks) {
       const live = list.filter((w) => w.deadline > t);
-      this.pickCounters.expired += list.length - live.length;
+      for (const w of list) {
+        if (w.deadline > t) continue;
+        if (w.partial) this.pickReply({ acquisition: w.partial.header.acquisition, request: w.request, position: p, epoch: w.partial.header.epoch, index: w.partial.index, damage: w.partial.header.damage }, w.partial.data);
+        else this.pickCounters.expired++;
+      }
       if (live.length) this.picks.set(p, live);
       else this.picks.delete(p);
     }
@@ -403,7 +410,13 @@ export class ShuffleService {
     const out: OutFrame = { index: f.index, header, data: f.data };
     this.recent.push(out);
     if (this.recent.length > RECENT_FRAMES) this.recent.shift();
-    const waiting = this.picks.get(header.position);
+    let waiting = this.picks.get(header.position);
+    // a sector missing (receivers that learnt the pick's rule at different frames): a continuous scan brings the position again
+    if (waiting && a.mode === 'continuous' && f.damage.includes(0xffffffff)) {
+      this.pinned.add(f.data);
+      for (const w of waiting) w.partial = out;
+      waiting = undefined;
+    }
     if (waiting) {
       this.picks.delete(header.position);
       for (const w of waiting) this.pickReply({ acquisition: a.acquisition, request: w.request, position: header.position, epoch, index: f.index, damage: f.damage }, f.data);

@@ -76,7 +76,7 @@ class FakeReceivers {
   }
 
   /** send frames [from, to) that the rule book selects (all 8 receivers agree: checked); returns the indices sent */
-  async send(acquisition: string, from: number, to: number): Promise<number[]> {
+  async send(acquisition: string, from: number, to: number, missing?: { index: number; sector: number }): Promise<number[]> {
     const sent: number[] = [];
     for (let index = from; index < to; index++) {
       const picks = this.books.map((b) => b.selects(index, 1) !== null);
@@ -84,6 +84,7 @@ class FakeReceivers {
       if (!picks[0]) continue;
       const frame = frameOf(index);
       for (let k = 0; k < 8; k++) {
+        if (missing && missing.index === index && missing.sector === k) continue;
         await this.dealers[k]!.send([encodeShuffle({ version: V, type: 'slice', sector: k, round: 1, index, acquisition, row0: 0, rows: FRAME_HEIGHT, damage: damageOf(index, k) }), sliceOf(frame, k)]);
       }
       sent.push(index);
@@ -118,11 +119,11 @@ class Worker {
   }
 }
 
-async function setup(mode: 'single' | 'continuous', acquisition: string, startIndex: number) {
+async function setup(mode: 'single' | 'continuous', acquisition: string, startIndex: number, frameTimeoutMs?: number) {
   const slices = `tcp://127.0.0.1:${await freeTcpPort()}`;
   const frames = `tcp://127.0.0.1:${await freeTcpPort()}`;
   // the workers' selection: scan position 1 only
-  const s = await ShuffleService.start({ slices, frames, fixedRate: true, select: { kind: 'list', positions: [1] } });
+  const s = await ShuffleService.start({ slices, frames, fixedRate: true, select: { kind: 'list', positions: [1] }, frameTimeoutMs });
   closers.push(() => s.close());
   const registry = new LiveStoreRegistry();
   const link = new ShuffleLink({ endpoint: slices, registry, keepEpochs: 2 });
@@ -214,6 +215,39 @@ describe('picking a frame through the shuffle (real sockets)', () => {
     expect(link.pickBound(scan(100, 100))).toBe(27_000);
     link.status = { ...link.status!, frameRate: 0 };
     expect(link.pickBound(scan(100, 100))).toBe(10_000);
+  }, 120_000);
+
+  it('a continuous scan: a picked frame with a sector missing waits for the next pass, and is sent if no whole one comes', async () => {
+    const { link, receivers } = await setup('continuous', 'acq-d', 10, 300);
+    expect(await receivers.send('acq-d', 10, 18)).toEqual([11]);
+    let done = false;
+    const picked = link.pick('acq-d', 6, 30_000).finally(() => (done = true));
+    await waitUntil(() => receivers.books.every((b) => b.list.length >= 2), 20_000, 'the widened rule');
+    const from = receivers.books[0]!.list[1]!.fromIndex;
+    const firstSix = from + ((((6 - (from - 10)) % 8) + 8) % 8);
+    await receivers.send('acq-d', 18, firstSix + 1, { index: firstSix, sector: 4 });
+    await new Promise((r) => setTimeout(r, 1500)); // the incomplete frame was completed with zeros by now
+    expect(done).toBe(false);
+    await receivers.send('acq-d', firstSix + 1, firstSix + 9);
+    const f = await picked;
+    expectFrame(f, firstSix + 8);
+
+    // the recent frames hold it: it comes at once
+    expectFrame(await link.pick('acq-d', 6, 4000), firstSix + 8);
+    // no whole one comes before the deadline: the partial frame, marked, zeros where the sector is missing
+    const p3 = link.pick('acq-d', 3, 4000);
+    await waitUntil(() => receivers.books[0]!.list.at(-1)!.base.kind === 'mask' && (receivers.books[0]!.list.at(-1)!.base as { mask: Uint8Array }).mask[3] === 1, 20_000, 'the rule with position 3');
+    const from3 = receivers.books[0]!.list.at(-1)!.fromIndex;
+    const three = from3 + ((((3 - (from3 - 10)) % 8) + 8) % 8);
+    await receivers.send('acq-d', firstSix + 9, three + 1, { index: three, sector: 4 });
+    const g = await p3;
+    expect(g.index).toBe(three);
+    expect(g.damage[4]).toBe(0xffffffff);
+    expect(g.damage.filter((_, k) => k !== 4)).toEqual(Array.from({ length: 8 }, (_, k) => damageOf(three, k)).filter((_, k) => k !== 4));
+    const truth = frameOf(three);
+    for (let y = 0; y < FRAME_HEIGHT; y += 97) {
+      for (let x = 0; x < FRAME_WIDTH; x += 61) expect(g.data[y * FRAME_WIDTH + x]).toBe(Math.floor(x / SECTOR_WIDTH) === 4 ? 0 : truth[y * FRAME_WIDTH + x]);
+    }
   }, 120_000);
 
   it('a single scan already past the position: refused at once (409)', async () => {
