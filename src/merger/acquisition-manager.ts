@@ -47,7 +47,7 @@ import type { AcquisitionController } from './http-api.js';
 import { LiveFeed } from './live-feed.js';
 import type { LiveStoreRegistry } from './live-store.js';
 import { SectorMonitor, type SectorView } from './sector-monitor.js';
-import { isWholeFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
+import { isWholeFrame, type PickedFrame, type ShuffleLink } from '../shuffle/shuffle-link.js';
 import { parseSelection } from '../shuffle/selection.js';
 import { recordingPath } from './record-path.js';
 import { AcquisitionRecorder, DEFAULT_RECORDER_SETTINGS, type RecorderSettings, type RecordingStatus } from './recorder.js';
@@ -683,6 +683,21 @@ export class AcquisitionManager implements AcquisitionController {
     this.o.shuffle.select(a.id, base);
     this.o.log?.info({ acquisition: id, select: select.length > 80 ? `${select.slice(0, 80)}…` : select }, 'frame selection changed');
     return this.summary(a);
+  }
+
+  /**
+   * The whole frame at a scan position, from the shuffle (HTTP API GET …/frames/:position): one
+   * it just assembled, or the next pass's (the shuffle selects it for this pick only).
+   */
+  async pickFrame(id: string, position: number, timeoutMs?: number): Promise<PickedFrame> {
+    const a = this.need(id);
+    if (!this.o.shuffle || !a.definition.udfs.some((u) => isWholeFrame(u))) {
+      throw new TesseraError('TESSERA_ERR_NOT_FOUND', `a frame source for acquisition ${id} (frames come from the shuffle, which runs its whole-frame UDFs)`);
+    }
+    if (a.state === 'defined') throw new TesseraError('TESSERA_ERR_ACQUISITION_STATE', 'pick a frame', a.state);
+    const [h, w] = a.definition.scanShape;
+    if (!Number.isInteger(position) || position < 0 || position >= h * w) throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'position', `${position} is outside the ${h} x ${w} scan`);
+    return this.o.shuffle.pick(a.id, position, timeoutMs);
   }
 
   /** For /metrics: the current acquisition's merge latencies (ms) since the last call, and its chunks waiting for sectors. */
