@@ -251,11 +251,10 @@ describe('picking a frame through the shuffle (real sockets)', () => {
   }, 120_000);
 
   it('a single scan already past the position: refused at once (409)', async () => {
-    const { link, receivers } = await setup('single', 'acq-s', 100);
+    const { s, link, receivers } = await setup('single', 'acq-s', 100);
     expect(await receivers.send('acq-s', 100, 104)).toEqual([101]);
-    await waitUntil(() => link.status !== null, 20_000, 'status');
-    // position 2 came at index 102, before anything the shuffle can still select
-    await new Promise((r) => setTimeout(r, 300));
+    // position 2 came at index 102, before anything the shuffle can still select (it saw index 101)
+    await waitUntil(() => s.assembler.counters.framesComplete >= 1, 20_000, 'the shuffle assembled index 101');
     await expect(link.pick('acq-s', 2, 20_000)).rejects.toMatchObject({ code: 'TESSERA_ERR_PICK_GONE', statusCode: 409 });
   }, 60_000);
 });
