@@ -54,7 +54,7 @@
  *    epoch x P + navStart) is >= `fromFrame`.
  */
 import { Packr, Unpackr } from 'msgpackr';
-import { TesseraError } from '../errors.js';
+import { bad, bytes, envelope as checkEnvelope, int, obj, str, type Obj } from './fields.js';
 import { allocate, dtypeOf, isDType, itemSize, type DType, type TypedArray } from '../udf/dtype.js';
 
 export const LIVE_PROTOCOL_VERSION = 1;
@@ -232,37 +232,12 @@ export function encodeLive(message: ReceiverToMerger | MergerToReceiver | Partia
   return packr.pack(message);
 }
 
-function bad(what: string, why: string): never {
-  throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', what, why);
-}
-
-type Obj = Record<string, unknown>;
-
-function obj(v: unknown, what: string): Obj {
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || ArrayBuffer.isView(v)) bad(what, 'not a map');
-  return v as Obj;
-}
-function int(m: Obj, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
-  const v = m[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(String(m.type), `${key} is not an integer in [${min}, ${max}]: ${String(v)}`);
-  return v;
-}
 function detectorEnded(v: unknown): { reason: string; atFrame: number } {
   const d = obj(v, 'heartbeat.detectorEnded');
   return { reason: str({ ...d, type: 'heartbeat.detectorEnded' }, 'reason', 64), atFrame: int({ ...d, type: 'heartbeat.detectorEnded' }, 'atFrame') };
 }
 function intOrNull(m: Obj, key: string): number | null {
   return m[key] === null || m[key] === undefined ? null : int(m, key);
-}
-function str(m: Obj, key: string, max = 256): string {
-  const v = m[key];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) bad(String(m.type), `${key} is not a string`);
-  return v;
-}
-function bytes(m: Obj, key: string): Uint8Array {
-  const v = m[key];
-  if (!(v instanceof Uint8Array)) bad(String(m.type), `${key} is not binary`);
-  return v;
 }
 function wire(v: unknown, what: string): WireArray {
   const w = obj(v, what);
@@ -280,17 +255,7 @@ function params(m: Obj, key: string): Record<string, unknown> {
 }
 
 function envelope(raw: Uint8Array): Obj {
-  let m: unknown;
-  try {
-    m = unpackr.unpack(raw);
-  } catch (err) {
-    bad('live', `not msgpack: ${(err as Error).message}`);
-  }
-  const r = obj(m, 'live');
-  if (typeof r.version !== 'number') bad('live', 'no version field');
-  if (r.version !== LIVE_PROTOCOL_VERSION) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', String(r.version), LIVE_PROTOCOL_VERSION);
-  if (typeof r.type !== 'string') bad('live', 'no type field');
-  return r;
+  return checkEnvelope(raw, unpackr, 'live', LIVE_PROTOCOL_VERSION);
 }
 
 const SECTOR_MAX = 63;

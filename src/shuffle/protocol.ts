@@ -20,7 +20,7 @@
  *   merger.results  workers PUSH [`frames`, msgpack `frames`]: results of the frames they processed.
  */
 import { Packr, Unpackr } from 'msgpackr';
-import { TesseraError } from '../errors.js';
+import { bad, bytes, envelope, int, obj, str, type Obj } from '../protocol/fields.js';
 import { isDType } from '../udf/dtype.js';
 import { LIVE_PROTOCOL_VERSION, type WireArray } from '../protocol/live.js';
 import { checkRule, type SelectionBase, type SelectionRule } from './selection.js';
@@ -157,43 +157,9 @@ export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage |
   return packr.pack(m);
 }
 
-function bad(what: string, why: string): never {
-  throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', what, why);
-}
-type Obj = Record<string, unknown>;
-function obj(v: unknown, what: string): Obj {
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || ArrayBuffer.isView(v)) bad(what, 'not a map');
-  return v as Obj;
-}
-function int(m: Obj, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
-  const v = m[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(String(m.type), `${key} is not an integer in [${min}, ${max}]: ${String(v)}`);
-  return v;
-}
-function str(m: Obj, key: string): string {
-  const v = m[key];
-  if (typeof v !== 'string' || v.length === 0 || v.length > 256) bad(String(m.type), `${key} is not a string`);
-  return v;
-}
-function bin(m: Obj, key: string): Uint8Array {
-  const v = m[key];
-  if (!(v instanceof Uint8Array)) bad(String(m.type), `${key} is not binary`);
-  return v;
-}
-
 /** Decode the msgpack envelope of any shuffle message (version and type checked). */
 export function decodeShuffle(raw: Uint8Array): Obj {
-  let m: unknown;
-  try {
-    m = unpackr.unpack(raw);
-  } catch (err) {
-    bad('shuffle', `not msgpack: ${(err as Error).message}`);
-  }
-  const r = obj(m, 'shuffle');
-  if (typeof r.version !== 'number') bad('shuffle', 'no version field');
-  if (r.version !== SHUFFLE_PROTOCOL_VERSION) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', String(r.version), SHUFFLE_PROTOCOL_VERSION);
-  if (typeof r.type !== 'string') bad('shuffle', 'no type field');
-  return r;
+  return envelope(raw, unpackr, 'shuffle', SHUFFLE_PROTOCOL_VERSION);
 }
 
 export function asHello(m: Obj): HelloMessage {
@@ -223,7 +189,7 @@ function asBase(v: unknown): SelectionBase {
     case 'every':
       return { kind: 'every', n: int(b, 'n', 1) };
     case 'mask':
-      return { kind: 'mask', mask: Uint8Array.from(bin(b, 'mask')) };
+      return { kind: 'mask', mask: Uint8Array.from(bytes(b, 'mask')) };
     case 'list':
       if (!Array.isArray(b.positions) || b.positions.length > 1 << 20) bad('selection', 'positions is not a list');
       return { kind: 'list', positions: (b.positions as unknown[]).map((p) => (Number.isInteger(p) ? (p as number) : bad('selection', 'a position is not an integer'))) };
@@ -305,11 +271,11 @@ export function asFrameHeader(m: Obj): FrameHeader {
 
 export function asFrameResults(m: Obj): FrameResultsMessage {
   if (m.type !== 'frames') bad('frames', `type ${String(m.type)}`);
-  const posBytes = bin(m, 'positions');
+  const posBytes = bytes(m, 'positions');
   if (posBytes.byteLength % 4 !== 0) bad('frames', 'positions is not int32');
   const positions = new Int32Array(posBytes.byteLength / 4);
   new Uint8Array(positions.buffer).set(posBytes);
-  const sectors = Uint8Array.from(bin(m, 'sectors'));
+  const sectors = Uint8Array.from(bytes(m, 'sectors'));
   if (sectors.length !== positions.length) bad('frames', `${sectors.length} sector counts for ${positions.length} positions`);
   for (let i = 1; i < positions.length; i++) if (!(positions[i]! > positions[i - 1]!)) bad('frames', 'positions are not ascending');
   if (positions.length > 0 && positions[0]! < 0) bad('frames', 'a negative position');
