@@ -29,6 +29,7 @@ import {
   type PartialMessage,
   type ReadyMessage,
 } from '../src/protocol/live.js';
+import { trySend } from '../src/protocol/try-send.js';
 
 /** What a heartbeat reports besides the envelope; gathered fresh for every beat. */
 export type HeartbeatState = Omit<HeartbeatMessage, 'version' | 'type' | 'role' | 'sector' | 'pid' | 'sentAt'>;
@@ -104,7 +105,7 @@ export class MergerLink {
   sendPartial(m: PartialMessage): void {
     if (this.closed) return;
     const bytes = encodeLive(m);
-    this.trySend(this.results, bytes, (ok) => {
+    trySend(this.results, bytes, (ok) => {
       if (ok) {
         this.stats.partialsSent++;
         this.stats.partialBytesSent += bytes.byteLength;
@@ -143,27 +144,9 @@ export class MergerLink {
 
   private sendControl(bytes: Buffer, sent?: () => void): void {
     if (this.closed) return;
-    this.trySend(this.control, bytes, (ok) => (ok ? sent?.() : this.stats.controlDropped++));
+    trySend(this.control, bytes, (ok) => (ok ? sent?.() : this.stats.controlDropped++));
   }
 
-  /**
-   * Queue without waiting: with sendTimeout 0 a send either queues at once (resolves) or fails
-   * at once (EAGAIN: no connected merger, or its queue is full), so no send is ever in flight
-   * and nothing piles up in JavaScript either.
-   */
-  private trySend(socket: zmq.Dealer | zmq.Push, bytes: Buffer, done: (ok: boolean) => void): void {
-    let p: Promise<void>;
-    try {
-      p = socket.send(bytes);
-    } catch {
-      done(false);
-      return;
-    }
-    p.then(
-      () => done(true),
-      () => done(false),
-    );
-  }
 
   private async receiveLoop(): Promise<void> {
     for (;;) {

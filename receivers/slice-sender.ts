@@ -17,6 +17,7 @@ import type { Logger } from '../src/log.js';
 import { asSelection, decodeShuffle, encodeShuffle, HELLO_MS, SHUFFLE_PROTOCOL_VERSION, type SliceHeader } from '../src/shuffle/protocol.js';
 import { RuleBook } from '../src/shuffle/selection.js';
 import type { AcquisitionInfo, SectorTile, TileSink } from './tile.js';
+import { trySend } from '../src/protocol/try-send.js';
 
 export interface SliceSenderOptions {
   sector: number;
@@ -118,17 +119,7 @@ export class SliceSender implements TileSink {
   }
 
   private send(m: Buffer[], done: (ok: boolean) => void): void {
-    let p: Promise<void>;
-    try {
-      p = this.socket.send(m);
-    } catch {
-      done(false);
-      return;
-    }
-    p.then(
-      () => done(true),
-      () => done(false),
-    );
+    trySend(this.socket, m, done);
   }
 
   private async receiveLoop(): Promise<void> {
