@@ -61,7 +61,7 @@ describe('the camera dies mid-scan and nothing follows', () => {
   it('the acquisition ends done with "detector stream stopped at scan position N", the rest of the scan marked missing', async () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
-    const p = await launch({ merger: { chunkTimeoutMs: 4000 } });
+    const p = await launch({ merger: { chunkTimeoutMs: 4000 }, receiver: { streamIdleMs: 2000 } });
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4 });
     // slow enough that the kill lands mid-scan even when the test's polling lags on a loaded machine
     const cam = simulate(p, scan, ['--fps', '4', '--seed', '81']);
@@ -69,7 +69,7 @@ describe('the camera dies mid-scan and nothing follows', () => {
     cam.kill();
     await cam.exited;
     const killedAt = Date.now();
-    // bound: streamIdleMs (2 s) + the merger's grace (chunkTimeoutMs 4 s) + heartbeats, with
+    // bound: streamIdleMs (2 s here; 10 s by default) + the merger's grace (chunkTimeoutMs 4 s) + heartbeats, with
     // plenty of room for a loaded machine
     await waitUntil(async () => (await p.client.api.get(id)).state !== 'running', 30_000, 'the acquisition ended');
     const endedMs = Date.now() - killedAt;
@@ -100,7 +100,7 @@ describe('the camera dies mid-scan and a new detector acquisition starts', () =>
   it('the merged acquisition holds frames of the first scan only, never of the second', async () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
-    const p = await launch({ merger: { chunkTimeoutMs: 4000 } });
+    const p = await launch({ merger: { chunkTimeoutMs: 4000 }, receiver: { streamIdleMs: 2000 } });
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4 });
     const first = simulate(p, scan, ['--fps', '5', '--seed', '71']);
     // part of the scan, then kill -9

@@ -61,10 +61,10 @@ export function spawnRole(name: string, args: string[]): RoleProcess {
   return r;
 }
 
-export async function launch(overlay: { merger?: Record<string, unknown> } = {}): Promise<Pipeline> {
+export async function launch(overlay: { merger?: Record<string, unknown>; receiver?: Record<string, unknown> } = {}): Promise<Pipeline> {
   const base = await freeUdpPorts(8);
   // a generous chunk timeout: on this shared 2-core machine a receiver can fall seconds behind
-  const { path, dir } = await liveConfig({ detector: { udp: { host: '127.0.0.1', basePort: base } }, receiver: { statsIntervalMs: 1000 }, merger: { chunkTimeoutMs: 5000, ...overlay.merger } });
+  const { path, dir } = await liveConfig({ detector: { udp: { host: '127.0.0.1', basePort: base } }, receiver: { statsIntervalMs: 1000, ...overlay.receiver }, merger: { chunkTimeoutMs: 5000, ...overlay.merger } });
   lastRoles = [];
   const merger = spawnRole('merger', ['merger', '-c', path]);
   onTestFailed(() => {
