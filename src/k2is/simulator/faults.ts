@@ -31,6 +31,11 @@ export type FaultKind =
   | 'corrupt_oversized'
   | 'corrupt_coordinates';
 
+/** A count of zero for every fault kind: the start of every summary. */
+export function noFaults(): Record<FaultKind, number> {
+  return { drop: 0, burst_drop: 0, duplicate: 0, corrupt_sync: 0, corrupt_truncated: 0, corrupt_oversized: 0, corrupt_coordinates: 0 };
+}
+
 /** Kinds after which the original block never arrives intact. */
 export const LOSS_KINDS: ReadonlySet<FaultKind> = new Set([
   'drop',
@@ -99,15 +104,7 @@ export class SectorFaultInjector {
   private arrivals = 0;
   private readonly window: Held[] = [];
   /** counts per kind, for summaries */
-  readonly counts: Record<FaultKind, number> = {
-    drop: 0,
-    burst_drop: 0,
-    duplicate: 0,
-    corrupt_sync: 0,
-    corrupt_truncated: 0,
-    corrupt_oversized: 0,
-    corrupt_coordinates: 0,
-  };
+  readonly counts: Record<FaultKind, number> = noFaults();
 
   constructor(sector: number, options: FaultOptions, onFault: (r: FaultRecord) => void = () => {}) {
     this.sector = sector;

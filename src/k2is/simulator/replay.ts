@@ -19,7 +19,7 @@ import { BLOCK_SIZE, BLOCKS_PER_SECTOR_FRAME, SECTOR_FRAME_BYTES } from '../cons
 import { readBlockCount, readFrameId } from '../header.js';
 import { TesseraError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { hasFaults, SectorFaultInjector, type FaultKind, type FaultOptions, type FaultRecord } from './faults.js';
+import { hasFaults, noFaults, SectorFaultInjector, type FaultKind, type FaultOptions, type FaultRecord } from './faults.js';
 import { RecordedStreamPlan, shiftBlockCounters, type ReplayRange } from './replay-plan.js';
 import { FramePacer, rateLog, round, type RateFigures } from './frame-pacer.js';
 import type { Datagram } from './stream.js';
@@ -138,15 +138,7 @@ class RecordedFrameReader {
 export async function runReplay(o: ReplayOptions, log?: Logger): Promise<ReplaySummary> {
   const sectors = [...o.sectors];
   const plan = RecordedStreamPlan.open(o.path, o.frames ?? null);
-  const faultCounts: Record<FaultKind, number> = {
-    drop: 0,
-    burst_drop: 0,
-    duplicate: 0,
-    corrupt_sync: 0,
-    corrupt_truncated: 0,
-    corrupt_oversized: 0,
-    corrupt_coordinates: 0,
-  };
+  const faultCounts = noFaults();
   let faultLog: WriteStream | null = null;
   let udp: UdpSectorSender | null = null;
   let reader: RecordedFrameReader | null = null;

@@ -14,7 +14,7 @@ import { TesseraError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { NpyWriter } from '../npy.js';
 import { BinRecordingWriter, type BinLayout } from './bin-writer.js';
-import { hasFaults, SectorFaultInjector, type FaultKind, type FaultOptions, type FaultRecord } from './faults.js';
+import { hasFaults, noFaults, SectorFaultInjector, type FaultKind, type FaultOptions, type FaultRecord } from './faults.js';
 import { SimulatedScan, type SimulatedScanOptions } from './scene.js';
 import { K2ISStream, type Datagram, type StreamOptions } from './stream.js';
 import { UdpSectorSender } from './udp-sender.js';
@@ -107,15 +107,7 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
   if (o.truthPath) truthFrames = await writeTruth(scan, o.truthPath, log, o.signal);
 
   // Faults: one seeded injector per sector; one burst per stream (or per epoch when continuous).
-  const faultCounts: Record<FaultKind, number> = {
-    drop: 0,
-    burst_drop: 0,
-    duplicate: 0,
-    corrupt_sync: 0,
-    corrupt_truncated: 0,
-    corrupt_oversized: 0,
-    corrupt_coordinates: 0,
-  };
+  const faultCounts = noFaults();
   let faultLog: WriteStream | null = null;
   const injectors = new Map<number, SectorFaultInjector>();
   const faultOptions: FaultOptions = { ...o.faults, seed: o.faults?.seed ?? o.scene.seed };
