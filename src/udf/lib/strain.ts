@@ -13,7 +13,7 @@
 import { TesseraError } from '../../errors.js';
 import type { NDArray } from '../ndarray.js';
 import { type AuxData, type ResultValue, UDF } from '../udf.js';
-import { allocatePeakResults, checkCorrelatorOptions, type PeakResults, type RefineMethod, WindowCorrelator } from './blobfinder/correlation.js';
+import { allocatePeakResults, checkCorrelatorParams, type PeakResults, type RefineMethod, WindowCorrelator } from './blobfinder/correlation.js';
 import { correlationParamsProperties } from './blobfinder/fast-correlation.js';
 import { fitLattice, type Lattice, latticePoint, ordersInFrame, strainFromLattice, type Vec2 } from './blobfinder/lattice.js';
 import { type TemplateSpec, templateReach } from './blobfinder/templates.js';
@@ -106,13 +106,7 @@ export class StrainMapUDF extends UDF<StrainMapParams> {
 
   constructor(params: StrainMapParams) {
     super(params);
-    try {
-      checkCorrelatorOptions(params);
-    } catch (err) {
-      // a bad window, search or template is a params mistake: say so before any work starts
-      if (err instanceof TesseraError) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', 'StrainMapUDF', err.message);
-      throw err;
-    }
+    checkCorrelatorParams('StrainMapUDF', params);
   }
 
   getResultBuffers() {

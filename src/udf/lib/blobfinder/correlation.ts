@@ -94,6 +94,16 @@ export function defaultWindowSize(template: TemplateSpec, search: number): numbe
   return n;
 }
 
+/** A UDF's correlator parameters checked on construction: a bad window, search or template is a params mistake, said before any work starts. */
+export function checkCorrelatorParams(udf: string, opts: CorrelatorOptions): void {
+  try {
+    checkCorrelatorOptions(opts);
+  } catch (err) {
+    if (err instanceof TesseraError) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', udf, err.message);
+    throw err;
+  }
+}
+
 /** Validate correlator options (TESSERA_ERR_BAD_ARGUMENT); returns the window size and search radius. */
 export function checkCorrelatorOptions(opts: CorrelatorOptions): { n: number; search: number } {
   checkTemplate(opts.template);

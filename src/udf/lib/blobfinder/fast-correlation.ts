@@ -5,8 +5,7 @@
  */
 import type { NDArray } from '../../ndarray.js';
 import { UDF } from '../../udf.js';
-import { TesseraError } from '../../../errors.js';
-import { allocatePeakResults, checkCorrelatorOptions, type PeakResults, type RefineMethod, WindowCorrelator } from './correlation.js';
+import { allocatePeakResults, checkCorrelatorParams, type PeakResults, type RefineMethod, WindowCorrelator } from './correlation.js';
 import { type TemplateSpec, templateSchema } from './templates.js';
 
 export interface FastCorrelationParams {
@@ -45,13 +44,7 @@ export class FastCorrelationUDF extends UDF<FastCorrelationParams> {
 
   constructor(params: FastCorrelationParams) {
     super(params);
-    try {
-      checkCorrelatorOptions(params);
-    } catch (err) {
-      // a bad window, search or template is a params mistake: say so before any work starts
-      if (err instanceof TesseraError) throw new TesseraError('TESSERA_ERR_UDF_PARAMS', 'FastCorrelationUDF', err.message);
-      throw err;
-    }
+    checkCorrelatorParams('FastCorrelationUDF', params);
   }
 
   getResultBuffers() {
