@@ -23,6 +23,7 @@
 import { pack, unpack } from 'msgpackr';
 import * as zmq from 'zeromq';
 import { TesseraError } from '../errors.js';
+import { shown } from './fields.js';
 import type { Logger } from '../log.js';
 
 export const ELECTION_PROTOCOL_VERSION = 1;
@@ -72,14 +73,14 @@ function bad(what: string, why: string): never {
 
 function u32(m: Record<string, unknown>, key: string): number {
   const v = m[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) bad(String(m.type), `${key} is not a u32: ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) bad(shown(m.type), `${key} is not a u32: ${shown(v)}`);
   return v;
 }
 
 function sectorList(m: Record<string, unknown>, key: string): number[] {
   const v = m[key];
   if (!Array.isArray(v) || v.length > 64 || !v.every((s) => Number.isInteger(s) && s >= 0 && s <= MAX_SECTOR)) {
-    bad(String(m.type), `${key} is not a list of sectors`);
+    bad(shown(m.type), `${key} is not a list of sectors`);
   }
   return v as number[];
 }
@@ -95,13 +96,13 @@ export function decodeElectionMessage(bytes: Uint8Array): ElectionMessage {
   if (m === null || typeof m !== 'object' || Array.isArray(m)) bad('election', 'not a map');
   const r = m as Record<string, unknown>;
   if (typeof r.version !== 'number') bad('election', 'no version field');
-  if (r.version !== ELECTION_PROTOCOL_VERSION) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', String(r.version), ELECTION_PROTOCOL_VERSION);
+  if (r.version !== ELECTION_PROTOCOL_VERSION) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', shown(r.version), ELECTION_PROTOCOL_VERSION);
   const requestId = r.requestId;
-  if (typeof requestId !== 'number' || !Number.isSafeInteger(requestId) || requestId < 0) bad(String(r.type), 'requestId missing');
+  if (typeof requestId !== 'number' || !Number.isSafeInteger(requestId) || requestId < 0) bad(shown(r.type), 'requestId missing');
   switch (r.type) {
     case 'propose': {
       const sector = r.sector;
-      if (typeof sector !== 'number' || !Number.isInteger(sector) || sector < 0 || sector > MAX_SECTOR) bad('propose', `bad sector ${String(sector)}`);
+      if (typeof sector !== 'number' || !Number.isInteger(sector) || sector < 0 || sector > MAX_SECTOR) bad('propose', `bad sector ${shown(sector)}`);
       if (typeof r.sawEdge !== 'boolean') bad('propose', 'sawEdge is not a boolean');
       return { version: ELECTION_PROTOCOL_VERSION, type: 'propose', requestId, sector, frameKey: u32(r, 'frameKey'), frameId: u32(r, 'frameId'), sawEdge: r.sawEdge };
     }
@@ -125,7 +126,7 @@ export function decodeElectionMessage(bytes: Uint8Array): ElectionMessage {
     case 'no_decision':
       return { version: ELECTION_PROTOCOL_VERSION, type: 'no_decision', requestId };
     default:
-      bad('election', `unknown type ${String(r.type)}`);
+      bad('election', `unknown type ${shown(r.type)}`);
   }
 }
 

@@ -8,6 +8,15 @@ import { TesseraError } from '../errors.js';
 
 export type Obj = Record<string, unknown>;
 
+/** A value for an error message. shown(v) itself throws for maps like {toString: 0} (found by fuzzing). */
+export function shown(v: unknown): string {
+  try {
+    return String(v);
+  } catch {
+    return `(${typeof v})`;
+  }
+}
+
 export function bad(what: string, why: string): never {
   throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', what, why);
 }
@@ -19,19 +28,19 @@ export function obj(v: unknown, what: string): Obj {
 
 export function int(m: Obj, key: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const v = m[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(String(m.type), `${key} is not an integer in [${min}, ${max}]: ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(shown(m.type), `${key} is not an integer in [${min}, ${max}]: ${shown(v)}`);
   return v;
 }
 
 export function str(m: Obj, key: string, max = 256): string {
   const v = m[key];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) bad(String(m.type), `${key} is not a string`);
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) bad(shown(m.type), `${key} is not a string`);
   return v;
 }
 
 export function bytes(m: Obj, key: string): Uint8Array {
   const v = m[key];
-  if (!(v instanceof Uint8Array)) bad(String(m.type), `${key} is not binary`);
+  if (!(v instanceof Uint8Array)) bad(shown(m.type), `${key} is not binary`);
   return v;
 }
 
@@ -45,7 +54,7 @@ export function envelope(raw: Uint8Array, unpackr: Unpackr, protocol: string, ve
   }
   const r = obj(m, protocol);
   if (typeof r.version !== 'number') bad(protocol, 'no version field');
-  if (r.version !== version) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', String(r.version), version);
+  if (r.version !== version) throw new TesseraError('TESSERA_ERR_PROTOCOL_VERSION', shown(r.version), version);
   if (typeof r.type !== 'string') bad(protocol, 'no type field');
   return r;
 }

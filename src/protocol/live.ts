@@ -54,7 +54,7 @@
  *    epoch x P + navStart) is >= `fromFrame`.
  */
 import { Packr, Unpackr } from 'msgpackr';
-import { bad, bytes, envelope as checkEnvelope, int, obj, str, type Obj } from './fields.js';
+import { bad, bytes, envelope as checkEnvelope, int, obj, shown, str, type Obj } from './fields.js';
 import { allocate, dtypeOf, isDType, itemSize, type DType, type TypedArray } from '../udf/dtype.js';
 
 export const LIVE_PROTOCOL_VERSION = 1;
@@ -241,17 +241,17 @@ function intOrNull(m: Obj, key: string): number | null {
 }
 function wire(v: unknown, what: string): WireArray {
   const w = obj(v, what);
-  if (!isDType(w.dtype)) bad(what, `unknown dtype ${String(w.dtype)}`);
+  if (!isDType(w.dtype)) bad(what, `unknown dtype ${shown(w.dtype)}`);
   if (!(w.data instanceof Uint8Array)) bad(what, 'data is not binary');
   return { dtype: w.dtype, data: w.data };
 }
 function pair(m: Obj, key: string, min: number): [number, number] {
   const v = m[key];
-  if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => Number.isInteger(x) && x >= min && x <= 1 << 20)) bad(String(m.type), `${key} is not a pair of integers`);
+  if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => Number.isInteger(x) && x >= min && x <= 1 << 20)) bad(shown(m.type), `${key} is not a pair of integers`);
   return [v[0] as number, v[1] as number];
 }
 function params(m: Obj, key: string): Record<string, unknown> {
-  return obj(m[key] ?? {}, `${String(m.type)}.${key}`);
+  return obj(m[key] ?? {}, `${shown(m.type)}.${key}`);
 }
 
 function envelope(raw: Uint8Array): Obj {
@@ -266,7 +266,7 @@ export function decodeReceiverMessage(raw: Uint8Array): ReceiverToMerger {
   const version = LIVE_PROTOCOL_VERSION;
   switch (m.type) {
     case 'heartbeat': {
-      if (m.role !== 'receiver') bad('heartbeat', `unknown role ${String(m.role)}`);
+      if (m.role !== 'receiver') bad('heartbeat', `unknown role ${shown(m.role)}`);
       const counters = obj(m.counters, 'heartbeat.counters');
       const clean: Record<string, number> = {};
       for (const [k, v] of Object.entries(counters).slice(0, 256)) if (typeof v === 'number' && Number.isFinite(v)) clean[k] = v;
@@ -291,7 +291,7 @@ export function decodeReceiverMessage(raw: Uint8Array): ReceiverToMerger {
     case 'failure':
       return { version, type: 'failure', acquisition: str(m, 'acquisition'), sector: int(m, 'sector', 0, SECTOR_MAX), code: str(m, 'code'), message: str(m, 'message', 4096) };
     default:
-      bad('live', `unknown receiver message type ${String(m.type)}`);
+      bad('live', `unknown receiver message type ${shown(m.type)}`);
   }
 }
 
@@ -309,7 +309,7 @@ export function decodeMergerMessage(raw: Uint8Array): MergerToReceiver {
         const o = obj(u, `acquire.udfs[${i}]`);
         return { id: str(o, 'id'), name: str(o, 'name'), params: params(o, 'params') };
       });
-      if (m.mode !== 'single' && m.mode !== 'continuous') bad('acquire', `mode ${String(m.mode)}`);
+      if (m.mode !== 'single' && m.mode !== 'continuous') bad('acquire', `mode ${shown(m.mode)}`);
       let start: AcquireMessage['start'] = null;
       if (m.start !== null && m.start !== undefined) {
         const s = obj(m.start, 'acquire.start');
@@ -324,14 +324,14 @@ export function decodeMergerMessage(raw: Uint8Array): MergerToReceiver {
     case 'abort':
       return { version, type: 'abort', acquisition: str(m, 'acquisition') };
     default:
-      bad('live', `unknown merger message type ${String(m.type)}`);
+      bad('live', `unknown merger message type ${shown(m.type)}`);
   }
 }
 
 /** Decode and validate a partial result (shapes are checked against the acquisition by the merger). */
 export function decodePartialMessage(raw: Uint8Array): PartialMessage {
   const m = envelope(raw);
-  if (m.type !== 'partial') bad('live', `expected a partial result, got ${String(m.type)}`);
+  if (m.type !== 'partial') bad('live', `expected a partial result, got ${shown(m.type)}`);
   const navStart = int(m, 'navStart');
   const navEnd = int(m, 'navEnd');
   if (navEnd <= navStart) bad('partial', `empty frame range [${navStart}, ${navEnd})`);

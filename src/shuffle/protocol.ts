@@ -20,7 +20,7 @@
  *   merger.results  workers PUSH [`frames`, msgpack `frames`]: results of the frames they processed.
  */
 import { Packr, Unpackr } from 'msgpackr';
-import { bad, bytes, envelope, int, obj, str, type Obj } from '../protocol/fields.js';
+import { bad, bytes, envelope, int, obj, shown, str, type Obj } from '../protocol/fields.js';
 import { isDType } from '../udf/dtype.js';
 import { LIVE_PROTOCOL_VERSION, type WireArray } from '../protocol/live.js';
 import { checkRule, type SelectionBase, type SelectionRule } from './selection.js';
@@ -194,7 +194,7 @@ function asBase(v: unknown): SelectionBase {
       if (!Array.isArray(b.positions) || b.positions.length > 1 << 20) bad('selection', 'positions is not a list');
       return { kind: 'list', positions: (b.positions as unknown[]).map((p) => (Number.isInteger(p) ? (p as number) : bad('selection', 'a position is not an integer'))) };
     default:
-      return bad('selection', `base kind ${String(b.kind)}`);
+      return bad('selection', `base kind ${shown(b.kind)}`);
   }
 }
 
@@ -270,7 +270,7 @@ export function asFrameHeader(m: Obj): FrameHeader {
 }
 
 export function asFrameResults(m: Obj): FrameResultsMessage {
-  if (m.type !== 'frames') bad('frames', `type ${String(m.type)}`);
+  if (m.type !== 'frames') bad('frames', `type ${shown(m.type)}`);
   const posBytes = bytes(m, 'positions');
   if (posBytes.byteLength % 4 !== 0) bad('frames', 'positions is not int32');
   const positions = new Int32Array(posBytes.byteLength / 4);

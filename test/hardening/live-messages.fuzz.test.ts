@@ -183,6 +183,22 @@ const encodeAny = (m: Record<string, unknown>) => encodeLive(m as never);
 
 // ---------------------------------------------------------------------------------------------
 
+describe('field values that cannot be printed', () => {
+  // found by the fuzzer: String({toString: 0}) throws a TypeError while the error message is built
+  it('a map where a number, string or enum belongs is refused with our code in every decoder', () => {
+    const odd = { toString: 0 };
+    const cases: Array<[string, (b: Uint8Array) => unknown, Record<string, unknown>]> = [
+      ['partial', decodePartialMessage, { version: LIVE_PROTOCOL_VERSION, type: 'partial', acquisition: 'a', sector: odd }],
+      ['heartbeat', decodeReceiverMessage, { version: LIVE_PROTOCOL_VERSION, type: 'heartbeat', role: odd }],
+      ['acquire', decodeMergerMessage, { version: LIVE_PROTOCOL_VERSION, type: 'acquire', acquisition: 'a', scanShape: [1, 1], udfs: [], chunkSize: 1, mode: odd }],
+      ['election', decodeElectionMessage, { version: 1, type: 'propose', requestId: 1, sector: odd }],
+    ];
+    for (const [what, decode, message] of cases) {
+      expect(() => decode(pack(message)), what).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_MESSAGE' }));
+    }
+  });
+});
+
 describe('live protocol decoders under fuzzing', () => {
   it('valid messages decode to themselves', () => {
     fc.assert(
