@@ -146,6 +146,7 @@ export class SectorReceiver {
     this.assembler = new SectorFrameAssembler(this.pool, {
       maxFramesInFlight: r.maxFramesInFlight,
       frameTimeoutMs: r.frameTimeoutMs,
+      restartSilenceMs: r.restartSilenceMs,
       counters: this.counters,
       log: o.log,
       onFrame: (f) => this.sync.push(f),

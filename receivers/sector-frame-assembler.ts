@@ -30,6 +30,14 @@
  * of at most `maxGapFillFrames` is a long loss within the same stream: the frames in between
  * are emitted as missing. Anything else starts a new sequence (`stream` + 1, `onResync`).
  *
+ * Restart after silence: a camera that restarts with its block_count at the old values sends
+ * keys just behind the frames already emitted, which would pass for stragglers and duplicates
+ * until its keys catch up, and then be taken as the old stream's continuation. Stragglers do
+ * not arrive after the stream has been silent for `restartSilenceMs` (a K2 streams all the
+ * time, acquiring or not), so after such a silence blocks behind the next frame are jump
+ * candidates instead: a run of them confirms a restart, and the new stream never mixes with
+ * the old one. The first block placed at or after the next frame ends the suspicion.
+ *
  * `push` never throws, whatever the bytes: every datagram is counted exactly once (stats.ts).
  */
 import { BLOCK_SIZE, BLOCKS_PER_SECTOR_FRAME, HEADER_SIZE, PAYLOAD_SIZE } from '../src/k2is/constants.js';
@@ -82,6 +90,8 @@ export interface SectorFrameAssemblerOptions {
   jumpConfirmBlocks?: number;
   /** a confirmed forward jump up to this many frames is bridged with missing frames (default 4 x maxFramesInFlight) */
   maxGapFillFrames?: number;
+  /** after this long without a valid block, blocks behind the next frame are restart candidates, not stragglers (0 or absent: never) */
+  restartSilenceMs?: number;
   onFrame: (frame: AssembledFrame) => void;
   onResync?: (event: ResyncEvent) => void;
   counters?: ReceiverCounters;
@@ -105,6 +115,7 @@ export class SectorFrameAssembler {
   private readonly timeoutMs: number;
   private readonly confirm: number;
   private readonly maxGapFill: number;
+  private readonly restartSilenceMs: number;
   private readonly onFrame: (frame: AssembledFrame) => void;
   private readonly onResync: ((event: ResyncEvent) => void) | undefined;
   private readonly log: Logger | undefined;
@@ -118,6 +129,10 @@ export class SectorFrameAssembler {
   private seq = 0;
   private stream = 0;
   private emittedAny = false;
+  /** arrival time of the newest valid block */
+  private lastBlockAt = -Infinity;
+  /** the stream was silent for restartSilenceMs: blocks behind nextKey may be a restarted camera */
+  private afterSilence = false;
 
   // out-of-window run (jump candidates), kept as copies so a confirmed run can be replayed
   private readonly candidates: Uint8Array;
@@ -132,6 +147,7 @@ export class SectorFrameAssembler {
     this.timeoutMs = options.frameTimeoutMs;
     this.confirm = Math.max(1, options.jumpConfirmBlocks ?? 32);
     this.maxGapFill = options.maxGapFillFrames ?? 4 * options.maxFramesInFlight;
+    this.restartSilenceMs = options.restartSilenceMs ?? 0;
     this.onFrame = options.onFrame;
     this.onResync = options.onResync;
     this.counters = options.counters ?? new ReceiverCounters();
@@ -165,6 +181,10 @@ export class SectorFrameAssembler {
     }
     const idx = blockIndex(readPixelXStart(buf), readPixelYStart(buf));
     const key = (readBlockCount(buf) - idx) >>> 0;
+    if (this.restartSilenceMs > 0 && !this.replaying) {
+      if (this.nextKey !== null && now - this.lastBlockAt >= this.restartSilenceMs) this.afterSilence = true;
+      this.lastBlockAt = now;
+    }
 
     if (this.nextKey === null) this.startStream(key);
     const next = this.nextKey!;
@@ -176,7 +196,7 @@ export class SectorFrameAssembler {
         // still at the start: an earlier frame arrived late, so the stream begins there
         this.nextKey = key;
         this.seq = 0;
-      } else if (-d <= this.window) {
+      } else if (-d <= this.window && !this.afterSilence) {
         this.candCount = 0;
         c.stragglers++;
         return 'straggler';
@@ -187,6 +207,7 @@ export class SectorFrameAssembler {
       return this.outOfWindow(buf, key);
     }
     this.candCount = 0;
+    this.afterSilence = false;
 
     let p = this.pending.get(key);
     const frameId = readFrameId(buf);
@@ -343,6 +364,7 @@ export class SectorFrameAssembler {
     const run = this.candCount;
     const base = this.candBase;
     this.candCount = 0;
+    this.afterSilence = false;
     c.resyncs++;
     const from = this.nextKey;
     this.flush();

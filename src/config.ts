@@ -36,6 +36,8 @@ export interface TesseraConfig {
     statsIntervalMs: number;
     /** while acquiring, no frame for this long (ms) means the detector stream stopped: the acquisition ends */
     streamIdleMs: number;
+    /** after this long (ms) without a block, blocks behind the frames already out are a restarted camera, not stragglers */
+    restartSilenceMs: number;
   };
   election: { endpoint: string; timeoutMs: number };
   merger: {
@@ -103,6 +105,7 @@ export const configSchema = obj({
     recvBufferBytes: positiveInt,
     statsIntervalMs: positiveInt,
     streamIdleMs: positiveInt,
+    restartSilenceMs: positiveInt,
   }),
   election: obj({ endpoint: zmqEndpoint, timeoutMs: positiveInt }),
   merger: obj({

@@ -18,7 +18,7 @@ interface Emitted extends Omit<AssembledFrame, 'slot'> {
   pixels: Uint16Array | null;
 }
 
-function harness(opts: { maxFramesInFlight?: number; frameTimeoutMs?: number; jumpConfirmBlocks?: number; maxGapFillFrames?: number } = {}) {
+function harness(opts: { maxFramesInFlight?: number; frameTimeoutMs?: number; jumpConfirmBlocks?: number; maxGapFillFrames?: number; restartSilenceMs?: number } = {}) {
   const W = opts.maxFramesInFlight ?? 4;
   const slots = SectorFrameAssembler.slotsNeeded(W);
   const dec = Uint12Decoder.create({ initialBytes: (slots + 2) * SECTOR_FRAME_PAYLOAD_BYTES + SECTOR_PIXELS * 2 + (1 << 20) });
@@ -31,6 +31,7 @@ function harness(opts: { maxFramesInFlight?: number; frameTimeoutMs?: number; ju
     frameTimeoutMs: opts.frameTimeoutMs ?? 1000,
     jumpConfirmBlocks: opts.jumpConfirmBlocks,
     maxGapFillFrames: opts.maxGapFillFrames,
+    restartSilenceMs: opts.restartSilenceMs,
     onFrame: (f) => {
       let pixels: Uint16Array | null = null;
       if (f.slot >= 0) {
@@ -310,6 +311,69 @@ describe('SectorFrameAssembler', () => {
     for (let f = 0; f < 3; f++) expectPixels(h.frames[2 + f]!.pixels, restart[f]!.pixels);
     expect(h.c.outOfWindow).toBe(0); // the run was placed: counted as ok now
     expect(h.c.ok).toBe(32 + 20 + 96);
+    expectBalanced(h.c);
+  });
+
+  it('a camera restarted after a silence at the same block_count values is a new stream, not stragglers and a continuation', () => {
+    const mk = (restartSilenceMs?: number) => {
+      const h = harness({ maxFramesInFlight: 4, jumpConfirmBlocks: 32, restartSilenceMs });
+      // the first camera run: frames at keys 0, 32, 64 (frame_id 1..3), then it stops
+      for (let f = 0; f < 3; f++) for (const d of frameDatagrams({ key: 32 * f, frameId: 1 + f, shutter: f > 0, pixels: PIX[f]! })) h.push(d, 10 * f);
+      // 1.5 s later it restarts from block_count 0 with the same frame_ids, another scene
+      const again = [0, 1, 2, 3, 4].map((f) => ({ key: 32 * f, frameId: 1 + f, shutter: f > 0, pixels: PIX[(f + 3) % 6]! }));
+      const outcomes = again.flatMap(frameDatagrams).map((d) => h.push(d, 1500));
+      return { h, again, outcomes };
+    };
+    // without the rule: the first three frames pass for stragglers and the rest continue the old stream
+    const old = mk(undefined);
+    expect(old.h.c.stragglers).toBe(96);
+    expect(old.h.frames.map((f) => [f.stream, f.key])).toEqual([
+      [0, 0],
+      [0, 32],
+      [0, 64],
+      [0, 96],
+      [0, 128],
+    ]);
+    // with it: a run of blocks behind after the silence confirms a restart
+    const { h, again, outcomes } = mk(1000);
+    expect(outcomes.slice(0, 32).every((o) => o === 'out_of_window')).toBe(true);
+    expect(outcomes.slice(32).every((o) => o === 'ok')).toBe(true);
+    expect(h.c.resyncs).toBe(1);
+    expect(h.resyncs).toEqual([{ fromKey: 96, toKey: 0, frames: -3, kind: 'restart' }]);
+    expect(h.frames.map((f) => [f.stream, f.seq, f.key, f.frameId, f.damage])).toEqual([
+      [0, 0, 0, 1, 0],
+      [0, 1, 32, 2, 0],
+      [0, 2, 64, 3, 0],
+      [1, 0, 0, 1, 0],
+      [1, 1, 32, 2, 0],
+      [1, 2, 64, 3, 0],
+      [1, 3, 96, 4, 0],
+      [1, 4, 128, 5, 0],
+    ]);
+    for (let f = 0; f < 5; f++) expectPixels(h.frames[3 + f]!.pixels, again[f]!.pixels);
+    expect(h.c.stragglers).toBe(0);
+    expect(h.c.outOfWindow).toBe(0);
+    expectBalanced(h.c);
+  });
+
+  it('after a silence the stream going on (keys ahead) is placed as usual; stragglers without a silence stay stragglers', () => {
+    const h = harness({ maxFramesInFlight: 4, frameTimeoutMs: 200, jumpConfirmBlocks: 8, restartSilenceMs: 1000 });
+    const f0 = frameDatagrams({ key: 0, frameId: 1, shutter: true, pixels: PIX[0]! });
+    for (const d of f0.slice(0, 31)) h.push(d, 0);
+    h.asm.tick(300); // given up with block 31 missing
+    expect(h.push(f0[31]!, 350)).toBe('straggler');
+    // a 2 s pause of a slow sender, then the next frame: a continuation
+    for (const d of frameDatagrams({ key: 32, frameId: 2, shutter: true, pixels: PIX[1]! })) expect(h.push(d, 2600)).toBe('ok');
+    // a late duplicate after another pause, alone, is dropped and the suspicion ends with the next frame
+    expect(h.push(f0[3]!, 4000)).toBe('out_of_window');
+    for (const d of frameDatagrams({ key: 64, frameId: 3, shutter: true, pixels: PIX[2]! })) expect(h.push(d, 4001)).toBe('ok');
+    expect(h.push(f0[4]!, 4002)).toBe('straggler');
+    expect(h.c.resyncs).toBe(0);
+    expect(h.frames.map((f) => [f.stream, f.key])).toEqual([
+      [0, 0],
+      [0, 32],
+      [0, 64],
+    ]);
     expectBalanced(h.c);
   });
 
