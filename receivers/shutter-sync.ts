@@ -21,6 +21,13 @@
  * link broke, mid-frame or not) ends the acquisition with reason 'stream_stopped' (tick()).
  * The frames after the last one seen are not invented: the sinks complete what is in flight.
  *
+ * A new detector acquisition without the flag going off in between (the camera was restarted
+ * with the shutter on) shows as a frame_id that does not follow on: within an acquisition
+ * frame_id counts up by one per frame (mod 2^32; it may only reset where the flag appears,
+ * spec A.6). A flagged frame whose frame_id breaks that ends the acquisition ('jump') and is
+ * taken as the first flagged frame of the next one (an edge: proposed to the election), so
+ * frames of two acquisitions are never mixed.
+ *
  * A receiver that starts while the flag is already on never sees the edge: it queries the
  * election for an acquisition under way and joins it at the position its frames map to. The
  * same happens after the stream restarted (onResync).
@@ -111,6 +118,8 @@ export class ShutterSync {
   private framesHandedOn = 0;
   /** a flagged frame was handed on in this acquisition */
   private flagSeen = false;
+  /** frame_id and index of the newest flagged frame with data handed on (frame_id continuity) */
+  private idRef: { frameId: number; index: number } | null = null;
   /** performance.now() of the last frame pushed */
   private lastFrameAt = 0;
   private readonly counters: ReceiverCounters;
@@ -297,6 +306,7 @@ export class ShutterSync {
     this.nextIndex = joinedAt;
     this.framesHandedOn = 0;
     this.flagSeen = false;
+    this.idRef = null;
     this.state = 'acquiring';
     this.lastFrameAt = performance.now();
     this.o.log?.info({ ...this.acq, ownKey, heldFrames: held.length }, 'acquisition started');
@@ -327,6 +337,15 @@ export class ShutterSync {
       this.end(N !== null && !a.continuous && this.nextIndex >= N ? 'complete' : 'shutter_off');
       return this.push(frame);
     }
+    if (frame.blocks > 0 && frame.shutter && frame.frameId !== null && this.idRef !== null) {
+      const expected = (this.idRef.frameId + (i - this.idRef.index)) >>> 0;
+      if (frame.frameId !== expected) {
+        this.o.log?.warn({ sector: this.o.sector, index: i, frameId: frame.frameId, expected }, 'frame_id does not follow on: a new detector acquisition started under this one');
+        this.end('jump');
+        this.history = [];
+        return this.startVote(frame, true);
+      }
+    }
     if (i > this.nextIndex) {
       const gap = i - this.nextIndex;
       if (gap <= this.maxGap) {
@@ -356,7 +375,10 @@ export class ShutterSync {
     const N = a.scanPositions;
     this.nextIndex = index + 1;
     this.framesHandedOn++;
-    if (frame.blocks > 0 && frame.shutter) this.flagSeen = true;
+    if (frame.blocks > 0 && frame.shutter) {
+      this.flagSeen = true;
+      if (frame.frameId !== null) this.idRef = { frameId: frame.frameId, index };
+    }
     this.counters.framesInScan++;
     const sf: ScanFrame = {
       frame,

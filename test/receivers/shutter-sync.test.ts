@@ -55,14 +55,14 @@ function setup(o: { elector?: FirstFrameElector; positions: number | null; conti
     onAcquisitionEnd: (a) => ends.push(a),
   });
   let seq = 0;
-  /** Push stream frame f (key 32 f + 3): shutter given, or missing entirely. */
-  const push = (f: number, what: 'off' | 'on' | 'missing') => {
+  /** Push stream frame f (key 32 f + 3, frame_id 1000 + f unless given): shutter given, or missing entirely. */
+  const push = (f: number, what: 'off' | 'on' | 'missing', frameId = 1000 + f) => {
     const slot = what === 'missing' ? -1 : pool.acquire();
     const fr: AssembledFrame = {
       key: (32 * f + 3) >>> 0,
       seq: seq++,
       stream: 0,
-      frameId: what === 'missing' ? null : 1000 + f,
+      frameId: what === 'missing' ? null : frameId >>> 0,
       shutter: what === 'on',
       damage: what === 'missing' ? FULL : 0,
       blocks: what === 'missing' ? 0 : 32,
@@ -294,6 +294,54 @@ describe('ShutterSync', () => {
       [2, 501, 5, 1],
     ]);
     expect(t.pool.available).toBe(t.pool.size);
+    t.release();
+  });
+
+  it('frame_id breaking off under a flagged acquisition is a new detector acquisition: ended there, the new one starts on that frame', async () => {
+    const el = new ScriptedElector();
+    const t = setup({ elector: el, positions: 100, continuous: true });
+    t.push(0, 'off');
+    t.push(1, 'on');
+    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: false });
+    await tick();
+    t.push(2, 'on');
+    t.push(3, 'missing'); // no frame_id to check
+    t.push(4, 'on'); // follows on across the missing frame: 1004
+    t.push(5, 'on', 2 ** 32 - 1 + 0); // wraps later: 1005 expected, this is a break
+    expect(t.ends).toEqual([expect.objectContaining({ acquisition: 1, reason: 'jump', frames: 5 })]);
+    expect(el.proposals[1]).toEqual({ frameKey: t.key(5), frameId: 2 ** 32 - 1, sawEdge: true });
+    el.answer({ kind: 'decision', firstActiveKey: t.key(5), round: 2, decidedBy: 'all', missing: [], late: false });
+    await tick();
+    t.push(6, 'on', 0); // the new acquisition's frame_id wraps at 2^32: no break
+    t.push(7, 'on', 1);
+    expect(t.ends).toHaveLength(1);
+    // the first acquisition has frames 0..4 only; the new one starts with position 0 (the frame
+    // before its first flagged one, which belonged to the old acquisition) missing
+    expect(t.frames.map((s) => [s.acquisition, s.index, s.frame.frameId])).toEqual([
+      [1, 0, 1000],
+      [1, 1, 1001],
+      [1, 2, 1002],
+      [1, 3, null],
+      [1, 4, 1004],
+      [2, 0, null],
+      [2, 1, 2 ** 32 - 1],
+      [2, 2, 0],
+      [2, 3, 1],
+    ]);
+    expect(t.frames[5]!.frame.damage).toBe(FULL);
+    expect(t.pool.available).toBe(t.pool.size);
+    t.release();
+  });
+
+  it('the frame_id reset where the flag appears (284990 -> 2) is no break', async () => {
+    const t = setup({ positions: 4 });
+    t.push(0, 'off', 284990);
+    t.push(1, 'on', 2);
+    await tick();
+    t.push(2, 'on', 3);
+    t.push(3, 'on', 4);
+    expect(t.ends).toEqual([expect.objectContaining({ reason: 'complete', frames: 4 })]);
+    expect(t.frames.map((s) => s.frame.frameId)).toEqual([284990, 2, 3, 4]);
     t.release();
   });
 
