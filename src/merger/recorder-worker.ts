@@ -8,8 +8,16 @@
  *
  * Replies: 'opened', 'written' (per batch: write and publish times, file size), 'closed',
  * 'error' (code and message; the thread then refuses further batches).
+ *
+ * The path was checked to lie inside the data directory before the recording started
+ * (record-path.ts). A link swapped in later (the directory replaced by a symbolic link, or a
+ * link planted at `<path>.tmp`) would send the writes elsewhere, so before every create,
+ * publish and rename the thread checks that the directory still resolves to where it did at
+ * open and that none of its file names is a link; if not, the recording fails
+ * (TESSERA_ERR_RECORD_PATH) and nothing more is written.
  */
-import { copyFileSync, constants as fsConstants, renameSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, constants as fsConstants, lstatSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import { TesseraError } from '../errors.js';
 import { ReducedFileWriter, type AttrValue } from '../io/reduced-file.js';
@@ -78,6 +86,28 @@ let failed = false;
 let delayMs = 0;
 let minPublishIntervalMs = 1000;
 let lastPublish = { at: 0, ms: 0 };
+/** the recording's directory, resolved through links at open */
+let realDir = '';
+
+/** Throw unless the recording's directory still resolves to realDir and none of `names` (in it) is a link. */
+function checkPlace(...names: string[]): void {
+  let now: string;
+  try {
+    now = realpathSync(dirname(target));
+  } catch (err) {
+    throw new TesseraError('TESSERA_ERR_RECORD_PATH', target, `its directory is gone (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (now !== realDir) throw new TesseraError('TESSERA_ERR_RECORD_PATH', target, `its directory now leads to ${now} (a link replaced it): recording stopped`);
+  for (const name of names) {
+    let link = false;
+    try {
+      link = lstatSync(name).isSymbolicLink();
+    } catch {
+      // absent: fine
+    }
+    if (link) throw new TesseraError('TESSERA_ERR_RECORD_PATH', target, `${basename(name)} is a symbolic link: recording stopped`);
+  }
+}
 
 function reply(m: RecorderReply): void {
   parentPort!.postMessage(m);
@@ -117,6 +147,7 @@ function writeEpoch(w: ReducedFileWriter, e: RecordedEpoch): void {
 function publish(): void {
   const t0 = performance.now();
   const tmp = `${target}.tmp`;
+  checkPlace(working, tmp, target);
   copyFileSync(working, tmp, fsConstants.COPYFILE_FICLONE);
   renameSync(tmp, target);
   lastPublish = { at: performance.now(), ms: performance.now() - t0 };
@@ -145,6 +176,8 @@ async function handle(m: RecorderCommand): Promise<void> {
       target = m.path;
       working = `${m.path}.writing`;
       minPublishIntervalMs = m.minPublishIntervalMs;
+      realDir = realpathSync(dirname(target));
+      checkPlace(working, `${target}.tmp`, target);
       writer = await ReducedFileWriter.create(working, { attrs: m.attrs });
       if (m.roi) writer.writeArray('/roi', m.roi, m.navShape, { dtype: 'uint8' });
       writer.flush();
@@ -167,6 +200,7 @@ async function handle(m: RecorderCommand): Promise<void> {
       writer.setAttrs('/', m.attrs);
       writer.close();
       writer = null;
+      checkPlace(working, target);
       renameSync(working, target);
       rmSync(`${target}.tmp`, { force: true });
       reply({ type: 'closed', path: target, bytes: statSync(target).size });

@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { readReducedFile } from '../../src/io/reduced-file.js';
 import { RecordingFile } from '../../src/merger/replay-file.js';
 import type { EpochResults } from '../../src/merger/chunk-merger.js';
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { recordingPath } from '../../src/merger/record-path.js';
 import { AcquisitionRecorder } from '../../src/merger/recorder.js';
@@ -15,6 +17,13 @@ import { ReplayRegistry } from '../../src/merger/replay-store.js';
 import { firstDifference, makeRecording, makeRig, offlineOf, REC_UDFS, SCAN } from './recorder.helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function waitFor(cond: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(20);
+  }
+}
 const FRAME = 1860 * 2048;
 
 describe('AcquisitionRecorder', () => {
@@ -184,6 +193,34 @@ describe('AcquisitionRecorder', () => {
     }
     expect([...(recorder as unknown as { tracks: Map<number, unknown> }).tracks.keys()].sort((a, b) => a - b)).toEqual([18, 19]);
   });
+
+  it('a link swapped in for the recording\'s directory while it records: the recording fails with TESSERA_ERR_RECORD_PATH, nothing is written through the link', async () => {
+    const rig = makeRig({ seed: 9 });
+    const outside = mkdtempSync(join(tmpdir(), 'tessera-outside-'));
+    const sub = join(rig.dir, 'run');
+    mkdirSync(sub);
+    const path = join(sub, 'rec.h5');
+    try {
+      await rig.recorder.start(path);
+      rig.feed(0);
+      await waitFor(() => rig.recorder.status().batches >= 1);
+      // the directory (checked inside dataDir when the recording started) becomes a link out
+      renameSync(sub, join(rig.dir, 'run-moved'));
+      symlinkSync(outside, sub);
+      rig.feed(1);
+      rig.feed(2);
+      await waitFor(() => rig.recorder.status().state === 'failed');
+      expect(rig.recorder.status().error).toMatchObject({ code: 'TESSERA_ERR_RECORD_PATH' });
+      expect(readdirSync(outside)).toEqual([]);
+      // what was published before the swap is intact and readable where it was written
+      const f = await readReducedFile(join(rig.dir, 'run-moved', 'rec.h5'));
+      expect(f.format).toBe('tessera-reduced/1');
+    } finally {
+      await rig.recorder.close('done');
+      rig.merger.close();
+      rmSync(outside, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it('recording paths stay inside the data directory', () => {
     expect(recordingPath('/data', 'acq-1', null)).toBe('/data/acq-1.h5');
