@@ -30,8 +30,9 @@ COPY deploy/healthcheck.mjs ./deploy/healthcheck.mjs
 # recordings go to /data (mount a volume); the default dataDir "./data" points there too
 RUN mkdir -p /data && chown node:node /data && ln -s /data /app/data
 USER node
-# the K2 IS sectors' UDP ports and the merger's HTTP port (see config/default.json)
-EXPOSE 2001-2008/udp 8080/tcp
+# the K2 IS sectors' UDP ports, the merger's HTTP port, and the ZeroMQ ports of the merger
+# (control, results, election) and the shuffle (slices, frames) (see config/default.json)
+EXPOSE 2001-2008/udp 8080/tcp 7204-7207/tcp 7210/tcp
 # checks the role the container runs (read from PID 1's command line): the merger's
 # /api/status, a receiver's UDP port, the shuffle's endpoints (deploy/healthcheck.mjs)
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
