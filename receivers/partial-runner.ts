@@ -42,11 +42,22 @@
  * heartbeats: the merger completes the chunks that will never come and ends the acquisition.
  * The acquisition id stays reported (heartbeats) after done / stopped / ended, so that the
  * merger does not take the receiver for one that lost it; a repeated acquire of it is a no-op.
+ *
+ * Resume (continuous only): the merger, having completed the epochs before R, re-sends the
+ * acquire with `resume {n, epoch R, afterRound}`. A run ended with its detector acquisition (or
+ * still armed, or running on a detector acquisition the merger has given up) goes back to
+ * armed, keeping its UDFs, parameter versions and pending changes, and binds to the next
+ * detector acquisition: with `start` null the first one started after the one it ended on and
+ * decided after election round `afterRound`, index 0 there being frame R x N (startIndex =
+ * -R x N); with `start` the merger's mapping ({shutterRound, startIndex}, chosen when the new
+ * detector acquisition was already under way). One under way when the resume arrives is joined
+ * at the next chunk boundary. Nothing of the earlier detector acquisition is processed after a
+ * resume, so no chunk holds frames of two. Each `n` applies once (a repeated acquire is a no-op).
  */
 import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../src/k2is/constants.js';
 import { TesseraError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
-import { LIVE_PROTOCOL_VERSION, toWire, type AcquireMessage, type ParamsMessage, type PartialMessage, type WireArray } from '../src/protocol/live.js';
+import { LIVE_PROTOCOL_VERSION, toWire, type AcquireMessage, type DetectorEnded, type ParamsMessage, type PartialMessage, type WireArray } from '../src/protocol/live.js';
 import type { RunContext } from '../src/udf/meta.js';
 import { PartitionTask } from '../src/udf/partition-task.js';
 import type { PartitionSlice } from '../src/udf/partition.js';
@@ -136,8 +147,12 @@ interface Run {
   stopAt: number | null;
   stopTimer: NodeJS.Timeout | null;
   error: RunError | null;
-  /** ended with its detector acquisition: why, and the acquisition-relative first frame that never came */
-  detectorEnded: { reason: string; atFrame: number } | null;
+  /** ended with its detector acquisition: why, the acquisition-relative first frame that never came, the round, the resume it was on */
+  detectorEnded: DetectorEnded | null;
+  /** `n` of the merger's resume this run's mapping comes from (0: the acquire's start) */
+  resumeN: number;
+  /** after a resume: the ShutterSync acquisition number it ended on (only later ones are bound), else -1 */
+  endedOn: number;
 }
 
 export class PartialRunner implements TileSink {
@@ -170,7 +185,7 @@ export class PartialRunner implements TileSink {
   }
 
   /** The acquisition ended here with its detector acquisition (state 'ended'): why, and the acquisition-relative index of the first frame that never came; else null. */
-  get detectorEnded(): { reason: string; atFrame: number } | null {
+  get detectorEnded(): DetectorEnded | null {
     const r = this.run;
     return r && r.state === 'ended' ? r.detectorEnded : null;
   }
@@ -189,6 +204,7 @@ export class PartialRunner implements TileSink {
     const cur = this.run;
     if (cur && cur.msg.acquisition === m.acquisition && cur.state !== 'aborted') {
       if (cur.error) throw cur.error;
+      if (m.resume && m.resume.n > cur.resumeN && cur.msg.mode === 'continuous') this.resume(cur, m);
       return;
     }
     const positions = m.scanShape[0] * m.scanShape[1];
@@ -205,8 +221,10 @@ export class PartialRunner implements TileSink {
     // start null = index 0 of the next detector acquisition. A receiver that joined the one
     // under way late (it was restarted while the shutter was on) never saw that edge: the
     // merger's re-sent acquire means the acquisition under way, from the next chunk boundary.
-    const rejoin = m.start === null && this.detector !== null && this.detector.joinedAt > 0;
+    const rejoin = m.start === null && !m.resume && this.detector !== null && this.detector.joinedAt > 0;
     if (rejoin) bindNow = true;
+    // a resumed acquisition (this receiver restarted meanwhile): the detector acquisition after the round
+    if (m.start === null && m.resume && this.detector !== null && roundAfter(this.detector.round, m.resume.afterRound)) bindNow = true;
     if (m.start !== null) {
       const d = this.detector;
       if (d && d.round === m.start.shutterRound) bindNow = true;
@@ -233,6 +251,8 @@ export class PartialRunner implements TileSink {
       stopTimer: null,
       error: null,
       detectorEnded: null,
+      resumeN: m.resume?.n ?? 0,
+      endedOn: -1,
     };
     this.run = run;
     // a single scan from the next edge ends with the scan; otherwise the detector acquisition
@@ -242,7 +262,48 @@ export class PartialRunner implements TileSink {
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
     this.o.log?.info({ acquisition: m.acquisition, scanShape: m.scanShape, chunkSize: m.chunkSize, mode: m.mode, start: m.start, udfs: m.udfs.map((u) => u.name) }, 'live acquisition armed');
     // the start has passed (e.g. this receiver restarted): join at the next chunk boundary
-    if (bindNow) this.bind(run, this.detector!, m.start?.startIndex ?? 0, Math.max(this.detector!.joinedAt, this.newest === null ? 0 : this.newest + 1));
+    if (bindNow) this.bind(run, this.detector!, this.startIndexOf(run), Math.max(this.detector!.joinedAt, this.newest === null ? 0 : this.newest + 1));
+  }
+
+  /**
+   * The merger's resume `m` of this run (same acquisition, a newer `n`): back to armed for the
+   * next detector acquisition (see the header). Chunks still open (a detector acquisition the
+   * merger gave up on) are dropped: the merger completed those epochs already.
+   */
+  private resume(run: Run, m: AcquireMessage): void {
+    const r = m.resume!;
+    if (run.state === 'done' || run.state === 'stopped' || run.state === 'stopping') return; // the merger stopped it: stays stopped
+    const was = run.state;
+    if (run.stopTimer) clearTimeout(run.stopTimer);
+    run.stopTimer = null;
+    run.open = [];
+    run.msg = m;
+    run.resumeN = r.n;
+    run.detectorEnded = null;
+    run.stopAt = null;
+    if (run.shutterAcquisition !== null) run.endedOn = Math.max(run.endedOn, run.shutterAcquisition);
+    run.shutterAcquisition = null;
+    run.state = 'armed';
+    const scan: ScanConfig = { scanPositions: run.positions, continuous: true };
+    const d = this.detector;
+    const bindNow = d !== null && this.resumeBinds(run, d);
+    this.o.configureScan?.(scan, bindNow ? scan : undefined);
+    this.o.log?.info({ acquisition: m.acquisition, resume: r, start: m.start, was, endedOn: run.endedOn }, 'live acquisition resumes with the next detector acquisition');
+    if (bindNow) this.bind(run, d, this.startIndexOf(run), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
+  }
+
+  /** Whether an armed resumed run binds to detector acquisition `a`. */
+  private resumeBinds(run: Run, a: AcquisitionInfo): boolean {
+    const m = run.msg;
+    if (!m.resume || a.acquisition <= run.endedOn) return false;
+    return m.start !== null ? a.round === m.start.shutterRound : roundAfter(a.round, m.resume.afterRound);
+  }
+
+  /** Detector frame index of acquisition-relative frame 0 (negative after a resume with start null). */
+  private startIndexOf(run: Run): number {
+    const m = run.msg;
+    if (m.start !== null) return m.start.startIndex;
+    return m.resume ? -m.resume.epoch * run.positions : 0;
   }
 
   /** A parameter change; throws when it cannot apply (unknown acquisition or UDF, bad params). */
@@ -296,7 +357,9 @@ export class PartialRunner implements TileSink {
     const run = this.run;
     if (!run || run.state !== 'armed') return;
     const start = run.msg.start;
-    if (start === null) this.bind(run, a, 0, a.joinedAt);
+    if (run.msg.resume) {
+      if (this.resumeBinds(run, a)) this.bind(run, a, this.startIndexOf(run), a.joinedAt);
+    } else if (start === null) this.bind(run, a, 0, a.joinedAt);
     else if (a.round === start.shutterRound) this.bind(run, a, start.startIndex, a.joinedAt);
   }
 
@@ -307,7 +370,7 @@ export class PartialRunner implements TileSink {
     if (!run || run.shutterAcquisition !== a.acquisition) return;
     if (run.state !== 'running' && run.state !== 'stopping') return;
     if (run.state === 'running') {
-      run.detectorEnded = { reason: a.reason, atFrame: Math.max(run.joinRel, newest === null ? 0 : newest + 1 - run.startIndex) };
+      run.detectorEnded = { reason: a.reason, atFrame: Math.max(run.joinRel, newest === null ? 0 : newest + 1 - run.startIndex), round: a.round, resume: run.resumeN };
       this.o.log?.warn({ acquisition: run.msg.acquisition, ...run.detectorEnded, open: run.open.map((c) => [c.epoch, c.chunk]) }, 'detector acquisition ended under the live acquisition: chunks in flight completed with missing frames');
     }
     this.completeAll(run);
@@ -366,7 +429,7 @@ export class PartialRunner implements TileSink {
     run.joinRel = this.nextBoundary(run, Math.max(0, firstIndex - startIndex));
     run.lastSeq = this.seqOf(run, run.joinRel) - 1;
     run.state = 'running';
-    this.o.log?.info({ acquisition: run.msg.acquisition, shutterAcquisition: a.acquisition, round: a.round, startIndex, joinedAt: run.joinRel }, 'live acquisition running');
+    this.o.log?.info({ acquisition: run.msg.acquisition, shutterAcquisition: a.acquisition, round: a.round, startIndex, joinedAt: run.joinRel, resume: run.resumeN }, 'live acquisition running');
     if (run.msg.mode === 'single' && run.joinRel >= run.positions) this.setState(run, 'done', { why: 'joined after the end of the scan' });
   }
 
@@ -616,4 +679,9 @@ export class PartialRunner implements TileSink {
     run.state = state;
     this.o.log?.info({ acquisition: run.msg.acquisition, state, chunksSent: this.stats.chunksSent, ...extra }, 'live acquisition state');
   }
+}
+
+/** Whether a detector acquisition of election round `round` comes after round `after` (unknown rounds: yes). */
+function roundAfter(round: number | null, after: number | null): boolean {
+  return round === null || after === null || round > after;
 }

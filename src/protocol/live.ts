@@ -47,7 +47,8 @@
  *    with another pid appears; only when every live sector failed does the acquisition fail.
  *  - `detectorEnded` in a heartbeat: the detector acquisition ended (stream stopped, restarted,
  *    shutter off) under the named merger acquisition (docs/protocol.md, "Detector stream
- *    stops"); the merger ends it once every live sector running it says so.
+ *    stops"); the merger ends it once every live sector running it says so (a continuous one:
+ *    completes the epochs before the resume epoch and re-sends `acquire` with `resume`).
  *  - `stop` carries `atFrame` (acquisition-relative, a chunk boundary): finish and send every
  *    chunk before it, nothing from it on, then leave the acquisition. `abort`: drop at once.
  *  - `params` apply from chunks whose first frame (acquisition-relative, counted over epochs:
@@ -94,13 +95,23 @@ export interface HeartbeatMessage {
    * acquisition it ran on ended first: `reason` 'stream_stopped' (no frame for
    * receiver.streamIdleMs), 'jump' (the stream restarted), 'shutter_off'; `atFrame` the
    * acquisition-relative index of the first frame that never came (the chunk in flight was sent
-   * with its missing positions filled and marked). Absent or null otherwise (older receivers).
+   * with its missing positions filled and marked); `round` the election round of the detector
+   * acquisition that ended (null: not decided by an election); `resume` the `n` of the acquire's
+   * `resume` the run was on (0: the acquisition's own start). Absent or null otherwise (older
+   * receivers; round and resume absent: null and 0).
    */
-  detectorEnded?: { reason: string; atFrame: number } | null;
+  detectorEnded?: DetectorEnded | null;
   /** cumulative counters (ReceiverCounters snapshot): datagrams, rejected by reason, duplicates, … */
   counters: Record<string, number>;
   /** receiver's clock, ms since epoch */
   sentAt: number;
+}
+
+export interface DetectorEnded {
+  reason: string;
+  atFrame: number;
+  round?: number | null;
+  resume?: number;
 }
 
 export interface ReadyMessage {
@@ -145,9 +156,24 @@ export interface AcquireMessage {
   mode: 'single' | 'continuous';
   /**
    * where the acquisition starts: null = at the next shutter edge (index 0 of the next
-   * detector acquisition); otherwise at this frame index of detector acquisition `shutterRound`
+   * detector acquisition); otherwise at this frame index of detector acquisition `shutterRound`.
+   * `startIndex` may be negative after a resume: rel = index - startIndex.
    */
   start: { shutterRound: number; startIndex: number } | null;
+  /**
+   * A continuous acquisition carrying on after its detector acquisition ended (docs/protocol.md,
+   * "Detector stream stops"): the `n`-th resume (1, 2, …) goes on at the start of epoch `epoch`
+   * (acquisition-relative frame epoch x P). With `start` null: index 0 of the first detector
+   * acquisition decided after election round `afterRound` (null: the next one to start) is frame
+   * epoch x P (startIndex = -epoch x P); with `start`: that mapping. Absent/null: no resume.
+   */
+  resume?: ResumeInfo | null;
+}
+
+export interface ResumeInfo {
+  n: number;
+  epoch: number;
+  afterRound: number | null;
 }
 
 export interface ParamsMessage {
@@ -232,9 +258,13 @@ export function encodeLive(message: ReceiverToMerger | MergerToReceiver | Partia
   return packr.pack(message);
 }
 
-function detectorEnded(v: unknown): { reason: string; atFrame: number } {
-  const d = obj(v, 'heartbeat.detectorEnded');
-  return { reason: str({ ...d, type: 'heartbeat.detectorEnded' }, 'reason', 64), atFrame: int({ ...d, type: 'heartbeat.detectorEnded' }, 'atFrame') };
+function detectorEnded(v: unknown): DetectorEnded {
+  const d: Obj = { ...obj(v, 'heartbeat.detectorEnded'), type: 'heartbeat.detectorEnded' };
+  return { reason: str(d, 'reason', 64), atFrame: int(d, 'atFrame'), round: intOrNull(d, 'round'), resume: d.resume === undefined || d.resume === null ? 0 : int(d, 'resume') };
+}
+function resumeInfo(v: unknown): ResumeInfo {
+  const r: Obj = { ...obj(v, 'acquire.resume'), type: 'acquire.resume' };
+  return { n: int(r, 'n', 1), epoch: int(r, 'epoch'), afterRound: intOrNull(r, 'afterRound') };
 }
 function intOrNull(m: Obj, key: string): number | null {
   return m[key] === null || m[key] === undefined ? null : int(m, key);
@@ -313,9 +343,11 @@ export function decodeMergerMessage(raw: Uint8Array): MergerToReceiver {
       let start: AcquireMessage['start'] = null;
       if (m.start !== null && m.start !== undefined) {
         const s = obj(m.start, 'acquire.start');
-        start = { shutterRound: int(s, 'shutterRound'), startIndex: int(s, 'startIndex') };
+        start = { shutterRound: int(s, 'shutterRound'), startIndex: int(s, 'startIndex', -Number.MAX_SAFE_INTEGER) };
       }
-      return { version, type: 'acquire', acquisition: str(m, 'acquisition'), scanShape, roi, udfs, chunkSize: int(m, 'chunkSize', 1), mode: m.mode, start };
+      const resume = m.resume === null || m.resume === undefined ? null : resumeInfo(m.resume);
+      if (resume !== null && m.mode !== 'continuous') bad('acquire', 'resume of a single scan');
+      return { version, type: 'acquire', acquisition: str(m, 'acquisition'), scanShape, roi, udfs, chunkSize: int(m, 'chunkSize', 1), mode: m.mode, start, resume };
     }
     case 'params':
       return { version, type: 'params', acquisition: str(m, 'acquisition'), udfId: str(m, 'udfId'), params: params(m, 'params'), fromFrame: int(m, 'fromFrame') };

@@ -130,7 +130,7 @@ describe('PartialRunner: the detector acquisition ends because the stream stoppe
     runner.onAcquisitionEnd({ ...info, frames: 6, reason: 'stream_stopped' });
     expect(runner.state).toBe('ended');
     expect(runner.acquisition).toBe('a1'); // still named in heartbeats
-    expect(runner.detectorEnded).toEqual({ reason: 'stream_stopped', atFrame: 6 });
+    expect(runner.detectorEnded).toEqual({ reason: 'stream_stopped', atFrame: 6, round: 1, resume: 0 });
     // chunk 0 complete, chunk 1 (4..8) in flight completed with 6 and 7 missing, chunk 2 never opened
     expect(sent.map((p) => [p.chunk, p.navStart, p.navEnd])).toEqual([[0, 0, 4], [1, 4, 8]]);
     for (const p of sent) {
@@ -142,7 +142,7 @@ describe('PartialRunner: the detector acquisition ends because the stream stoppe
     expect(runner.stats).toMatchObject({ chunksSent: 2, framesFilled: 2 });
     // the heartbeat field survives the wire
     const hb = decodeReceiverMessage(encodeLive({ version: LIVE_PROTOCOL_VERSION, type: 'heartbeat', role: 'receiver', sector: SECTOR, pid: 1, phase: 'armed', acquisition: 'a1', lastIndex: null, shutterRound: null, positions: 10, detectorEnded: runner.detectorEnded, counters: {}, sentAt: 1 }));
-    expect(hb.type === 'heartbeat' && hb.detectorEnded).toEqual({ reason: 'stream_stopped', atFrame: 6 });
+    expect(hb.type === 'heartbeat' && hb.detectorEnded).toEqual({ reason: 'stream_stopped', atFrame: 6, round: 1, resume: 0 });
     const old = decodeReceiverMessage(encodeLive({ version: LIVE_PROTOCOL_VERSION, type: 'heartbeat', role: 'receiver', sector: SECTOR, pid: 1, phase: 'armed', acquisition: null, lastIndex: null, shutterRound: null, positions: null, counters: {}, sentAt: 1 }));
     expect(old.type === 'heartbeat' && old.detectorEnded).toBeNull();
     // a new acquire replaces it as usual
