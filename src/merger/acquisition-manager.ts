@@ -23,9 +23,11 @@ import {
   HEARTBEAT_MS,
   LIVE_PROTOCOL_VERSION,
   type AcquireMessage,
+  type DetectorEnded,
   type MergerToReceiver,
   type PartialMessage,
   type ReceiverToMerger,
+  type ResumeInfo,
 } from '../protocol/live.js';
 import type { AcquisitionState } from '../protocol/ws-messages.js';
 import { DatasetResults } from '../udf/dataset-results.js';
@@ -95,6 +97,11 @@ interface Acquisition {
   recordings: number;
   /** the detector acquisition ended under it (every live sector said so): noticed at, and the grace timer */
   detectorEnd: { message: string; timer: NodeJS.Timeout | null } | null;
+  /**
+   * Continuous: the latest resume after a detector end (sent in `acquire`), with what the status
+   * says about it; `start` is then the resumed leg's mapping, null until its round is known.
+   */
+  resume: (ResumeInfo & { stopped: string; resumed: boolean }) | null;
 }
 
 const TERMINAL: AcquisitionState[] = ['done', 'aborted', 'failed'];
@@ -164,6 +171,11 @@ export class AcquisitionManager implements AcquisitionController {
       return;
     }
     if (a.stopAt !== null && message.epoch * a.merger.positions + message.navStart >= a.stopAt) return;
+    // after a resume, the epochs before it are finished: a straggler of them is late, not a new epoch
+    if (a.resume && message.epoch < a.resume.epoch) {
+      a.merger.counters.dropped.late = (a.merger.counters.dropped.late ?? 0) + 1;
+      return;
+    }
     a.merger.add(message);
   }
 
@@ -201,7 +213,23 @@ export class AcquisitionManager implements AcquisitionController {
       }
     }
     if (a.state === 'stopping') this.maybeFinishStop(a);
-    if (a.state === 'running') this.checkDetectorEnded(a);
+    if (a.state === 'running') {
+      this.learnResumedRound(a, h);
+      this.checkDetectorEnded(a);
+    }
+  }
+
+  /**
+   * A resume sent with start null: the first heartbeat showing a detector acquisition decided
+   * after the ended one names its round, so that re-sent acquires (a receiver restarted) and the
+   * frames in flight (stop, params) use the concrete mapping the receivers bound to.
+   */
+  private learnResumedRound(a: Acquisition, h: NonNullable<SectorView['last']>): void {
+    const r = a.resume;
+    if (!r || a.start !== null || h.shutterRound === null || h.lastIndex === null) return;
+    if (r.afterRound !== null && h.shutterRound <= r.afterRound) return;
+    a.start = { shutterRound: h.shutterRound, startIndex: -r.epoch * a.merger.positions };
+    this.o.log?.info({ acquisition: a.id, resume: r.n, start: a.start }, 'resumed acquisition: the detector acquisition it runs on');
   }
 
   /**
@@ -213,7 +241,10 @@ export class AcquisitionManager implements AcquisitionController {
   private checkDetectorEnded(a: Acquisition): void {
     if (a.detectorEnd) return;
     const running = this.monitor.alive().filter((v) => v.last!.acquisition === a.id && !a.failed.has(v.sector));
-    if (running.length === 0 || running.some((v) => !v.last!.detectorEnded)) return;
+    // only ends of the current leg count: a heartbeat from before a resume reached the receiver is stale
+    const leg = a.resume?.n ?? 0;
+    const ended = (d: DetectorEnded | null | undefined) => !!d && (d.resume ?? 0) === leg;
+    if (running.length === 0 || running.some((v) => !ended(v.last!.detectorEnded))) return;
     const ends = running.map((v) => v.last!.detectorEnded!);
     const at = Math.max(...ends.map((e) => e.atFrame));
     const reason = ends.some((e) => e.reason === 'stream_stopped') ? 'stream_stopped' : ends[0]!.reason;
@@ -231,10 +262,54 @@ export class AcquisitionManager implements AcquisitionController {
         a.merger.completeMissing(0);
         this.finish(a);
       } else {
-        this.setState(a, 'running', message);
+        this.resumeLater(a, at, ends, message);
       }
     }, this.o.chunkTimeoutMs ?? 1500);
     a.detectorEnd.timer.unref?.();
+  }
+
+  /**
+   * A continuous acquisition whose detector acquisition ended (at acquisition-relative frame
+   * `at`, the first that never came) carries on with the next one: the epochs before R =
+   * ceil(at / N), the first with no frame, are completed (the positions that never came marked
+   * missing) and so finished like any epoch with damage; the receivers get the acquire again
+   * with `resume` {n, epoch R, afterRound}: index 0 of the next detector acquisition is frame
+   * R x N, or, when one is already under way, its first scan repetition safely after the frames
+   * in flight (`start`). The merger decides for every sector, so they cannot disagree, and no
+   * epoch gets frames of two detector acquisitions.
+   */
+  private resumeLater(a: Acquisition, at: number, ends: DetectorEnded[], message: string): void {
+    const N = a.merger.positions;
+    const R = Math.ceil(at / N);
+    a.merger.completeBefore(R);
+    if (a.state !== 'running') return;
+    const rounds = ends.map((e) => e.round).filter((r): r is number => typeof r === 'number');
+    if (a.start) rounds.push(a.start.shutterRound);
+    const afterRound = rounds.length ? Math.max(...rounds) : null;
+    a.resume = { n: (a.resume?.n ?? 0) + 1, epoch: R, afterRound, stopped: message, resumed: false };
+    a.start = this.resumePoint(a, a.resume);
+    a.detectorEnd = null;
+    if (this.o.shuffle && a.definition.udfs.some((u) => isWholeFrame(u))) {
+      // the shuffle keeps the first detector acquisition's mapping: end its part rather than mix
+      this.o.log?.warn({ acquisition: a.id }, 'whole-frame UDFs do not resume after a detector end: their part of the acquisition ends here');
+      this.o.shuffle.end(a.id, 'abort');
+    }
+    this.setState(a, 'running', `${message}; resumes at epoch ${R} with the next detector acquisition`);
+    const t = Date.now();
+    for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
+    this.broadcast(this.acquireMessage(a));
+    this.o.log?.warn({ acquisition: a.id, atFrame: at, resume: a.resume, start: a.start }, 'continuous acquisition: resumes with the next detector acquisition');
+  }
+
+  /** A detector acquisition decided after the ended one already under way: its first repetition safely ahead is epoch R; else null (the next one's index 0). */
+  private resumePoint(a: Acquisition, r: ResumeInfo): AcquireMessage['start'] {
+    const under = this.monitor.alive().filter((v) => v.last!.lastIndex !== null && v.last!.shutterRound !== null && (r.afterRound === null || v.last!.shutterRound! > r.afterRound));
+    if (under.length === 0) return null;
+    const round = Math.max(...under.map((v) => v.last!.shutterRound!));
+    const last = Math.max(...under.filter((v) => v.last!.shutterRound === round).map((v) => v.last!.lastIndex!));
+    const N = a.merger.positions;
+    const s = Math.ceil((last + 1 + this.inFlightFrames(a)) / N) * N;
+    return { shutterRound: round, startIndex: s - r.epoch * N };
   }
 
   private pushSectors(force: boolean): void {
@@ -370,6 +445,7 @@ export class AcquisitionManager implements AcquisitionController {
       recorder,
       recordings: 0,
       detectorEnd: null,
+      resume: null,
     };
     feed.setSectors(this.monitor.statuses());
     return a;
@@ -425,6 +501,7 @@ export class AcquisitionManager implements AcquisitionController {
       chunkSize: d.chunkSize,
       mode: d.mode,
       start: a.start,
+      resume: a.resume ? { n: a.resume.n, epoch: a.resume.epoch, afterRound: a.resume.afterRound } : null,
     };
   }
 
@@ -467,9 +544,11 @@ export class AcquisitionManager implements AcquisitionController {
       frontier = Math.max(frontier, e.epoch * positions + end);
     }
     const base = a.start?.startIndex ?? 0;
+    // a resume whose detector acquisition has not begun: no frame of it in flight yet
+    const pending = a.resume !== null && a.start === null;
     for (const v of this.monitor.alive()) {
       const h = v.last!;
-      if (h.acquisition === a.id && h.lastIndex !== null && (a.start === null || h.shutterRound === a.start.shutterRound)) {
+      if (!pending && h.acquisition === a.id && h.lastIndex !== null && (a.start === null || h.shutterRound === a.start.shutterRound)) {
         frontier = Math.max(frontier, h.lastIndex - base + 1);
       }
     }
@@ -549,6 +628,10 @@ export class AcquisitionManager implements AcquisitionController {
   private onChunk(a: Acquisition, c: MergedChunk): void {
     a.feed.chunk(c);
     a.recorder.chunk(c);
+    if (a.resume && !a.resume.resumed && c.epoch.epoch >= a.resume.epoch && a.state === 'running') {
+      a.resume.resumed = true;
+      this.setState(a, 'running', `${a.resume.stopped}; resumed at epoch ${a.resume.epoch}`);
+    }
     const t = Date.now();
     if (t - a.rate.t >= 1000) {
       a.rate = { t, frames: a.merger.framesMerged, fps: ((a.merger.framesMerged - a.rate.frames) * 1000) / (t - a.rate.t) };

@@ -370,6 +370,19 @@ export class ChunkMerger {
     }
   }
 
+  /**
+   * Complete every epoch before `epoch` (the detector acquisition ended and a continuous scan
+   * resumes at `epoch`): what is pending now, and every chunk never merged as missing, so each
+   * of them is finished like any epoch with damage. Epoch `epoch - 1` is opened if no partial
+   * of it came.
+   */
+  completeBefore(epoch: number): void {
+    this.flush();
+    const open = [...this.epochs.keys()].filter((e) => e < epoch);
+    if (epoch > 0 && !open.includes(epoch - 1)) open.push(epoch - 1);
+    for (const e of open.sort((x, y) => x - y)) this.completeMissing(e);
+  }
+
   /** The result of the UDFs over zero frames of one sector's slice. */
   private zeroPartial(p: PendingChunk, sector: number): PartitionResult {
     const slice = this.sectorSlice(sector);
