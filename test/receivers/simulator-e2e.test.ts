@@ -5,7 +5,14 @@
  * duplicates, reordering, corrupt datagrams) and frame_id / block_count wraps: no process
  * crashes, the damage bitmaps are exactly the blocks the simulator's --fault-log says were lost,
  * every other pixel is the truth, and the counters match the fault log kind by kind.
- * Modest frame rates, so that a loaded 2-core machine loses nothing by itself.
+ *
+ * A loaded machine may still lose datagrams for real (a receiver's socket buffer overflows
+ * while it waits for the CPU): the kernel counts those per socket, and kernel-drops.ts accounts
+ * for every datagram, so that the only damage beyond the fault log is that of blocks that never
+ * reached the receiver, no more than the kernel dropped; with no kernel drops (the usual case)
+ * everything is exact. A long frame timeout, so that a stalled sender is not mistaken for loss;
+ * more frames after the scan than the assembler holds in flight, so that the scan's last frames
+ * go out (and the acquisition ends) without waiting for that timeout.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,9 +23,14 @@ import { ElectionCoordinator } from '../../src/protocol/election.js';
 import { LOSS_KINDS, type FaultRecord } from '../../src/k2is/simulator/faults.js';
 import { SimulatedScan } from '../../src/k2is/simulator/scene.js';
 import { firstDiff, withDamage } from './datagrams.js';
+import { accountDatagrams, allDatagramsAccounted, extraDamage, sentDatagrams } from './kernel-drops.js';
 import { freeUdpPorts, readDumpIndex, sectorOf, spawnCli, writeConfig, type LogLine, type RoleProcess } from './process-helpers.js';
 
 const FULL = 0xffffffff;
+/** > receiver.maxFramesInFlight (16): the scan's last frames are emitted without a timeout */
+const FRAMES_AFTER = 17;
+/** room for slow process starts on a loaded machine (the waits inside are bounded too) */
+const TEST_MS = 150_000;
 const dir = mkdtempSync(join(tmpdir(), 'tessera-e2e-'));
 const procs: RoleProcess[] = [];
 const closers: Array<() => Promise<void>> = [];
@@ -43,20 +55,30 @@ interface RunResult {
   faults: FaultRecord[];
   dumps: string[];
   decision: ElectionCoordinator['latest'];
+  /** per sector: datagrams the kernel dropped at the receiver's socket */
+  kernelDrops: number[];
+  /** per sector: intact blocks sent but never placed (lost to the kernel) */
+  lostToKernel: number[];
 }
 
 async function runPipeline(o: RunOptions): Promise<RunResult> {
   const base = await freeUdpPorts(8);
   const coord = await ElectionCoordinator.start({ endpoint: 'tcp://127.0.0.1:*', expectedSectors: o.sectors, timeoutMs: 10_000 });
   closers.push(() => coord.close());
-  const cfg = writeConfig(dir, `${o.name}.json`, { detector: { udp: { basePort: base } }, election: { endpoint: coord.endpoint, timeoutMs: 10_000 } });
+  // stats often: the test follows `received` to know when every datagram is in
+  const cfg = writeConfig(dir, `${o.name}.json`, {
+    detector: { udp: { basePort: base } },
+    receiver: { frameTimeoutMs: 10_000, statsIntervalMs: 200 },
+    election: { endpoint: coord.endpoint, timeoutMs: 10_000 },
+  });
   const scanArg = `${o.scan[0]}x${o.scan[1]}`;
   const dumps = o.sectors.map((s) => join(dir, `${o.name}-s${s}.bin`));
   const rxs = o.sectors.map((s, k) =>
     spawnCli(`receiver-${s}`, ['receiver', '--sector', String(s), '--config', cfg, '--scan', scanArg, '--dump-frames', dumps[k]!, ...(o.continuous ? ['--continuous'] : [])]),
   );
   procs.push(...rxs);
-  await Promise.all(rxs.map((r) => r.waitForMsg('receiver listening', 30_000)));
+  // eight processes starting at once on a loaded 2-core machine: be patient
+  await Promise.all(rxs.map((r) => r.waitForMsg('receiver listening', 60_000)));
   const faultLog = join(dir, `${o.name}-faults.jsonl`);
   const sim = spawnCli('simulate', [
     'simulate',
@@ -77,16 +99,22 @@ async function runPipeline(o: RunOptions): Promise<RunResult> {
   procs.push(sim);
   const simExit = await sim.exited;
   expect(simExit, sim.rawStderr.slice(-5).join('\n')).toEqual({ code: 0, signal: null });
-  const ended = o.continuous ? 'stats' : 'acquisition ended';
-  await Promise.all(rxs.map((r) => r.waitFor((l) => l.msg === ended && (!o.continuous || (l.framesInScan as number) > 0), 30_000, ended)));
-  if (o.continuous) await new Promise((r) => setTimeout(r, 1000)); // the last frames time out and are tiled
-  for (const r of rxs) expect(await r.stop(), r.name).toEqual({ code: 0, signal: null });
-  for (const r of rxs) expect(r.lines.filter((l) => (l.level ?? 0) >= 50), r.name).toEqual([]); // no error or fatal logs
+  const done = sim.lines.find((l) => l.msg === 'simulation done')!;
+  expect(done).toMatchObject({ stoppedEarly: false, udpErrors: 0, udpRefused: 0 });
   const faults = readFileSync(faultLog, 'utf8')
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as FaultRecord);
-  return { finals: rxs.map((r) => r.lines.find((l) => l.msg === 'receiver stopped: final counters')!), faults, dumps, decision: coord.latest };
+  const sent = o.sectors.map((s) => sentDatagrams((done.frames as number) * 32, s, faults));
+  // every datagram in (or dropped by the kernel) before the receivers stop: stopping flushes
+  const kernelDrops = await allDatagramsAccounted(rxs, o.sectors.map((s) => base + s), sent);
+  if (!o.continuous) await Promise.all(rxs.map((r) => r.waitForMsg('acquisition ended', 30_000)));
+  for (const r of rxs) expect(await r.stop(), r.name).toEqual({ code: 0, signal: null });
+  for (const r of rxs) expect(r.lines.filter((l) => (l.level ?? 0) >= 50), r.name).toEqual([]); // no error or fatal logs
+  const finals = rxs.map((r) => r.lines.find((l) => l.msg === 'receiver stopped: final counters')!);
+  const lostToKernel = o.sectors.map((s, k) => accountDatagrams({ sector: s, sent: sent[k]!, kernelDrops: kernelDrops[k]!, final: finals[k]!, faults }));
+  if (kernelDrops.some((d) => d > 0)) console.log(`${o.name}: kernel drops per sector ${kernelDrops.join(', ')}; intact blocks lost to them ${lostToKernel.join(', ')}`);
+  return { finals, faults, dumps, decision: coord.latest, kernelDrops, lostToKernel };
 }
 
 /** Lost blocks per sector and stream frame, from the fault log. */
@@ -100,7 +128,10 @@ function lossMap(faults: FaultRecord[]): Map<string, number> {
   return m;
 }
 
-/** Every dumped frame against the truth: damage exactly as the fault log says, pixels exact elsewhere. */
+/**
+ * Every dumped frame against the truth: damage exactly as the fault log says (plus, per sector,
+ * at most the blocks the kernel dropped), pixels exact elsewhere.
+ */
 function checkDumps(o: RunOptions, r: RunResult, expectedFrames: number) {
   const scan = new SimulatedScan({ scanShape: o.scan, seed: o.seed });
   const positions = scan.positions;
@@ -111,11 +142,13 @@ function checkDumps(o: RunOptions, r: RunResult, expectedFrames: number) {
     const index = readDumpIndex(r.dumps[k]!);
     expect(index.map((l) => l.index), `sector ${s}`).toEqual(Array.from({ length: expectedFrames }, (_, i) => i));
     const bytes = readFileSync(r.dumps[k]!);
+    let extra = 0;
     for (const line of index) {
       const streamFrame = o.framesBefore - 1 + line.index;
-      const damage = losses.get(`${s}/${streamFrame}`) ?? 0;
-      if (damage !== 0) damagedFrames++;
-      expect(line.damage, `sector ${s} frame ${line.index}: damage`).toBe(damage);
+      const injected = losses.get(`${s}/${streamFrame}`) ?? 0;
+      if (injected !== 0) damagedFrames++;
+      extra += extraDamage(line.damage, injected, `sector ${s} frame ${line.index}`);
+      const damage = line.damage;
       expect(line.scanIndex).toBe(line.index % positions);
       expect(line.epoch).toBe(Math.floor(line.index / positions));
       if (damage !== FULL) expect(line.frameId).not.toBeNull();
@@ -124,6 +157,8 @@ function checkDumps(o: RunOptions, r: RunResult, expectedFrames: number) {
       const want = withDamage(sectorOf(truth[line.scanIndex]!, s), damage);
       expect(firstDiff(got, want), `sector ${s} frame ${line.index}: first differing pixel`).toBe(-1);
     }
+    // damage the fault log does not explain: only blocks that never reached the receiver
+    expect(extra, `sector ${s}: damaged blocks beyond the fault log (intact blocks lost to the kernel: ${r.lostToKernel[k]})`).toBeLessThanOrEqual(r.lostToKernel[k]!);
   });
   return damagedFrames;
 }
@@ -136,17 +171,20 @@ describe('simulator -> 8 receivers -> dumped frames (processes, real UDP and Zer
       seed: 11,
       sectors: [0, 1, 2, 3, 4, 5, 6, 7],
       framesBefore: 3,
-      simArgs: ['--fps', '100', '--frames-after', '2', '--frame-id-start', String(2 ** 32 - 6), '--block-count-start', String(2 ** 32 - 32 * 8 - 5)],
+      simArgs: ['--fps', '100', '--frames-after', String(FRAMES_AFTER), '--frame-id-start', String(2 ** 32 - 6), '--block-count-start', String(2 ** 32 - 32 * 8 - 5)],
     };
     const r = await runPipeline(o);
     expect(r.decision).toMatchObject({ voters: [0, 1, 2, 3, 4, 5, 6, 7], missing: [], decidedBy: 'all' });
     expect(r.faults).toEqual([]);
-    for (const f of r.finals) {
-      expect(f).toMatchObject({ framesInScan: 20, framesDamaged: 0, framesMissing: 0, duplicates: 0, stragglers: 0, outOfWindow: 0, rejected: {} });
+    // no fault, so no duplicate, straggler or rejection, and every datagram that arrived placed
+    // (runPipeline's accounting); a damaged frame only where the kernel dropped a block
+    r.finals.forEach((f, k) => {
+      expect(f).toMatchObject({ framesInScan: 20, duplicates: 0, stragglers: 0, outOfWindow: 0, rejected: {} });
       expect(f.ok).toBe(f.received);
-    }
+      expect((f.framesDamaged as number) + (f.framesMissing as number)).toBeLessThanOrEqual(r.lostToKernel[k]!);
+    });
     expect(checkDumps(o, r, 20)).toBe(0);
-  });
+  }, TEST_MS);
 
   it('with drops, a burst, duplicates, reordering, corruption and a frame_id reset: damage exactly as the fault log', async () => {
     const o: RunOptions = {
@@ -155,28 +193,19 @@ describe('simulator -> 8 receivers -> dumped frames (processes, real UDP and Zer
       seed: 23,
       sectors: [0, 1, 2, 3, 4, 5, 6, 7],
       framesBefore: 4,
-      simArgs: ['--fps', '80', '--frames-after', '3', '--frame-id-start', '284980', '--frame-id-reset', '2', '--drop', '0.02', '--burst-drop', '45', '--duplicate', '0.02', '--reorder', '6', '--corrupt', '0.02'],
+      simArgs: ['--fps', '80', '--frames-after', String(FRAMES_AFTER), '--frame-id-start', '284980', '--frame-id-reset', '2', '--drop', '0.02', '--burst-drop', '45', '--duplicate', '0.02', '--reorder', '6', '--corrupt', '0.02'],
     };
     const r = await runPipeline(o);
     expect(r.decision).toMatchObject({ missing: [] });
     const damaged = checkDumps(o, r, 36);
     expect(damaged).toBeGreaterThan(20); // the faults really hit the scan
-    // counters against the fault log, sector by sector
-    const kinds = ['corrupt_sync', 'corrupt_truncated', 'corrupt_oversized', 'corrupt_coordinates', 'duplicate'] as const;
-    o.sectors.forEach((s, k) => {
-      const n = Object.fromEntries(kinds.map((kind) => [kind, r.faults.filter((f) => f.sector === s && f.kind === kind).length]));
-      const f = r.finals[k]!;
-      const rejected = f.rejected as Record<string, number>;
-      expect(rejected.bad_sync ?? 0, `sector ${s} bad_sync`).toBe(n.corrupt_sync);
-      expect(rejected.too_short ?? 0, `sector ${s} too_short`).toBe(n.corrupt_truncated);
-      expect(rejected.too_long ?? 0, `sector ${s} too_long`).toBe(n.corrupt_oversized);
-      expect(rejected.bad_coordinates ?? 0, `sector ${s} bad_coordinates`).toBe(n.corrupt_coordinates);
-      // a duplicate that arrives after its frame went out is a straggler
-      expect((f.duplicates as number) + (f.stragglers as number), `sector ${s} duplicates`).toBe(n.duplicate);
-      expect(f.outOfWindow).toBe(0);
-      expect(f.received).toBe((f.ok as number) + (f.duplicates as number) + (f.stragglers as number) + Object.values(rejected).reduce((a, b) => a + b, 0));
-    });
-  });
+    // every kind of fault really happened, in every sector; the counters match the fault log
+    // kind by kind (runPipeline's accounting: exactly, unless the kernel dropped some datagrams)
+    for (const s of o.sectors) {
+      const kinds = new Set(r.faults.filter((f) => f.sector === s).map((f) => f.kind));
+      expect([...kinds].sort(), `sector ${s} fault kinds`).toEqual(expect.arrayContaining(['burst_drop', 'drop', 'duplicate']));
+    }
+  }, TEST_MS);
 
   it('continuous acquisition: the scan repeats in epochs, every epoch equals the truth', async () => {
     const o: RunOptions = {
@@ -191,5 +220,5 @@ describe('simulator -> 8 receivers -> dumped frames (processes, real UDP and Zer
     const r = await runPipeline(o);
     expect(r.decision).toMatchObject({ voters: [1, 6], missing: [] });
     checkDumps(o, r, 36);
-  });
+  }, TEST_MS);
 });
