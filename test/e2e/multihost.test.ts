@@ -15,7 +15,8 @@
  * behind the shuffle. The final results equal the offline engine over the simulator's ground
  * truth, as on one host (test/e2e/live-pipeline.test.ts, shuffle-udfs.test.ts): the tile UDFs
  * with the blocks the damage map reports lost zeroed, the whole-frame UDFs at every frame that
- * reached the worker whole. Needs root (`ip netns`); skipped with a message when that is not allowed.
+ * reached the worker whole; a picked frame (GET …/frames/:position, shuffle host -> merger host ->
+ * client) equals the truth pixel for pixel. Needs root (`ip netns`); skipped with a message when that is not allowed.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -138,6 +139,13 @@ function configFor(dir: string, name: string, overlay: Record<string, unknown>):
   return path;
 }
 
+/** UDP datagrams the kernel of a host dropped for a full receive buffer (/proc/net/snmp RcvbufErrors). */
+function udpBufferDrops(host: Host): number {
+  const lines = execFileSync('ip', ['netns', 'exec', ns(host), 'cat', '/proc/net/snmp']).toString().split('\n').filter((l) => l.startsWith('Udp:'));
+  const [keys, values] = lines.map((l) => l.trim().split(/\s+/));
+  return Number(values?.[keys?.indexOf('RcvbufErrors') ?? -1] ?? NaN);
+}
+
 /** The network namespace a process runs in, by name (`ip netns identify`). */
 function namespaceOf(pid: number): string {
   return ip('netns', 'identify', String(pid)).trim();
@@ -181,8 +189,10 @@ describe.skipIf(skipReason !== null)('roles on separate hosts (network namespace
     const shuffle = { slices: `tcp://${HOSTS.shuffle}:7206`, frames: `tcp://${HOSTS.shuffle}:7207` };
     const udp = { host: HOSTS.receivers, basePort: 2001 };
     const mergerConfig = configFor(dir, 'merger', { merger: { ...merger, chunkTimeoutMs: 20_000, http: { host: HOSTS.merger, port: 8080, token: TOKEN } }, election, shuffle: { slices: shuffle.slices }, dataDir: join(dir, 'data') });
-    // 32 MB of UDP buffer: a receiver stalled for a second on this loaded machine catches up rather than losing blocks
-    const receiverConfig = configFor(dir, 'receivers', { merger, election, shuffle: { slices: shuffle.slices }, detector: { udp }, receiver: { recvBufferBytes: 32 * 1024 * 1024 } });
+    // a receiver starved of CPU on this loaded machine for a second must catch up rather than lose
+    // blocks: 32 MB of UDP buffer, and a frame timeout longer than such a stall (its timer runs
+    // before the datagrams that waited in the socket, which would come as stragglers after 200 ms)
+    const receiverConfig = configFor(dir, 'receivers', { merger, election, shuffle: { slices: shuffle.slices }, detector: { udp }, receiver: { recvBufferBytes: 32 * 1024 * 1024, frameTimeoutMs: 1000 } });
     const shuffleConfig = configFor(dir, 'shuffle', { shuffle });
     const workerConfig = configFor(dir, 'worker', { merger: { results: merger.results }, shuffle: { frames: shuffle.frames } });
     const cameraConfig = configFor(dir, 'camera', { detector: { udp } });
@@ -283,6 +293,20 @@ describe.skipIf(skipReason !== null)('roles on separate hosts (network namespace
       const exx = mirror.get('strain', 'exx')!.data as Float64Array;
       expect([...exx].filter(Number.isFinite).length).toBeGreaterThan(n / 2);
 
+      // a picked frame crosses from the shuffle host to the merger host and out over HTTP: one of
+      // the shuffle's last assembled frames, pixel for pixel the truth
+      const picked = whole8.filter((i) => i >= n - 4).pop();
+      if (picked !== undefined) {
+        const res = await fetch(`${url}/api/acquisitions/${id}/frames/${picked}?timeoutMs=10000`, { headers: { authorization: `Bearer ${TOKEN}` } });
+        expect(res.status, await res.clone().text().then((t) => t.slice(0, 200))).toBe(200);
+        expect(res.headers.get('x-tessera-position')).toBe(String(picked));
+        const frame = new Uint16Array(await res.arrayBuffer());
+        const truth = data.subarray(picked * FRAME, (picked + 1) * FRAME);
+        expect(frame.length).toBe(FRAME);
+        const wrong = frame.findIndex((v, k) => v !== truth[k]);
+        expect(wrong, `picked frame ${picked}: first differing pixel`).toBe(-1);
+      }
+
       // the roles really were apart: each in its own host's namespace (the camera has exited), none failed
       for (const r of roles.filter((x) => x.running)) expect(namespaceOf(r.child.pid!), r.name).toBe(ns(r.name.startsWith('receiver-') ? 'receivers' : (r.name as Host)));
       expect(receivers.every((r) => r.running)).toBe(true);
@@ -291,8 +315,11 @@ describe.skipIf(skipReason !== null)('roles on separate hosts (network namespace
       expect(final, 'the worker\'s final counters').toBeDefined();
       expect({ frames: final!.frames, framesDropped: final!.framesDropped, failures: final!.failures }).toEqual({ frames: n, framesDropped: 0, failures: 0 });
       for (const r of [mergerRole, shuffleRole, worker]) expect(r.lines.filter((l) => (l.level ?? 0) >= 50), `${r.name} errors`).toEqual([]);
+      const stats = receivers.map((r) => r.lines.filter((l) => l.msg === 'stats').pop() ?? {});
+      const total = (k: string) => stats.reduce((a, l) => a + (Number(l[k]) || 0), 0);
       console.log(
-        `multihost: ${losses.size} sector frames with lost blocks, ${whole8.length}/${n} frames whole at the worker; set-up ${setUp} ms, acquisition ${acquired} ms, total ${Date.now() - t0} ms; ` +
+        `multihost: ${losses.size} sector frames with lost blocks (UDP buffer drops ${udpBufferDrops('receivers')}, stragglers ${total('stragglers')}, out of window ${total('outOfWindow')}), ` +
+          `${whole8.length}/${n} frames whole at the worker, frame ${picked ?? 'none'} picked; set-up ${setUp} ms, acquisition ${acquired} ms, total ${Date.now() - t0} ms; ` +
           `merger ${url}, receivers ${HOSTS.receivers}, shuffle ${HOSTS.shuffle}, worker ${HOSTS.worker}, camera ${HOSTS.camera}`,
       );
     } finally {
