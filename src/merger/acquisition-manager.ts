@@ -690,7 +690,7 @@ export class AcquisitionManager implements AcquisitionController {
   }
 
   status(): MergerStatus {
-    return { acquisition: this.current ? this.summary(this.current) : null, sectors: this.monitor.statuses() };
+    return { acquisition: this.current ? this.summary(this.current) : null, sectors: this.monitor.statuses(), shuffle: this.o.shuffle?.state() ?? null };
   }
 
   private summary(a: Acquisition): AcquisitionSummary {

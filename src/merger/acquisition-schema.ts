@@ -125,6 +125,23 @@ export interface MergerStatus {
   /** the current acquisition, or null */
   acquisition: AcquisitionSummary | null;
   sectors: SectorStatus[];
+  /** the shuffle service of the whole-frame UDFs, as the merger hears it (absent without a shuffle link) */
+  shuffle?: ShuffleState | null;
+}
+
+/** The shuffle service seen from the merger (src/shuffle/shuffle-link.ts). */
+export interface ShuffleState {
+  /** `absent`: never answered; `up`: its status came within LIVENESS_MS; `missing`: silent since (killed, host down) */
+  state: 'absent' | 'up' | 'missing';
+  /** frame workers it serves (0 while missing) */
+  workers: number;
+  pid: number | null;
+  /** times another shuffle process answered (restarted) */
+  restarts: number;
+  /** ms since its last status */
+  silentMs: number | null;
+  /** frames it skipped (no worker free, e.g. none left), as its last status said */
+  framesSkipped: number;
 }
 
 export interface UdfDescription {
@@ -300,6 +317,15 @@ export const mergerStatusSchema = {
   properties: {
     acquisition: { anyOf: [{ type: 'null' }, acquisitionSummarySchema] },
     sectors: { type: 'array', items: sectorSchema },
+    shuffle: {
+      anyOf: [
+        { type: 'null' },
+        {
+          type: 'object',
+          properties: { state: { type: 'string' }, workers: { type: 'integer' }, pid: { type: ['integer', 'null'] }, restarts: { type: 'integer' }, silentMs: { type: ['number', 'null'] }, framesSkipped: { type: 'integer' } },
+        },
+      ],
+    },
   },
 } as const;
 

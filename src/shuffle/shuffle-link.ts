@@ -12,8 +12,9 @@ import * as zmq from 'zeromq';
 import { FRAME_HEIGHT, FRAME_WIDTH } from '../k2is/constants.js';
 import type { Logger } from '../log.js';
 import type { LiveUdfSpec } from '../merger/chunk-merger.js';
+import type { ShuffleState } from '../merger/acquisition-schema.js';
 import type { LiveStoreRegistry } from '../merger/live-store.js';
-import { encodeLive, LIVE_PROTOCOL_VERSION, LIVENESS_MS, type AcquireMessage, type MergerToReceiver } from '../protocol/live.js';
+import { encodeLive, LIVE_PROTOCOL_VERSION, LIVENESS_MS, type AcquireMessage, type MergerToReceiver, type ParamsMessage } from '../protocol/live.js';
 import { DatasetResults } from '../udf/dataset-results.js';
 import { wholeFrame } from '../udf/partition.js';
 import { PartitionTask } from '../udf/partition-task.js';
@@ -80,11 +81,20 @@ interface LinkedAcquisition {
   message: AcquireMessage;
   merger: WholeFrameMerger;
   ended: boolean;
+  /** parameter changes and the last selection, said again to a restarted shuffle after the acquisition */
+  params: ParamsMessage[];
+  select: SelectionBase | null;
+  /** when the acquisition was last said again to a shuffle that did not run it */
+  resentAt: number;
 }
 
 export class ShuffleLink {
   status: ShuffleStatus | null = null;
   statusAt = 0;
+  /** times a shuffle process other than the last one answered (restarted) */
+  restarts = 0;
+  /** the shuffle went silent for LIVENESS_MS (logged once per loss) */
+  private missing = false;
   readonly dropped: Record<string, number> = {};
   private readonly dealer: zmq.Dealer;
   private readonly acquisitions = new Map<string, LinkedAcquisition>();
@@ -101,7 +111,25 @@ export class ShuffleLink {
     this.dealer.connect(o.endpoint);
     this.loop = this.receiveLoop();
     this.hello();
-    this.timer = setInterval(() => this.hello(), HELLO_MS);
+    this.timer = setInterval(() => {
+      this.hello();
+      this.checkAlive();
+    }, HELLO_MS);
+  }
+
+  /** The shuffle as /api/status shows it: `absent` (never answered), `up`, or `missing` (silent for LIVENESS_MS). */
+  state(): ShuffleState {
+    const s = this.status;
+    if (!s) return { state: 'absent', workers: 0, pid: null, restarts: 0, silentMs: null, framesSkipped: 0 };
+    const silentMs = Date.now() - this.statusAt;
+    const up = silentMs < LIVENESS_MS;
+    return { state: up ? 'up' : 'missing', workers: up ? s.workers : 0, pid: s.pid, restarts: this.restarts, silentMs, framesSkipped: s.framesSkipped };
+  }
+
+  private checkAlive(): void {
+    if (this.missing || !this.status || Date.now() - this.statusAt < LIVENESS_MS) return;
+    this.missing = true;
+    this.o.log?.warn({ pid: this.status.pid, silentMs: Date.now() - this.statusAt, acquisition: this.current?.ended === false ? this.current.message.acquisition : null }, 'shuffle missing: no status');
   }
 
   available(): boolean {
@@ -145,7 +173,7 @@ export class ShuffleLink {
     const instances = udfs.map((u) => createUdf({ name: u.name, params: u.params }));
     const context = makeRunContext({ navShape: message.scanShape, sigShape: [FRAME_HEIGHT, FRAME_WIDTH], datasetDtype: 'uint16', sectors: 8, udfs: instances, roi: message.roi });
     const merger = new WholeFrameMerger({ acquisition: message.acquisition, udfs, context, registry: this.o.registry, scanShape: message.scanShape, keepEpochs: mode === 'single' ? 1 : this.o.keepEpochs, log: this.o.log });
-    const a: LinkedAcquisition = { message, merger, ended: false };
+    const a: LinkedAcquisition = { message, merger, ended: false, params: [], select: null, resentAt: 0 };
     this.acquisitions.set(message.acquisition, a);
     this.current = a;
     this.send(message);
@@ -160,7 +188,9 @@ export class ShuffleLink {
     const index = a.message.udfs.findIndex((u) => u.id === udfId);
     if (index < 0) return;
     a.merger.setParams(index, params, fromFrame);
-    this.send({ version: LIVE_PROTOCOL_VERSION, type: 'params', acquisition, udfId, params, fromFrame });
+    const m: ParamsMessage = { version: LIVE_PROTOCOL_VERSION, type: 'params', acquisition, udfId, params, fromFrame };
+    a.params.push(m);
+    this.send(m);
   }
 
   /**
@@ -169,7 +199,9 @@ export class ShuffleLink {
    * the shuffle applies it from a frame safely ahead, in every receiver alike.
    */
   select(acquisition: string, base: SelectionBase): void {
-    if (!this.acquisitions.has(acquisition)) throw new TesseraError('TESSERA_ERR_NOT_FOUND', `acquisition ${acquisition} with whole-frame UDFs`);
+    const a = this.acquisitions.get(acquisition);
+    if (!a) throw new TesseraError('TESSERA_ERR_NOT_FOUND', `acquisition ${acquisition} with whole-frame UDFs`);
+    a.select = base;
     this.sendRaw(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'select', acquisition, base }));
   }
 
@@ -286,14 +318,27 @@ export class ShuffleLink {
           continue;
         }
         const s = asStatus(decodeShuffle(frames[0]!));
-        const first = this.status === null;
+        const previous = this.status;
+        const wasMissing = this.missing;
         this.status = s;
         this.statusAt = Date.now();
-        if (first) this.o.log?.info({ workers: s.workers, pid: s.pid }, 'shuffle connected');
+        this.missing = false;
+        if (!previous) this.o.log?.info({ workers: s.workers, pid: s.pid }, 'shuffle connected');
+        else if (previous.pid !== s.pid) {
+          this.restarts++;
+          this.o.log?.warn({ workers: s.workers, pid: s.pid, previousPid: previous.pid, restarts: this.restarts }, 'shuffle connected: a new process');
+        } else if (wasMissing) this.o.log?.info({ workers: s.workers, pid: s.pid }, 'shuffle answers again');
         const c = this.current;
         if (c) c.merger.setStatus(s);
-        // a restarted shuffle does not know the running acquisition: tell it again
-        if (c && !c.ended && s.acquisition !== c.message.acquisition) this.send(c.message);
+        // a restarted shuffle does not know the running acquisition: tell it again, with what changed since
+        // (its workers get the same from it; the receivers get its rule book at their next hello)
+        if (c && !c.ended && s.acquisition !== c.message.acquisition && (previous?.pid !== s.pid || Date.now() - c.resentAt >= 2000)) {
+          c.resentAt = Date.now();
+          this.send(c.message);
+          for (const p of c.params) this.send(p);
+          if (c.select) this.sendRaw(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'select', acquisition: c.message.acquisition, base: c.select }));
+          this.o.log?.info({ acquisition: c.message.acquisition, pid: s.pid, params: c.params.length, select: c.select?.kind ?? null }, 'acquisition sent to the shuffle again');
+        }
       } catch (err) {
         this.dropped.status = (this.dropped.status ?? 0) + 1;
         this.o.log?.warn({ err: (err as Error).message }, 'shuffle link: malformed message dropped');
