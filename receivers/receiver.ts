@@ -181,8 +181,17 @@ export class SectorReceiver {
       });
     }
     const tickMs = Math.max(5, Math.min(50, config.receiver.frameTimeoutMs / 4));
+    let lastTick = performance.now();
     rx.ticker = setInterval(() => {
       const now = performance.now();
+      // A tick this late means the event loop was held up (a long UDF pass, a loaded host).
+      // Timers run before the socket is read, so the blocks of the frames in flight may be
+      // waiting there: giving those frames up now would zero-fill blocks that did arrive. Give
+      // up (or call the stream stopped) only on a tick that comes on time, after the socket
+      // has been drained.
+      const late = now - lastTick > 2 * tickMs;
+      lastTick = now;
+      if (late) return;
       rx.assembler.tick(now);
       rx.sync.tick(now);
     }, tickMs);
