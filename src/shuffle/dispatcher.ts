@@ -70,6 +70,11 @@ export class FrameDispatcher<F extends DispatchFrame> {
     this.drain();
   }
 
+  /** A worker whose connection is gone (a send to it failed): forgotten with its credit; it joins anew if it speaks again. */
+  remove(id: string): boolean {
+    return this.workers.delete(id);
+  }
+
   /**
    * Workers silent for workerTimeoutMs are not served any more (a worker busy with a long frame
    * is silent too: it keeps its credit and is served again when it speaks); returns the ids
@@ -142,6 +147,20 @@ export class FrameDispatcher<F extends DispatchFrame> {
     this.counters.skipped++;
     this.o.onSkip?.(f);
     return 'skipped';
+  }
+
+  /** A frame given to a worker that turned out to be gone: to another worker first, else queued (or skipped). */
+  requeue(f: F): void {
+    this.counters.dispatched--;
+    const w = this.pick();
+    if (w) return this.give(w, f);
+    if (this.queue.length < this.o.maxQueued) {
+      this.queue.unshift(f);
+      this.counters.queuedMax = Math.max(this.counters.queuedMax, this.queue.length);
+      return;
+    }
+    this.counters.skipped++;
+    this.o.onSkip?.(f);
   }
 
   /** Drop what is queued (abort). */

@@ -15,8 +15,11 @@
  *       <- `status` (every STATUS_MS: workers, counters, decimation)
  *       <- [`picked` header, uint16 1860 x 2048 pixels] (or `picked` with `error` alone)
  *   shuffle.frames  shuffle ROUTER binds; each `tessera worker` DEALER connects:
- *       -> `credit` {n}: n more frames wanted (the first one is the hello)
- *       <- `acquire` / `stop` / `abort` (forwarded), [`frame` header, uint16 1860 x 2048 pixels]
+ *       -> `credit` {n, window}: n more frames wanted (the first one is the hello; n = 0 every
+ *          second: alive); `window`, the frames it keeps asked for, is what a shuffle that does
+ *          not know it yet (restarted) grants it
+ *       <- `acquire` / `params` / `stop` / `abort` (forwarded), [`frame` header, uint16 1860 x 2048 pixels],
+ *          `ping` (every second: a worker gone shows as a failed send at once)
  *   merger.results  workers PUSH [`frames`, msgpack `frames`]: results of the frames they processed.
  */
 import { Packr, Unpackr } from 'msgpackr';
@@ -116,6 +119,15 @@ export interface CreditMessage {
   type: 'credit';
   pid: number;
   n: number;
+  /** frames the worker keeps asked for (its --credits): granted by a shuffle that does not know it yet, e.g. a restarted one */
+  window?: number;
+}
+
+/** shuffle -> worker: nothing to do; a send to a worker whose connection is gone fails (EHOSTUNREACH) */
+export interface PingMessage {
+  version: number;
+  type: 'ping';
+  sentAt: number;
 }
 
 export interface FrameHeader {
@@ -146,7 +158,7 @@ export interface FrameResultsMessage {
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false });
 
-export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage | SelectMessage | PickMessage | PickedMessage | ShuffleStatus | CreditMessage | FrameHeader | FrameResultsMessage): Buffer {
+export function encodeShuffle(m: HelloMessage | SliceHeader | SelectionMessage | SelectMessage | PickMessage | PickedMessage | ShuffleStatus | CreditMessage | PingMessage | FrameHeader | FrameResultsMessage): Buffer {
   if (m.type === 'selection') {
     return packr.pack({ ...m, rules: m.rules.map((r) => ({ ...r, base: r.base.kind === 'mask' ? { kind: 'mask', mask: r.base.mask } : r.base })) });
   }
@@ -236,7 +248,7 @@ export function asPicked(m: Obj): PickedMessage {
 }
 
 export function asCredit(m: Obj): CreditMessage {
-  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: int(m, 'pid'), n: int(m, 'n', 0, 1024) };
+  return { version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: int(m, 'pid'), n: int(m, 'n', 0, 1024), ...(m.window === undefined ? {} : { window: int(m, 'window', 1, 1024) }) };
 }
 
 export function asStatus(m: Obj): ShuffleStatus {

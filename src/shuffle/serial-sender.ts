@@ -11,7 +11,7 @@ export class SerialSender {
   sent = 0;
   failed = 0;
   refused = 0;
-  private readonly queue: Array<{ m: Message; done?: (ok: boolean) => void }> = [];
+  private readonly queue: Array<{ m: Message; done?: (ok: boolean, err?: unknown) => void }> = [];
   private running = false;
   private closed = false;
 
@@ -24,7 +24,8 @@ export class SerialSender {
     return this.queue.length;
   }
 
-  send(m: Message, done?: (ok: boolean) => void): boolean {
+  /** `done(ok, err)`: err is the socket's error when the send failed (e.g. code EHOSTUNREACH: the ROUTER peer is gone) */
+  send(m: Message, done?: (ok: boolean, err?: unknown) => void): boolean {
     if (this.closed || this.queue.length >= this.maxQueued) {
       this.refused++;
       done?.(false);
@@ -40,14 +41,16 @@ export class SerialSender {
     while (this.queue.length && !this.closed) {
       const { m, done } = this.queue.shift()!;
       let ok = true;
+      let error: unknown;
       try {
         await (this.socket as { send(m: Message): Promise<void> }).send(m);
         this.sent++;
-      } catch {
+      } catch (err) {
         ok = false;
+        error = err;
         this.failed++;
       }
-      done?.(ok);
+      done?.(ok, error);
     }
     this.running = false;
   }

@@ -11,7 +11,7 @@
 import * as zmq from 'zeromq';
 import { TesseraError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { decodeMergerMessage, encodeLive, type AcquireMessage, type MergerToReceiver, MAX_LIVE_MESSAGE_BYTES } from '../protocol/live.js';
+import { decodeMergerMessage, encodeLive, type AcquireMessage, type MergerToReceiver, type ParamsMessage, MAX_LIVE_MESSAGE_BYTES } from '../protocol/live.js';
 import { FrameDispatcher, RateController } from './dispatcher.js';
 import { type AssembledFrame, WholeFrameAssembler } from './frame-assembler.js';
 import {
@@ -56,6 +56,11 @@ export interface ShuffleServiceOptions {
 const RECENT_FRAMES = 4;
 /** pick requests waiting at most */
 const MAX_PICKS = 64;
+/** how often every worker is pinged: a send to one whose connection is gone fails at once */
+const PING_MS = 1000;
+
+/** a send to a ROUTER peer that is not connected (mandatory): the worker is gone */
+const isGone = (err: unknown): boolean => (err as { code?: string } | undefined)?.code === 'EHOSTUNREACH';
 
 interface PendingPick {
   request: number;
@@ -89,6 +94,14 @@ export class ShuffleService {
   slicesEndpoint = '';
   framesEndpoint = '';
   acquisition: AcquireMessage | null = null;
+  /** the running acquisition's parameter changes, in order: a worker that joins later gets them after the acquisition */
+  private paramsLog: ParamsMessage[] = [];
+  /** workers that said their credit window: they know the ping (others are found gone by a failed frame send or their silence) */
+  private readonly pingable = new Set<string>();
+  /** workers forgotten because their connection went away (a failed send) */
+  workersLost = 0;
+  /** frames handed back to the dispatcher after a send to a gone worker failed */
+  framesResent = 0;
   private base: SelectionBase;
   private readonly sliceRouter: zmq.Router;
   private readonly frameRouter: zmq.Router;
@@ -119,7 +132,20 @@ export class ShuffleService {
     this.dispatcher = new FrameDispatcher<OutFrame>({
       maxQueued: o.maxQueued ?? 4,
       workerTimeoutMs: o.workerTimeoutMs ?? 10_000,
-      send: (w, f) => this.frameOut.send([w, encodeShuffle(f.header), Buffer.from(f.data.buffer, f.data.byteOffset, f.data.byteLength)]),
+      send: (w, f) =>
+        this.frameOut.send([w, encodeShuffle(f.header), Buffer.from(f.data.buffer, f.data.byteOffset, f.data.byteLength)], (ok, err) => {
+          if (ok) return;
+          if (isGone(err)) {
+            this.workerGone(w);
+            // never reached the worker: another one (or the queue) takes it
+            if (this.acquisition?.acquisition === f.header.acquisition) {
+              this.framesResent++;
+              this.dispatcher.requeue(f);
+              return;
+            }
+          }
+          this.drop('frame-send', err);
+        }),
       // a skipped frame was never handed to ZeroMQ: its buffer is reused
       onSkip: (f) => this.recycle(f.data),
     });
@@ -141,6 +167,7 @@ export class ShuffleService {
     s.loops = [s.sliceLoop(), s.frameLoop()];
     s.timers.push(setInterval(() => s.tick(), 50));
     s.timers.push(setInterval(() => s.sendStatus(), STATUS_MS));
+    s.timers.push(setInterval(() => s.pingWorkers(), PING_MS));
     return s;
   }
 
@@ -218,6 +245,7 @@ export class ShuffleService {
         this.acquisition = m;
         this.rate.reset();
         this.newestIndex = -1;
+        this.paramsLog = [];
         this.book.clear();
         this.workerBook.clear();
         this.clearPicks();
@@ -227,14 +255,21 @@ export class ShuffleService {
         for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
         return;
       }
-      case 'params':
-        if (m.acquisition === this.acquisition?.acquisition) for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
+      case 'params': {
+        if (m.acquisition !== this.acquisition?.acquisition) return;
+        // the merger says them again after a restart of this process: once is enough
+        const same = (p: ParamsMessage) => p.udfId === m.udfId && p.fromFrame === m.fromFrame && JSON.stringify(p.params) === JSON.stringify(m.params);
+        if (this.paramsLog.some(same)) return;
+        this.paramsLog.push(m);
+        for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
         return;
+      }
       case 'stop':
       case 'abort': {
         const a = this.acquisition;
         if (!a || a.acquisition !== m.acquisition) return;
         if (m.type === 'abort') {
+          this.paramsLog = [];
           this.book.clear();
           this.workerBook.clear();
           this.clearPicks();
@@ -447,15 +482,36 @@ export class ShuffleService {
       try {
         if (frames.length !== 2) throw new TesseraError('TESSERA_ERR_BAD_MESSAGE', 'worker', `${frames.length - 1} frames`);
         const c = asCredit(decodeShuffle(frames[1]!));
+        let n = c.n;
         if (!this.dispatcher.workers.has(id)) {
-          this.o.log?.info({ worker: id, pid: c.pid }, 'shuffle: worker joined');
-          if (this.acquisition) this.toWorker(id, this.acquisition);
+          // a worker this process does not know: new, or one that asked a previous shuffle (restarted) or
+          // whose connection dropped for frames that never came: its whole window is open here
+          n = Math.max(c.n, c.window ?? 0);
+          if (c.window !== undefined) this.pingable.add(id);
+          this.o.log?.info({ worker: id, pid: c.pid, credits: n }, 'shuffle: worker joined');
+          if (this.acquisition) {
+            this.toWorker(id, this.acquisition);
+            for (const p of this.paramsLog) this.toWorker(id, p);
+          }
         }
-        this.dispatcher.credit(id, c.n);
+        this.dispatcher.credit(id, n);
       } catch (err) {
         this.drop((err as TesseraError).code ?? 'error', err);
       }
     }
+  }
+
+  /** A worker whose connection is gone: forgotten at once (its frames go to the others), not after workerTimeoutMs of silence. */
+  private workerGone(id: string): void {
+    this.pingable.delete(id);
+    if (!this.dispatcher.remove(id)) return;
+    this.workersLost++;
+    this.o.log?.warn({ worker: id, workers: this.dispatcher.live }, 'shuffle: worker gone (disconnected)');
+  }
+
+  private pingWorkers(): void {
+    const ping = encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'ping', sentAt: Date.now() });
+    for (const id of this.pingable) this.frameOut.send([id, ping], (ok, err) => !ok && isGone(err) && this.workerGone(id));
   }
 
   private tick(): void {
@@ -500,7 +556,7 @@ export class ShuffleService {
   }
 
   counters(): Record<string, unknown> {
-    return { ...this.status(), assembler: this.assembler.counters, picks: this.pickCounters, dispatcher: this.dispatcher.counters, dropped: this.dropped, receivers: this.receivers.size, ruleVersion: this.book.version, sliceRate: this.rateWindow.fps, queued: this.dispatcher.queued, openFrames: this.assembler.openFrames, rssMB: Math.round(process.memoryUsage().rss / 1048576) };
+    return { ...this.status(), workersLost: this.workersLost, framesResent: this.framesResent, assembler: this.assembler.counters, picks: this.pickCounters, dispatcher: this.dispatcher.counters, dropped: this.dropped, receivers: this.receivers.size, ruleVersion: this.book.version, sliceRate: this.rateWindow.fps, queued: this.dispatcher.queued, openFrames: this.assembler.openFrames, rssMB: Math.round(process.memoryUsage().rss / 1048576) };
   }
 
   async close(): Promise<void> {

@@ -116,7 +116,8 @@ export class FrameWorker {
 
   private credit(n: number): void {
     if (this.closed) return;
-    void this.dealer.send(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: process.pid, n })).catch(() => {});
+    // the window lets a shuffle that does not know this worker (restarted) open it again: the credit given to the old one died with it
+    void this.dealer.send(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: process.pid, n, window: this.o.credits ?? 2 })).catch(() => {});
   }
 
   private async receiveLoop(): Promise<void> {
@@ -140,6 +141,8 @@ export class FrameWorker {
   }
 
   private onControl(raw: Buffer): void {
+    // the shuffle's ping (a send to a gone worker fails there): nothing to do
+    if (decodeShuffle(raw).type === 'ping') return;
     const m = decodeMergerMessage(raw);
     switch (m.type) {
       case 'acquire': {
@@ -160,6 +163,8 @@ export class FrameWorker {
         if (i < 0) return;
         // as in the receivers: from the first chunk that starts at or after fromFrame
         const list = a.params[i]!;
+        // a restarted shuffle forwards the changes again: once is enough
+        if (list.some((q) => q.version > 0 && q.fromFrame === m.fromFrame && JSON.stringify(q.params) === JSON.stringify(m.params))) return;
         list.push({ fromFrame: m.fromFrame, version: list.length, params: m.params });
         list.sort((x, y) => x.fromFrame - y.fromFrame || x.version - y.version);
         return;
