@@ -259,7 +259,9 @@ async function checkAllEpochs(rig: Rig, id: string): Promise<Map<number, EpochCo
 
 /** Results merged at `before` are still there, unchanged, at `after` (nothing merged is lost). */
 function expectKept(before: EpochCopy, after: EpochCopy, min = 1): void {
-  const v0 = before.buffers.get('_shuffle/valid')!;
+  const v0 = before.buffers.get('_shuffle/valid');
+  // a store a few ms old may not have the whole-frame buffers yet (the merger publishes them every 100 ms): nothing merged there
+  if (!v0) return expect(min).toBe(0);
   const v1 = after.buffers.get('_shuffle/valid')!;
   const f0 = before.buffers.get('fem/intensity')!;
   const f1 = after.buffers.get('fem/intensity')!;
