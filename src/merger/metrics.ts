@@ -1,7 +1,8 @@
 /**
  * `GET /metrics`: the merger's figures in the Prometheus text exposition format (0.0.4), for a
  * scraper next to the microscope: per-sector receiver counters and rates (from heartbeats),
- * merge counters, latencies and queue depths, the WebSocket clients and their backlog, the
+ * the shuffle's state, workers, restarts and skipped frames (once a shuffle answered), merge
+ * counters, latencies and queue depths, the WebSocket clients and their backlog, the
  * recorder's lag, and the process's own memory and open files.
  *
  * Everything is read from the merger's state at scrape time (nothing is counted twice); only
@@ -141,6 +142,15 @@ export class MergerMetrics {
         family('tessera_recorder_lag_seconds', 'gauge', 'Age of the oldest merged result not yet in the recording').add(rec.lagMs / 1000);
         family('tessera_recorder_bytes_total', 'counter', 'Bytes written to the recording').add(num(rec.bytes));
       }
+    }
+
+    // the shuffle of the whole-frame UDFs: no series where it never answered (not deployed)
+    const sh = status.shuffle;
+    if (sh && sh.state !== 'absent') {
+      family('tessera_shuffle_up', 'gauge', 'Whether the shuffle service sends its status (1 up, 0 silent for 2 s: missing)').add(sh.state === 'up' ? 1 : 0);
+      family('tessera_shuffle_workers', 'gauge', 'Frame workers the shuffle serves (0 while it is missing)').add(num(sh.workers));
+      family('tessera_shuffle_restarts_total', 'counter', 'Times another shuffle process answered the merger (restarts)').add(num(sh.restarts));
+      family('tessera_shuffle_frames_skipped_total', 'counter', 'Frames the shuffle skipped for want of a free worker, as its last status said (starts over with a new shuffle process)').add(num(sh.framesSkipped));
     }
 
     // merging

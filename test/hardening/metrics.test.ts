@@ -3,9 +3,11 @@
  * receivers that send heartbeats with known counters and partial results): the output is
  * valid Prometheus text format (parsed by a strict parser written here), and its figures
  * equal the independent sources: the counters the fake receivers sent, /api/status, the number
- * of partials and chunks the test sent, the WebSocket clients the test opened, /proc/self/fd.
+ * of partials and chunks the test sent, the WebSocket clients the test opened, /proc/self/fd;
+ * the shuffle's series against /api/status with real `tessera shuffle` and `tessera worker`
+ * processes (up, killed, restarted) and against a status with known figures.
  */
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { TesseraClient, type WebSocketConstructor } from '../../src/client/tessera-client.js';
@@ -13,8 +15,11 @@ import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import type { AcquisitionRequest } from '../../src/merger/acquisition-schema.js';
 import { startMerger, type MergerProcess } from '../../src/merger/merger-process.js';
-import { renderMetrics } from '../../src/merger/metrics.js';
-import { computePartial, contextOf, FakeReceiver, liveConfig, waitUntil } from '../merger/live-helpers.js';
+import { MergerMetrics, renderMetrics } from '../../src/merger/metrics.js';
+import type { MergerStatus } from '../../src/merger/acquisition-schema.js';
+import { CLI_PATH } from '../../src/paths.js';
+import { computePartial, contextOf, FakeReceiver, freeTcpPort, liveConfig, waitUntil } from '../merger/live-helpers.js';
+import { spawnCli, type RoleProcess } from '../receivers/process-helpers.js';
 
 interface Sample {
   name: string;
@@ -67,8 +72,11 @@ const FRAME = new Uint16Array(1860 * 2048).fill(3);
 let merger: MergerProcess | null = null;
 let receivers: FakeReceiver[] = [];
 let sockets: WebSocket[] = [];
+let roles: RoleProcess[] = [];
 
 afterEach(async () => {
+  await Promise.all(roles.map((r) => r.stop(5000).catch(() => r.kill())));
+  roles = [];
   for (const s of sockets) s.terminate();
   sockets = [];
   for (const r of receivers) r.close();
@@ -190,4 +198,95 @@ describe('/metrics', () => {
     expect(r.status).toBe(200);
     expect(parsePrometheus(await r.text()).samples.length).toBeGreaterThan(20);
   });
+});
+
+const SHUFFLE_NAMES = ['tessera_shuffle_up', 'tessera_shuffle_workers', 'tessera_shuffle_restarts_total', 'tessera_shuffle_frames_skipped_total'];
+
+/** The shuffle's series of a scrape, checked against the status the merger gave right after it. */
+function expectShuffleSeries(text: string, shuffle: NonNullable<MergerStatus['shuffle']>): void {
+  const { samples, types } = parsePrometheus(text);
+  expect(types.get('tessera_shuffle_up')).toBe('gauge');
+  expect(types.get('tessera_shuffle_workers')).toBe('gauge');
+  expect(types.get('tessera_shuffle_restarts_total')).toBe('counter');
+  expect(types.get('tessera_shuffle_frames_skipped_total')).toBe('counter');
+  for (const name of SHUFFLE_NAMES) expect(text, `HELP of ${name}`).toMatch(new RegExp(`^# HELP ${name} \\S`, 'm'));
+  expect(value(samples, 'tessera_shuffle_up')).toBe(shuffle.state === 'up' ? 1 : 0);
+  expect(value(samples, 'tessera_shuffle_workers')).toBe(shuffle.workers);
+  expect(value(samples, 'tessera_shuffle_restarts_total')).toBe(shuffle.restarts);
+  expect(value(samples, 'tessera_shuffle_frames_skipped_total')).toBe(shuffle.framesSkipped);
+}
+
+describe('/metrics: the shuffle', () => {
+  it('renders the figures of a status with known values; nothing when the shuffle is absent', async () => {
+    const status: MergerStatus = { acquisition: null, sectors: [], shuffle: { state: 'missing', workers: 0, pid: 4321, restarts: 3, silentMs: 12_345, framesSkipped: 1234 } };
+    const metrics = new MergerMetrics({ status: () => status }, null);
+    const { samples } = parsePrometheus(await metrics.scrape());
+    expect(value(samples, 'tessera_shuffle_up')).toBe(0);
+    expect(value(samples, 'tessera_shuffle_workers')).toBe(0);
+    expect(value(samples, 'tessera_shuffle_restarts_total')).toBe(3);
+    expect(value(samples, 'tessera_shuffle_frames_skipped_total')).toBe(1234);
+    status.shuffle = { state: 'up', workers: 5, pid: 4322, restarts: 4, silentMs: 100, framesSkipped: 7 };
+    const up = parsePrometheus(await metrics.scrape()).samples;
+    expect(value(up, 'tessera_shuffle_up')).toBe(1);
+    expect(value(up, 'tessera_shuffle_workers')).toBe(5);
+    expect(value(up, 'tessera_shuffle_restarts_total')).toBe(4);
+    expect(value(up, 'tessera_shuffle_frames_skipped_total')).toBe(7);
+    // never answered, or no shuffle link at all: no series (and no HELP/TYPE) for it
+    for (const shuffle of [{ state: 'absent' as const, workers: 0, pid: null, restarts: 0, silentMs: null, framesSkipped: 0 }, null, undefined]) {
+      status.shuffle = shuffle;
+      const text = await metrics.scrape();
+      expect(parsePrometheus(text).samples.some((x) => x.name.startsWith('tessera_shuffle_'))).toBe(false);
+      expect(text).not.toContain('tessera_shuffle_');
+    }
+  });
+
+  it.skipIf(!existsSync(CLI_PATH))('absent, up with two workers, killed, restarted: the series equal /api/status', async () => {
+    const { path } = await liveConfig({ shuffle: { slices: `tcp://127.0.0.1:${await freeTcpPort()}`, frames: `tcp://127.0.0.1:${await freeTcpPort()}` } });
+    merger = await startMerger({ config: loadConfig(path), log: createLogger('metrics-test', { level: 'silent' }), election: false, staticDir: null, statsIntervalMs: 0 });
+    const client = new TesseraClient({ url: merger.url, WebSocket: WebSocket as unknown as WebSocketConstructor });
+    const shuffleState = async () => (await client.api.status()).shuffle!;
+    const spawn = (name: string, args: string[]) => {
+      const r = spawnCli(name, args, { TESSERA_LOG_LEVEL: 'info' });
+      roles.push(r);
+      return r;
+    };
+    // scrape, then status: equal unless the shuffle changed in between (then once more)
+    const scrapeMatches = async () => {
+      for (let attempt = 0; ; attempt++) {
+        const text = await (await fetch(`${merger!.url}/metrics`)).text();
+        const st = await shuffleState();
+        try {
+          expectShuffleSeries(text, st);
+          return st;
+        } catch (err) {
+          if (attempt >= 2) throw err;
+        }
+      }
+    };
+
+    // no shuffle answered yet: none of its series
+    expect((await shuffleState()).state).toBe('absent');
+    expect(await (await fetch(`${merger.url}/metrics`)).text()).not.toContain('tessera_shuffle_');
+
+    const first = spawn('shuffle-0', ['shuffle', '-c', path]);
+    await first.waitForMsg('shuffle listening', 30_000);
+    for (let w = 0; w < 2; w++) spawn(`worker-${w}`, ['worker', '-c', path]);
+    await waitUntil(async () => (await shuffleState()).workers === 2, 30_000, 'the shuffle up with two workers');
+    let st = await scrapeMatches();
+    expect(st).toMatchObject({ state: 'up', workers: 2, restarts: 0, pid: first.child.pid });
+
+    first.kill();
+    await waitUntil(async () => (await shuffleState()).state === 'missing', 15_000, 'the shuffle missing');
+    st = await scrapeMatches();
+    expect(st).toMatchObject({ state: 'missing', workers: 0, restarts: 0 });
+
+    const second = spawn('shuffle-1', ['shuffle', '-c', path]);
+    await waitUntil(async () => {
+      const s = await shuffleState();
+      return s.state === 'up' && s.pid === second.child.pid && s.workers === 2;
+    }, 30_000, 'the restarted shuffle up with the two workers back');
+    st = await scrapeMatches();
+    expect(st).toMatchObject({ state: 'up', workers: 2, restarts: 1 });
+    await client.close();
+  }, 90_000);
 });
