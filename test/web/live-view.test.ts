@@ -367,6 +367,51 @@ function expectPixels(map: MapReadback, merged: number): void {
     expect(controller.status().acquisition!.record).toMatchObject({ enabled: false, state: 'closed' });
   });
 
+  it('shows the shuffle under the sectors as /api/status has it; nothing when it is absent', async () => {
+    const line = '#shuffle-status';
+    /** the line as the page shows it, once it reflects `state` (the page polls the status every second) */
+    const shown = async (state: string | null) => {
+      await page.waitForFunction(
+        ([sel, st]) => {
+          const el = document.querySelector(sel) as HTMLElement | null;
+          return !!el && (st === null ? el.hidden : !el.hidden && el.dataset.state === st);
+        },
+        [line, state] as const,
+        { timeout: 10_000 },
+      );
+      return page.evaluate((sel) => {
+        const el = document.querySelector(sel) as HTMLElement;
+        return { text: el.innerText, visible: el.offsetParent !== null, bad: el.classList.contains('bad'), workers: el.dataset.workers, color: getComputedStyle(el).color };
+      }, line);
+    };
+    // no shuffle in the deployment: nothing
+    controller.shuffle = null;
+    expect((await shown(null)).visible).toBe(false);
+    controller.shuffle = { state: 'absent', workers: 0, pid: null, restarts: 0, silentMs: null, framesSkipped: 0 };
+    await page.waitForTimeout(1500);
+    expect((await shown(null)).visible).toBe(false);
+
+    controller.shuffle = { state: 'up', workers: 2, pid: 1234, restarts: 0, silentMs: 300, framesSkipped: 0 };
+    const up = await shown('up');
+    expect(up).toMatchObject({ text: 'shuffle: up, 2 workers', visible: true, bad: false, workers: '2' });
+
+    controller.shuffle = { state: 'up', workers: 0, pid: 1234, restarts: 0, silentMs: 300, framesSkipped: 1536 };
+    const none = await shown('no-worker');
+    expect(none).toMatchObject({ text: 'shuffle: up, no worker, 1,536 frames skipped', visible: true, bad: true, workers: '0' });
+    expect(none.color).toBe('rgb(239, 154, 154)');
+
+    controller.shuffle = { state: 'missing', workers: 0, pid: 1234, restarts: 1, silentMs: 12_400, framesSkipped: 1536 };
+    const missing = await shown('missing');
+    expect(missing).toMatchObject({ text: 'shuffle missing 12 s, 1,536 frames skipped, restarted 1×', visible: true, bad: true, workers: '0' });
+    expect(missing.color).toBe('rgb(239, 154, 154)');
+    // in the sectors panel, below the table
+    expect(await page.evaluate(() => document.querySelector('#shuffle-status')!.previousElementSibling?.id)).toBe('sectors');
+
+    // back up (for the screenshot)
+    controller.shuffle = { state: 'up', workers: 2, pid: 1240, restarts: 1, silentMs: 200, framesSkipped: 0 };
+    expect((await shown('up')).text).toBe('shuffle: up, 2 workers, restarted 1×');
+  });
+
   it('shows the running UI (screenshot), then stops from the UI', async () => {
     mkdirSync(OUTPUT, { recursive: true });
     // a pass in progress, a picked scan position

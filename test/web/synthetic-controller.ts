@@ -13,6 +13,7 @@ import {
   type AcquisitionDefinition,
   type AcquisitionSummary,
   type MergerStatus,
+  type ShuffleState,
   type UdfDescription,
   type UdfInstance,
   type UdfParamsChange,
@@ -128,6 +129,8 @@ export class SyntheticController implements AcquisitionController {
   readonly patches: PatchRecord[] = [];
   /** refuse parameter changes that change a UDF's result shapes, as the live merger does */
   refuseShapeChange = false;
+  /** what /api/status says of the shuffle (null: no shuffle link, as without whole-frame UDFs) */
+  shuffle: ShuffleState | null = null;
   private readonly acquisitions = new Map<string, Acquisition>();
   private next = 1;
   private timer: NodeJS.Timeout | null = null;
@@ -278,7 +281,7 @@ export class SyntheticController implements AcquisitionController {
   status(): MergerStatus {
     const current = this.registry.current;
     const a = current ? this.acquisitions.get(current) : undefined;
-    return { acquisition: a ? this.summary(a) : null, sectors: a ? a.store.getSectors() : [] };
+    return { acquisition: a ? this.summary(a) : null, sectors: a ? a.store.getSectors() : [], shuffle: this.shuffle };
   }
 
   current(): Acquisition | undefined {

@@ -531,6 +531,8 @@ async function pollStatus(): Promise<void> {
     panel.setCurrent(summary);
     if (summary) panel.adopt(summary);
     detectors.setAcquisition(summary?.id ?? null, summary?.udfs ?? []);
+    // the shuffle is only in the status (not in the stream)
+    sectors.shuffle.set(status.shuffle);
     if (mirror().sectors.length === 0 && status.sectors.length > 0) {
       sectors.set(status.sectors);
       ratePlot.add(status.sectors);

@@ -1,9 +1,10 @@
 /**
  * The run's vital signs: progress (frames, frames/s, ETA), the 8 sectors (state, datagram
- * rate, loss, damage), a time plot of the datagram rate and loss (uPlot), and the history of
+ * rate, loss, damage) and the shuffle of the whole-frame UDFs (state, workers), a time plot of the datagram rate and loss (uPlot), and the history of
  * epochs in continuous mode.
  */
 import uPlot from 'uplot';
+import type { ShuffleState } from '../../merger/acquisition-schema.js';
 import type { Progress, SectorStatus } from '../../protocol/ws-messages.js';
 import { fill, fmt, fmtDuration, h } from './dom.js';
 
@@ -42,6 +43,8 @@ export class ProgressBar {
 
 export class SectorTable {
   readonly root: HTMLElement;
+  /** the shuffle's state, below the sectors */
+  readonly shuffle = new ShuffleLine();
   private readonly body: HTMLElement;
 
   constructor() {
@@ -56,6 +59,7 @@ export class SectorTable {
         h('thead', {}, h('tr', {}, h('th', {}, '#'), h('th', {}, 'state'), h('th', {}, 'datagrams/s'), h('th', {}, 'lost'), h('th', {}, 'damaged'))),
         this.body,
       ),
+      this.shuffle.root,
     );
     this.set([]);
   }
@@ -76,6 +80,52 @@ export class SectorTable {
         ),
       ),
     );
+  }
+}
+
+/** What the shuffle line says, and whether it is bad news (no whole frames reach a worker). */
+export function describeShuffle(s: ShuffleState): { text: string; bad: boolean; title: string } {
+  const skipped = s.framesSkipped > 0 ? `, ${fmt(s.framesSkipped)} frames skipped` : '';
+  const restarts = s.restarts > 0 ? `, restarted ${fmt(s.restarts)}×` : '';
+  const title =
+    `the shuffle service of the whole-frame UDFs (pid ${s.pid ?? '–'}), from /api/status: ` +
+    `${s.restarts} restarts, ${s.framesSkipped} frames skipped (no worker free) as its last status said`;
+  if (s.state === 'missing') {
+    return { text: `shuffle missing ${fmtDuration((s.silentMs ?? 0) / 1000)}${skipped}${restarts}`, bad: true, title };
+  }
+  if (s.workers === 0) return { text: `shuffle: up, no worker${skipped}${restarts}`, bad: true, title };
+  return { text: `shuffle: up, ${fmt(s.workers)} worker${s.workers === 1 ? '' : 's'}${skipped}${restarts}`, bad: false, title };
+}
+
+/**
+ * The shuffle's state under the sector table, from the status poll: hidden where no shuffle
+ * ever answered (`absent`: not deployed), red while it is missing or has no worker.
+ */
+export class ShuffleLine {
+  readonly root: HTMLElement;
+  private readonly text: HTMLElement;
+  private readonly dot: HTMLElement;
+
+  constructor() {
+    this.dot = h('span', { class: 'dot' });
+    this.text = h('span', { class: 'shuffle-text' });
+    this.root = h('div', { class: 'shuffle-line', id: 'shuffle-status', hidden: true }, this.dot, this.text);
+  }
+
+  set(s: ShuffleState | null | undefined): void {
+    if (!s || s.state === 'absent') {
+      this.root.hidden = true;
+      this.root.removeAttribute('data-state');
+      return;
+    }
+    const d = describeShuffle(s);
+    this.root.hidden = false;
+    this.root.dataset.state = s.state === 'up' && s.workers === 0 ? 'no-worker' : s.state;
+    this.root.dataset.workers = String(s.workers);
+    this.root.classList.toggle('bad', d.bad);
+    this.root.title = d.title;
+    this.dot.className = `dot ${d.bad ? 'missing' : 'alive'}`;
+    this.text.textContent = d.text;
   }
 }
 
