@@ -17,7 +17,7 @@
  */
 import { TesseraError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { FRAME_HEIGHT, FRAME_WIDTH } from '../k2is/constants.js';
+import { BLOCKS_PER_SECTOR_FRAME, FRAME_HEIGHT, FRAME_WIDTH } from '../k2is/constants.js';
 import {
   chunkRange,
   HEARTBEAT_MS,
@@ -102,7 +102,12 @@ interface Acquisition {
    * says about it; `start` is then the resumed leg's mapping, null until its round is known.
    */
   resume: (ResumeInfo & { stopped: string; resumed: boolean }) | null;
+  /** started with `start` null: when a receiver was first seen armed but not bound while its detector acquisition was under way (nameStart) */
+  unboundSince: number | null;
 }
+
+/** how long nameStart waits for sectors whose vote may still bind them at index 0 before it names a start anyway */
+const NAME_START_GRACE_MS = 4 * HEARTBEAT_MS;
 
 const TERMINAL: AcquisitionState[] = ['done', 'aborted', 'failed'];
 
@@ -215,8 +220,78 @@ export class AcquisitionManager implements AcquisitionController {
     if (a.state === 'stopping') this.maybeFinishStop(a);
     if (a.state === 'running') {
       this.learnResumedRound(a, h);
+      this.nameStart(a);
       this.checkDetectorEnded(a);
     }
+  }
+
+  /**
+   * Started with `start` null ("index 0 of the next detector acquisition") just after the shutter
+   * edge: the heartbeats the start point came from did not show the detector acquisition yet, and
+   * a receiver that took the acquire after its election decided stays armed for a next detector
+   * acquisition that a continuous scan never brings. Its heartbeats show it (runState 'armed',
+   * phase 'acquiring', shutterRound r): the merger then names a concrete start and re-sends
+   * acquire, which an armed receiver takes (PartialRunner.startNamed). So that every sector
+   * agrees on the mapping:
+   *  - a sector already bound in round r (its acquire came before its vote decided) runs with
+   *    index 0 of r as frame 0: start = {r, 0}, the others join at the next chunk boundary;
+   *  - whole-frame UDFs: the shuffle, told start null, maps frames that way too: {r, 0};
+   *  - otherwise, once every live sector is armed in round r (or after NAME_START_GRACE_MS, for
+   *    sectors that never get there, e.g. no stream): the first scan repetition safely after
+   *    the frames in flight, as at a start.
+   */
+  private nameStart(a: Acquisition): void {
+    if (a.start !== null || a.resume !== null) return;
+    const views = this.monitor.alive().filter((v) => !a.failed.has(v.sector));
+    const decided = (v: SectorView) => {
+      const h = v.last!;
+      return h.acquisition === a.id && h.phase === 'acquiring' && h.shutterRound !== null && (h.runState === 'armed' || h.runState === 'running' || h.runState === 'stopping');
+    };
+    const waiting = views.filter((v) => decided(v) && v.last!.runState === 'armed');
+    if (waiting.length === 0) {
+      a.unboundSince = null;
+      return;
+    }
+    const t = Date.now();
+    a.unboundSince ??= t;
+    const round = Math.max(...waiting.map((v) => v.last!.shutterRound!));
+    const inRound = views.filter((v) => decided(v) && v.last!.shutterRound === round);
+    const bound = inRound.filter((v) => v.last!.runState !== 'armed').map((v) => v.sector);
+    const wholeFrames = !!this.o.shuffle && a.definition.udfs.some((u) => isWholeFrame(u));
+    const settled = inRound.length === views.length;
+    if (bound.length === 0 && !wholeFrames && !settled && t - a.unboundSince < NAME_START_GRACE_MS) return;
+    if (bound.length > 0 || wholeFrames) a.start = { shutterRound: round, startIndex: 0 };
+    else {
+      const last = Math.max(...inRound.map((v) => this.newestIndexOf(v)));
+      const P = a.merger.positions;
+      a.start = { shutterRound: round, startIndex: Math.ceil((last + 1 + this.inFlightFramesAtEdge(a)) / P) * P };
+    }
+    a.unboundSince = null;
+    const armed = waiting.map((v) => v.sector);
+    this.o.log?.warn({ acquisition: a.id, start: a.start, armed, bound, settled, wholeFrames }, 'receivers armed after the shutter edge: the acquisition starts at a named point of the detector acquisition under way');
+    for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
+    this.broadcast(this.acquireMessage(a));
+  }
+
+  /**
+   * The newest frame index a sector may have reached in its detector acquisition: its heartbeat's
+   * lastIndex (-1 before its first tile), plus the frames that may have come since that heartbeat.
+   */
+  private newestIndexOf(v: SectorView): number {
+    const h = v.last!;
+    const age = Math.max(0, Date.now() - v.lastSeen);
+    return (h.lastIndex ?? -1) + Math.ceil((this.frameRateOf(v) * age) / 1000);
+  }
+
+  /** A sector's frame rate: from lastIndex between heartbeats, or before that (just after an edge) from its datagram rate (the camera streams acquiring or not). */
+  private frameRateOf(v: SectorView): number {
+    return Math.max(v.framesPerSecond, v.status.datagramsPerSecond / BLOCKS_PER_SECTOR_FRAME);
+  }
+
+  /** inFlightFrames with the frame rates known just after an edge (frameRateOf). */
+  private inFlightFramesAtEdge(a: Acquisition): number {
+    const fps = Math.max(0, ...this.monitor.alive().map((v) => this.frameRateOf(v)));
+    return Math.max(this.inFlightFrames(a), Math.ceil((fps * (this.o.inFlightMs ?? 500)) / 1000));
   }
 
   /**
@@ -289,11 +364,8 @@ export class AcquisitionManager implements AcquisitionController {
     a.resume = { n: (a.resume?.n ?? 0) + 1, epoch: R, afterRound, stopped: message, resumed: false };
     a.start = this.resumePoint(a, a.resume);
     a.detectorEnd = null;
-    if (this.o.shuffle && a.definition.udfs.some((u) => isWholeFrame(u))) {
-      // the shuffle keeps the first detector acquisition's mapping: end its part rather than mix
-      this.o.log?.warn({ acquisition: a.id }, 'whole-frame UDFs do not resume after a detector end: their part of the acquisition ends here');
-      this.o.shuffle.end(a.id, 'abort');
-    }
+    // whole-frame UDFs resume too: the shuffle maps the next detector acquisition (and only it) from epoch R on
+    this.o.shuffle?.resume(this.acquireMessage(a));
     this.setState(a, 'running', `${message}; resumes at epoch ${R} with the next detector acquisition`);
     const t = Date.now();
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
@@ -446,6 +518,7 @@ export class AcquisitionManager implements AcquisitionController {
       recordings: 0,
       detectorEnd: null,
       resume: null,
+      unboundSince: null,
     };
     feed.setSectors(this.monitor.statuses());
     return a;
@@ -474,18 +547,21 @@ export class AcquisitionManager implements AcquisitionController {
   }
 
   private startPoint(a: Acquisition): AcquireMessage['start'] {
-    const running = this.monitor.alive().filter((v) => v.last!.lastIndex !== null && v.last!.shutterRound !== null);
+    // a detector acquisition under way: a frame of it seen, or decided (phase acquiring) with no
+    // tile yet, just after its edge (counted at index -1): its next repetition safely ahead
+    const running = this.monitor.alive().filter((v) => v.last!.shutterRound !== null && (v.last!.lastIndex !== null || v.last!.phase === 'acquiring'));
     if (running.length === 0) return null;
     // the newest detector acquisition, and the newest frame in it
     const round = Math.max(...running.map((v) => v.last!.shutterRound!));
     const inRound = running.filter((v) => v.last!.shutterRound === round);
-    const last = Math.max(...inRound.map((v) => v.last!.lastIndex!));
+    const early = inRound.some((v) => v.last!.lastIndex === null);
+    const last = Math.max(...inRound.map((v) => (early ? this.newestIndexOf(v) : v.last!.lastIndex!)));
     const acqPositions = a.definition.scanShape[0] * a.definition.scanShape[1];
     const detector = inRound.find((v) => v.last!.positions !== null)?.last!.positions ?? acqPositions;
     if (detector !== acqPositions) {
       this.o.log?.warn({ detectorPositions: detector, acquisitionPositions: acqPositions }, 'the detector scans another number of positions than the acquisition: epochs will not line up with its scan');
     }
-    const startIndex = Math.ceil((last + 1 + this.inFlightFrames(a)) / detector) * detector;
+    const startIndex = Math.ceil((last + 1 + (early ? this.inFlightFramesAtEdge(a) : this.inFlightFrames(a))) / detector) * detector;
     return { shutterRound: round, startIndex };
   }
 

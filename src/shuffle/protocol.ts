@@ -217,7 +217,9 @@ export function asSelection(m: Obj): SelectionMessage {
     const rule: SelectionRule = {
       acquisition: str(r, 'acquisition'),
       shutterRound: r.shutterRound === null || r.shutterRound === undefined ? null : int(r, 'shutterRound'),
-      startIndex: int(r, 'startIndex'),
+      afterRound: r.afterRound === null || r.afterRound === undefined ? null : int(r, 'afterRound'),
+      // negative after a resume
+      startIndex: int(r, 'startIndex', -Number.MAX_SAFE_INTEGER),
       positions: int(r, 'positions', 1),
       fromIndex: int(r, 'fromIndex'),
       base: asBase(r.base),

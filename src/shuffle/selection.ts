@@ -8,6 +8,13 @@
  * `fromIndex`. The shuffle changes the selection only by appending a rule that starts safely
  * after the frames in flight, so receivers that learn it a little late still agree.
  *
+ * The detector acquisition a rule applies to is named by `shutterRound`, or, before the shuffle
+ * knows it, by `afterRound` (the first one decided after that election round: a resumed
+ * acquisition, docs/shuffle.md "Resume after a detector end"); the shuffle pins the round as soon
+ * as the first slice shows it, so frames of any other detector acquisition are never selected.
+ * After a resume `startIndex` is negative (index 0 of the new detector acquisition is
+ * acquisition-relative frame R x P).
+ *
  * Per frame: rel = index - startIndex (acquisition-relative), position = rel mod positions;
  * selected iff the base selection takes the position (all, every n-th frame, a mask over the
  * scan, a list of clicked positions) and, when back-pressure decimates by k > 1, a hash of
@@ -29,9 +36,11 @@ export type SelectionBase =
 export interface SelectionRule {
   /** the merger acquisition the frames are for */
   acquisition: string;
-  /** detector acquisition (election round) the indices count in; null: whichever comes */
+  /** detector acquisition (election round) the indices count in; null: whichever comes (after `afterRound`) */
   shutterRound: number | null;
-  /** frame index of the acquisition's scan position 0 */
+  /** with shutterRound null: only detector acquisitions decided after this election round (a resume); null/absent: any */
+  afterRound?: number | null;
+  /** frame index of the acquisition's scan position 0 (negative after a resume: index 0 is frame R x P) */
   startIndex: number;
   /** scan positions per epoch */
   positions: number;
@@ -75,6 +84,16 @@ export function ruleSelects(rule: SelectionRule, index: number): boolean {
   return rule.decimate <= 1 || (frameHash(rel) >>> 8) % rule.decimate === 0;
 }
 
+/**
+ * Whether `rule` applies to frames of the detector acquisition decided in election round
+ * `round` (null: a receiver that started it on its own; any rule applies, as before rounds).
+ */
+export function ruleAppliesTo(rule: SelectionRule, round: number | null): boolean {
+  if (round === null) return true;
+  if (rule.shutterRound !== null) return rule.shutterRound === round;
+  return rule.afterRound === undefined || rule.afterRound === null || round > rule.afterRound;
+}
+
 /** Check a rule (from the wire or from a user); throws TESSERA_ERR_BAD_ARGUMENT. */
 export function checkRule(rule: SelectionRule): SelectionRule {
   const bad = (why: string): never => {
@@ -82,7 +101,10 @@ export function checkRule(rule: SelectionRule): SelectionRule {
   };
   if (!Number.isInteger(rule.positions) || rule.positions < 1) bad(`positions ${rule.positions}`);
   if (!Number.isInteger(rule.fromIndex) || rule.fromIndex < 0) bad(`fromIndex ${rule.fromIndex}`);
-  if (!Number.isInteger(rule.startIndex) || rule.startIndex < 0) bad(`startIndex ${rule.startIndex}`);
+  // negative after a resume (index 0 of the new detector acquisition is frame R x P)
+  if (!Number.isSafeInteger(rule.startIndex)) bad(`startIndex ${rule.startIndex}`);
+  if (rule.afterRound !== undefined && rule.afterRound !== null && !Number.isSafeInteger(rule.afterRound)) bad(`afterRound ${rule.afterRound}`);
+  if (rule.afterRound !== undefined && rule.afterRound !== null && rule.shutterRound !== null) bad('afterRound with a shutterRound');
   if (!Number.isInteger(rule.decimate) || rule.decimate < 1 || rule.decimate > 1 << 20) bad(`decimate ${rule.decimate}`);
   const b = rule.base;
   if (b.kind === 'every' && !(Number.isInteger(b.n) && b.n >= 1)) bad(`every ${b.n}`);
@@ -150,6 +172,18 @@ export class RuleBook {
     this.version++;
   }
 
+  /**
+   * Name the detector acquisition of every rule that did not know it (shutterRound null): the
+   * shuffle saw its first slice. Frames of any other detector acquisition are no longer selected.
+   * Returns whether anything changed.
+   */
+  pin(round: number): boolean {
+    if (!this.rules.some((r) => r.shutterRound === null)) return false;
+    this.rules = this.rules.map((r) => (r.shutterRound === null ? { ...r, shutterRound: round, afterRound: null } : r));
+    this.version++;
+    return true;
+  }
+
   clear(): void {
     if (this.rules.length === 0) return;
     this.rules = [];
@@ -161,7 +195,7 @@ export class RuleBook {
     let found: SelectionRule | null = null;
     for (const r of this.rules) {
       if (r.fromIndex > index) break;
-      if (r.shutterRound === null || round === null || r.shutterRound === round) found = r;
+      if (ruleAppliesTo(r, round)) found = r;
     }
     return found;
   }

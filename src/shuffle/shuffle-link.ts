@@ -181,6 +181,21 @@ export class ShuffleLink {
     return merger;
   }
 
+  /**
+   * A continuous acquisition resumes after its detector acquisition ended (`acquire` with
+   * `resume`, as the receivers get it): the shuffle maps the next detector acquisition's frames
+   * from epoch R on, so the workers' results land there. `message` may carry the receivers'
+   * UDFs: the shuffle gets this acquisition's whole-frame ones. A restarted shuffle is told the
+   * resumed acquisition from then on.
+   */
+  resume(message: AcquireMessage): void {
+    const a = this.acquisitions.get(message.acquisition);
+    if (!a || a.ended || !message.resume) return;
+    a.message = { ...message, udfs: a.message.udfs };
+    this.send(a.message);
+    this.o.log?.info({ acquisition: message.acquisition, resume: message.resume, start: message.start }, 'whole-frame UDFs resume with the next detector acquisition');
+  }
+
   /** New parameters for a whole-frame UDF, for chunks from acquisition-relative frame `fromFrame` on (the workers apply them as the receivers do). */
   params(acquisition: string, udfId: string, params: Record<string, unknown>, fromFrame: number): void {
     const a = this.acquisitions.get(acquisition);

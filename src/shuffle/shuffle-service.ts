@@ -69,6 +69,34 @@ interface PendingPick {
   partial?: OutFrame;
 }
 
+/**
+ * Which detector acquisition the acquisition's frames come from now, and how they map: the
+ * acquisition's own start (n = 0), or its n-th resume after a detector end (docs/shuffle.md,
+ * "Resume after a detector end"). Rules are made for the current leg only.
+ */
+export interface Leg {
+  /** the merger's resume count (acquire.resume.n), 0 before any */
+  n: number;
+  /** the detector acquisition's election round; null until known (pinned at its first slice) */
+  shutterRound: number | null;
+  /** with shutterRound null: the leg's detector acquisition is decided after this round */
+  afterRound: number | null;
+  /** frame index of acquisition-relative frame 0 (negative after a resume) */
+  startIndex: number;
+  /** the leg's first frame index (0, or the merger's start in a detector acquisition under way) */
+  firstIndex: number;
+}
+
+/** The leg an acquire names; `previousRound`: the detector acquisition the leg before ran on, if known. */
+export function legOf(m: AcquireMessage, previousRound: number | null): Leg {
+  const n = m.resume?.n ?? 0;
+  const first = m.resume ? m.resume.epoch * m.scanShape[0] * m.scanShape[1] : 0;
+  if (m.start) return { n, shutterRound: m.start.shutterRound, afterRound: null, startIndex: m.start.startIndex, firstIndex: Math.max(0, m.start.startIndex + first) };
+  if (!m.resume) return { n, shutterRound: null, afterRound: null, startIndex: 0, firstIndex: 0 };
+  const rounds = [m.resume.afterRound, previousRound].filter((r): r is number => r !== null);
+  return { n, shutterRound: null, afterRound: rounds.length ? Math.max(...rounds) : null, startIndex: -first, firstIndex: 0 };
+}
+
 interface OutFrame {
   index: number;
   header: FrameHeader;
@@ -94,6 +122,8 @@ export class ShuffleService {
   slicesEndpoint = '';
   framesEndpoint = '';
   acquisition: AcquireMessage | null = null;
+  /** the running acquisition's current leg (its start, or its latest resume) */
+  leg: Leg = { n: 0, shutterRound: null, afterRound: null, startIndex: 0, firstIndex: 0 };
   /** the running acquisition's parameter changes, in order: a worker that joins later gets them after the acquisition */
   private paramsLog: ParamsMessage[] = [];
   /** workers that said their credit window: they know the ping (others are found gone by a failed frame send or their silence) */
@@ -233,6 +263,8 @@ export class ShuffleService {
     if (!rule || rule.acquisition !== h.acquisition) return this.drop('unselected');
     if (pixels.byteLength !== h.rows * 256 * 2) return this.drop('shape');
     // a view when aligned (zeromq's own allocation), else one copy
+    // the first slice of a leg whose detector acquisition was not named: that one from now on, no other
+    if (rule.shutterRound === null && h.round !== null) this.pinRound(h.round);
     const data = pixels.byteOffset % 2 === 0 ? new Uint16Array(pixels.buffer, pixels.byteOffset, pixels.byteLength / 2) : new Uint16Array(Uint8Array.from(pixels).buffer);
     this.newestIndex = Math.max(this.newestIndex, h.index);
     this.assembler.add({ acquisition: h.acquisition, round: h.round, index: h.index, sector: h.sector, row0: h.row0, rows: h.rows, damage: h.damage, pixels: data });
@@ -241,16 +273,20 @@ export class ShuffleService {
   private onMerger(m: MergerToReceiver): void {
     switch (m.type) {
       case 'acquire': {
-        if (this.acquisition?.acquisition === m.acquisition) return;
+        if (this.acquisition?.acquisition === m.acquisition) {
+          if (m.resume && m.resume.n > this.leg.n && m.mode === 'continuous') this.resume(m);
+          return;
+        }
         this.acquisition = m;
+        this.leg = legOf(m, null);
         this.rate.reset();
         this.newestIndex = -1;
         this.paramsLog = [];
         this.book.clear();
         this.workerBook.clear();
         this.clearPicks();
-        this.addRule(this.ruleFor(m, m.start?.startIndex ?? 0, 1));
-        this.o.log?.info({ acquisition: m.acquisition, udfs: m.udfs.map((u) => u.name), start: m.start, select: this.base.kind }, 'shuffle: acquisition');
+        this.addRule(this.ruleFor(m, this.leg.firstIndex, 1));
+        this.o.log?.info({ acquisition: m.acquisition, udfs: m.udfs.map((u) => u.name), start: m.start, resume: m.resume ?? null, leg: this.leg, select: this.base.kind }, 'shuffle: acquisition');
         this.broadcastSelection();
         for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
         return;
@@ -276,16 +312,43 @@ export class ShuffleService {
           this.dispatcher.clear();
           this.acquisition = null;
         } else {
-          const start = a.start?.startIndex ?? 0;
+          const start = this.leg.startIndex;
           const at = m.atFrame ?? Math.max(0, this.newestIndex + 1 - start);
           this.clearPicks();
-          this.addRule({ ...this.ruleFor(a, start + at, 1), base: { kind: 'none' } });
+          this.addRule({ ...this.ruleFor(a, Math.max(this.leg.firstIndex, start + at), 1), base: { kind: 'none' } });
         }
         this.broadcastSelection();
         for (const w of this.dispatcher.workers.keys()) this.toWorker(w, m);
         this.o.log?.info({ acquisition: m.acquisition, type: m.type }, 'shuffle: acquisition ends');
       }
     }
+  }
+
+  /**
+   * The merger's n-th resume of the running acquisition after its detector acquisition ended:
+   * frames of the next detector acquisition (decided after the one that ended, or the one the
+   * merger names) map to acquisition-relative frames from R x P on. The old leg's rules go, so
+   * no frame of the ended detector acquisition is selected after this; frames of it already
+   * queued for the workers keep their epochs (< R). Decimation, picks and parameters carry on.
+   */
+  private resume(m: AcquireMessage): void {
+    const previous = this.leg;
+    this.acquisition = m;
+    this.leg = legOf(m, previous.shutterRound);
+    this.newestIndex = -1;
+    this.book.clear();
+    this.workerBook.clear();
+    this.addRule(this.ruleFor(m, this.leg.firstIndex, this.rate.decimate));
+    this.broadcastSelection();
+    this.o.log?.info({ acquisition: m.acquisition, resume: m.resume, start: m.start, leg: this.leg, previousRound: previous.shutterRound }, 'shuffle: acquisition resumes with the next detector acquisition');
+  }
+
+  /** The leg's detector acquisition is the one of election round `round` (its first slice came). */
+  private pinRound(round: number): void {
+    this.leg = { ...this.leg, shutterRound: round, afterRound: null };
+    this.workerBook.pin(round);
+    if (this.book.pin(round)) this.broadcastSelection();
+    this.o.log?.info({ acquisition: this.acquisition?.acquisition, round, leg: this.leg.n }, 'shuffle: the detector acquisition of the acquisition');
   }
 
   /** The acquisition's rule: the base selection within its ROI. */
@@ -305,7 +368,8 @@ export class ShuffleService {
       }
       base = base.kind === 'none' ? base : { kind: 'mask', mask };
     }
-    return { acquisition: a.acquisition, shutterRound: a.start?.shutterRound ?? null, startIndex: a.start?.startIndex ?? 0, positions, fromIndex, base, decimate };
+    const leg = this.leg;
+    return { acquisition: a.acquisition, shutterRound: leg.shutterRound, afterRound: leg.afterRound, startIndex: leg.startIndex, positions, fromIndex, base, decimate };
   }
 
   /** Change the base selection of the running acquisition from a frame safely ahead. */
@@ -389,8 +453,7 @@ export class ShuffleService {
     }
     const last = this.workerBook.list[this.workerBook.list.length - 1];
     if (!last || last.base.kind === 'none') return refuse('ended');
-    const start = a.start?.startIndex ?? 0;
-    if (a.mode === 'single' && start + m.position < this.safeIndex(a)) return refuse('passed');
+    if (a.mode === 'single' && this.leg.startIndex + m.position < this.safeIndex(a)) return refuse('passed');
     let waiting = 0;
     for (const w of this.picks.values()) waiting += w.length;
     if (waiting >= MAX_PICKS) return refuse('busy');
@@ -420,7 +483,7 @@ export class ShuffleService {
 
   private safeIndex(a: AcquireMessage): number {
     const margin = Math.max(32, Math.ceil(this.rateWindow.fps * 0.5));
-    return Math.max(a.start?.startIndex ?? 0, this.newestIndex + 1 + margin);
+    return Math.max(this.leg.firstIndex, this.newestIndex + 1 + margin);
   }
 
   private sendSelection(id: string): void {
@@ -437,8 +500,12 @@ export class ShuffleService {
   private onFrame(f: AssembledFrame): void {
     const a = this.acquisition;
     if (!a || a.acquisition !== f.acquisition) return this.recycle(f.data), this.drop('stale-frame');
+    // the leg's mapping: a frame of a detector acquisition no rule names any more (the one before a resume) is not used
+    const rule = this.book.at(f.index, f.round);
+    if (!rule) return this.recycle(f.data), this.drop('stale-leg');
     const positions = a.scanShape[0] * a.scanShape[1];
-    const rel = f.index - (a.start?.startIndex ?? 0);
+    const rel = f.index - rule.startIndex;
+    if (rel < 0) return this.recycle(f.data), this.drop('stale-leg');
     const epoch = Math.floor(rel / positions);
     if (a.mode === 'single' && epoch > 0) return this.recycle(f.data), this.drop('after-scan');
     const header: FrameHeader = { version: SHUFFLE_PROTOCOL_VERSION, type: 'frame', acquisition: a.acquisition, epoch, position: rel % positions, index: f.index, damage: f.damage };
