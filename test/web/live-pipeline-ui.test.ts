@@ -6,6 +6,8 @@
  * equals the merger's results (a second client over WebSocket) and the disk sums over the
  * simulator's ground truth; drag the detector: the merger gets the moved disk and the next
  * pass's map equals the truth under it; stop from the UI; a screenshot (test-output/ui-live-pipeline.png).
+ * A `tessera shuffle` with two `tessera worker`s runs beside them: the line under the sector
+ * table shows it up with the workers /api/status counts, and missing once it is SIGKILLed.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -17,7 +19,7 @@ import { TesseraClient, type WebSocketConstructor } from '../../src/client/tesse
 import { FRAME_HEIGHT, FRAME_WIDTH } from '../../src/k2is/constants.js';
 import { SimulatedScan } from '../../src/k2is/simulator/index.js';
 import { CLI_PATH, PROJECT_ROOT } from '../../src/paths.js';
-import { liveConfig, waitUntil } from '../merger/live-helpers.js';
+import { freeTcpPort, liveConfig, waitUntil } from '../merger/live-helpers.js';
 import { freeUdpPorts, spawnCli, type RoleProcess } from '../receivers/process-helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -37,7 +39,7 @@ afterAll(async () => {
   await browser?.close().catch(() => {});
   await client?.close().catch(() => {});
   // the camera first, then the receivers, then the merger; SIGKILL whatever lingers
-  for (const group of [roles.filter((r) => r.name === 'simulator'), roles.filter((r) => r.name.startsWith('receiver')), roles.filter((r) => r.name === 'merger')]) {
+  for (const group of [roles.filter((r) => r.name === 'simulator'), roles.filter((r) => r.name.startsWith('receiver')), roles.filter((r) => r.name === 'shuffle' || r.name.startsWith('worker')), roles.filter((r) => r.name === 'merger')]) {
     await Promise.all(group.map((r) => r.stop(5000).catch(() => r.kill())));
   }
 }, 40_000);
@@ -120,12 +122,21 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     execFileSync(process.execPath, [join(PROJECT_ROOT, 'scripts/build-web.mjs')], { stdio: 'pipe' });
     const base = await freeUdpPorts(8);
     // more epochs kept than by default: on a loaded machine the page may be a pass behind when the second client asks for its epoch
-    const { path } = await liveConfig({ detector: { udp: { host: '127.0.0.1', basePort: base } }, receiver: { statsIntervalMs: 1000 }, merger: { keepEpochs: 8 } });
+    const { path } = await liveConfig({
+      detector: { udp: { host: '127.0.0.1', basePort: base } },
+      receiver: { statsIntervalMs: 1000 },
+      merger: { keepEpochs: 8 },
+      shuffle: { slices: `tcp://127.0.0.1:${await freeTcpPort()}`, frames: `tcp://127.0.0.1:${await freeTcpPort()}` },
+    });
     const merger = spawnRole('merger', ['merger', '-c', path, '--static', join(PROJECT_ROOT, 'dist', 'web')]);
     const url = String((await merger.waitForMsg('merger listening', 30_000)).url);
+    // the shuffle and its workers (idle here: no whole-frame UDF), for the page's shuffle line
+    const shuffle = spawnRole('shuffle', ['shuffle', '-c', path]);
+    for (let w = 0; w < 2; w++) spawnRole(`worker-${w}`, ['worker', '-c', path]);
     for (let s = 0; s < 8; s++) spawnRole(`receiver-${s}`, ['receiver', '--sector', String(s), '-c', path]);
     client = new TesseraClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor });
     await waitUntil(async () => (await client!.api.status()).sectors.every((s) => s.state === 'alive'), 30_000, 'eight receivers alive');
+    await waitUntil(async () => (await client!.api.status()).shuffle?.workers === 2, 30_000, 'the shuffle up with two workers');
 
     step('pipeline up, eight receivers alive');
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
@@ -138,6 +149,12 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     await page.waitForSelector('.udf[data-udf="ApplyMasksUDF"] textarea');
     // the page shows the eight live receivers
     await page.waitForFunction(() => document.querySelectorAll('#sectors tr[data-state="alive"]').length === 8, undefined, { timeout: 10_000 });
+    // and, below them, the shuffle with the workers the merger counts
+    await page.waitForSelector('#shuffle-status[data-state="up"]', { timeout: 10_000 });
+    const shuffleUp = (await client.api.status()).shuffle!;
+    expect(shuffleUp).toMatchObject({ state: 'up', workers: 2, pid: shuffle.child.pid });
+    expect(await page.getAttribute('#shuffle-status', 'data-workers')).toBe(String(shuffleUp.workers));
+    expect(await page.innerText('#shuffle-status')).toBe('shuffle: up, 2 workers');
 
     // the form's defaults: Sum, SumSig, ApplyMasks (a bright-field disk and an annular ring sized to the K2 frame), CoM
     await page.fill('#scan-h', String(SCAN[0]));
@@ -232,6 +249,17 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     await page.click('#btn-stop');
     await page.waitForSelector('#acq-state[data-state="done"]', { timeout: 30_000 });
     expect((await client.api.get(summary.id)).state).toBe('done');
+
+    // the shuffle killed: the page says it is missing (red), as /api/status does
+    shuffle.kill();
+    await page.waitForSelector('#shuffle-status[data-state="missing"]', { timeout: 30_000 });
+    const shuffleGone = (await client.api.status()).shuffle!;
+    expect(shuffleGone).toMatchObject({ state: 'missing', workers: 0 });
+    const missing = await page.innerText('#shuffle-status');
+    expect(missing).toMatch(/^shuffle missing \d+ s/);
+    expect(await page.getAttribute('#shuffle-status', 'data-workers')).toBe('0');
+    expect(await page.evaluate(() => document.querySelector('#shuffle-status')!.classList.contains('bad'))).toBe(true);
+    step(`shuffle killed: "${missing}"`);
     expect(pageErrors).toEqual([]);
     expect(merger.lines.filter((l) => (l.level ?? 0) >= 50)).toEqual([]);
   }, 300_000);
