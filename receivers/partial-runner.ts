@@ -41,7 +41,11 @@
  * reason and the acquisition-relative index of the first frame that never came, for the
  * heartbeats: the merger completes the chunks that will never come and ends the acquisition.
  * The acquisition id stays reported (heartbeats) after done / stopped / ended, so that the
- * merger does not take the receiver for one that lost it; a repeated acquire of it is a no-op.
+ * merger does not take the receiver for one that lost it; a repeated acquire of it is a no-op,
+ * except one that names a concrete `start` for a run armed with start null (startNamed): the
+ * acquire came after the shutter edge of the detector acquisition under way, which start null
+ * ("the next one") would never bind; the merger, seeing `runState` 'armed' in the heartbeats,
+ * names where it starts, and the armed run binds there at once.
  *
  * Resume (continuous only): the merger, having completed the epochs before R, re-sends the
  * acquire with `resume {n, epoch R, afterRound}`. A run ended with its detector acquisition (or
@@ -57,7 +61,7 @@
 import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../src/k2is/constants.js';
 import { TesseraError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
-import { LIVE_PROTOCOL_VERSION, toWire, type AcquireMessage, type DetectorEnded, type ParamsMessage, type PartialMessage, type WireArray } from '../src/protocol/live.js';
+import { LIVE_PROTOCOL_VERSION, toWire, type AcquireMessage, type DetectorEnded, type LiveRunState, type ParamsMessage, type PartialMessage, type WireArray } from '../src/protocol/live.js';
 import type { RunContext } from '../src/udf/meta.js';
 import { PartitionTask } from '../src/udf/partition-task.js';
 import type { PartitionSlice } from '../src/udf/partition.js';
@@ -72,7 +76,8 @@ const FRAME_PIXELS = SECTOR_HEIGHT * SECTOR_WIDTH;
 /** whole chunks skipped over by a gap are sent as missing up to this many frames per gap */
 export const MAX_FILL_FRAMES = 512;
 
-export type RunState = 'armed' | 'running' | 'stopping' | 'done' | 'stopped' | 'aborted' | 'ended' | 'failed';
+/** (heartbeats report it: `runState`) */
+export type RunState = LiveRunState;
 
 export interface PartialRunnerOptions {
   sector: number;
@@ -205,6 +210,7 @@ export class PartialRunner implements TileSink {
     if (cur && cur.msg.acquisition === m.acquisition && cur.state !== 'aborted') {
       if (cur.error) throw cur.error;
       if (m.resume && m.resume.n > cur.resumeN && cur.msg.mode === 'continuous') this.resume(cur, m);
+      else if (m.start !== null && cur.msg.start === null && (m.resume?.n ?? 0) === cur.resumeN) this.startNamed(cur, m);
       return;
     }
     const positions = m.scanShape[0] * m.scanShape[1];
@@ -289,6 +295,35 @@ export class PartialRunner implements TileSink {
     const bindNow = d !== null && this.resumeBinds(run, d);
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
     this.o.log?.info({ acquisition: m.acquisition, resume: r, start: m.start, was, endedOn: run.endedOn }, 'live acquisition resumes with the next detector acquisition');
+    if (bindNow) this.bind(run, d, this.startIndexOf(run), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
+  }
+
+  /**
+   * The merger named a concrete `start` for a run armed with start null (the acquire came just
+   * after the shutter edge, so this run waits for a detector acquisition that a continuous scan
+   * never brings): while still armed, take it and bind at once when its detector acquisition is
+   * the one under way (from the next chunk boundary, as any late join). A run already bound keeps
+   * its mapping (the merger names {round, 0} when it saw one bound; anything else is logged).
+   */
+  private startNamed(run: Run, m: AcquireMessage): void {
+    const start = m.start!;
+    const d = this.detector;
+    if (run.state !== 'armed') {
+      const round = d && d.acquisition === run.shutterAcquisition ? d.round : null;
+      if (run.state === 'running' || run.state === 'stopping') {
+        if (round === start.shutterRound && run.startIndex === start.startIndex) run.msg = { ...run.msg, start };
+        else this.o.log?.warn({ acquisition: m.acquisition, start, bound: { round, startIndex: run.startIndex } }, 'a start named after this receiver bound its run: kept the run as bound');
+      }
+      return;
+    }
+    if (!m.resume && d && d.round !== start.shutterRound && (d.round === null || d.round > start.shutterRound)) {
+      throw new TesseraError('TESSERA_ERR_LIVE_START', m.acquisition, `shutter round ${start.shutterRound} is not under way (current round ${String(d.round)})`);
+    }
+    run.msg = { ...run.msg, start };
+    const bindNow = d !== null && (run.msg.resume ? this.resumeBinds(run, d) : d.round === start.shutterRound);
+    const scan: ScanConfig = { scanPositions: run.positions, continuous: true };
+    this.o.configureScan?.(scan, bindNow ? scan : undefined);
+    this.o.log?.info({ acquisition: m.acquisition, start, bindNow, round: d?.round ?? null }, 'live acquisition: the merger named its start');
     if (bindNow) this.bind(run, d, this.startIndexOf(run), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
   }
 

@@ -263,6 +263,7 @@ export class SectorReceiver {
       shutterRound: a?.round ?? null,
       positions: a ? a.scanPositions : this.sync.scanConfig.scanPositions,
       detectorEnded: this.runner?.detectorEnded ?? null,
+      runState: this.runner?.state ?? null,
       counters: this.flatCounters(),
     };
   }

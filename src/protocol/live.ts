@@ -45,6 +45,10 @@
  *    please join at the next chunk boundary instead of refusing). `ready` after an acquire.
  *    `failure`: the merger fills that sector in as missing (not waited for) until a receiver
  *    with another pid appears; only when every live sector failed does the acquisition fail.
+ *  - `runState` in a heartbeat: the receiver's run of the named acquisition. 'armed' while the
+ *    phase is 'acquiring' with `start` null means the acquire came after this detector
+ *    acquisition's edge: the merger names a concrete `start` and re-sends `acquire`; the receiver
+ *    takes the new `start` while still armed (docs/protocol.md, "Start right after the edge").
  *  - `detectorEnded` in a heartbeat: the detector acquisition ended (stream stopped, restarted,
  *    shutter off) under the named merger acquisition (docs/protocol.md, "Detector stream
  *    stops"); the merger ends it once every live sector running it says so (a continuous one:
@@ -101,11 +105,23 @@ export interface HeartbeatMessage {
    * receivers; round and resume absent: null and 0).
    */
   detectorEnded?: DetectorEnded | null;
+  /**
+   * State of the receiver's run of the merger acquisition named in `acquisition` (PartialRunner):
+   * 'armed' = took the acquire but not bound to a detector acquisition yet, 'running' = bound, …
+   * (LIVE_RUN_STATES). The merger reads it to notice a receiver armed for an acquisition with
+   * `start` null while its detector acquisition is already under way (the acquire came just after
+   * the shutter edge): it then names a concrete `start`. Absent or null: no run, or an older receiver.
+   */
+  runState?: LiveRunState | null;
   /** cumulative counters (ReceiverCounters snapshot): datagrams, rejected by reason, duplicates, … */
   counters: Record<string, number>;
   /** receiver's clock, ms since epoch */
   sentAt: number;
 }
+
+/** States of a receiver's run of a merger acquisition (receivers/partial-runner.ts), as heartbeats report them. */
+export const LIVE_RUN_STATES = ['armed', 'running', 'stopping', 'done', 'stopped', 'aborted', 'ended', 'failed'] as const;
+export type LiveRunState = (typeof LIVE_RUN_STATES)[number];
 
 export interface DetectorEnded {
   reason: string;
@@ -262,6 +278,10 @@ function detectorEnded(v: unknown): DetectorEnded {
   const d: Obj = { ...obj(v, 'heartbeat.detectorEnded'), type: 'heartbeat.detectorEnded' };
   return { reason: str(d, 'reason', 64), atFrame: int(d, 'atFrame'), round: intOrNull(d, 'round'), resume: d.resume === undefined || d.resume === null ? 0 : int(d, 'resume') };
 }
+function runState(v: unknown): LiveRunState {
+  if (!(LIVE_RUN_STATES as readonly unknown[]).includes(v)) bad('heartbeat', `unknown runState ${shown(v)}`);
+  return v as LiveRunState;
+}
 function resumeInfo(v: unknown): ResumeInfo {
   const r: Obj = { ...obj(v, 'acquire.resume'), type: 'acquire.resume' };
   return { n: int(r, 'n', 1), epoch: int(r, 'epoch'), afterRound: intOrNull(r, 'afterRound') };
@@ -312,6 +332,7 @@ export function decodeReceiverMessage(raw: Uint8Array): ReceiverToMerger {
         shutterRound: intOrNull(m, 'shutterRound'),
         positions: intOrNull(m, 'positions'),
         detectorEnded: m.detectorEnded === null || m.detectorEnded === undefined ? null : detectorEnded(m.detectorEnded),
+        runState: m.runState === null || m.runState === undefined ? null : runState(m.runState),
         counters: clean,
         sentAt: int(m, 'sentAt'),
       };
