@@ -2,12 +2,24 @@
  * Soak, compressed: the whole pipeline (merger, eight receivers, continuous simulator at a high
  * frame rate over a small scan, so that an epoch ends every few hundred milliseconds, and a
  * WebSocket client reading) for about a minute, sampling every process's RSS and open file
- * descriptors from /proc. After warm-up: open files do not move, and resident memory does not
- * grow (last third vs first third). `npm run bench soak` runs the long version
- * (bench/soak.bench.ts, TESSERA_SOAK_MINUTES).
+ * descriptors from /proc. After warm-up, while epochs keep coming: open files do not move, and
+ * resident memory does not grow (its floor in the last third vs before). `npm run bench soak`
+ * runs the long version (bench/soak.bench.ts, TESSERA_SOAK_MINUTES).
  */
 import { describe, expect, it } from 'vitest';
 import { runSoak } from '../../bench/soak.bench.js';
+
+/**
+ * Growth of the RSS floor: the lowest sample of the last third minus the lowest before it. On a
+ * loaded machine the pipeline falls behind for tens of seconds at a time, and the merger's RSS
+ * then carries the backlog (1.4-2 GB for 20 s after warm-up here, with its V8 heap at 18 MB, and
+ * back to 230-350 MB once it caught up): that is load, not a leak, and whether it falls in the
+ * first or the last third is chance. A leak raises the floor; a backlog does not, once drained.
+ */
+function floorGrowthMB(rss: number[]): number {
+  const third = Math.max(1, Math.floor(rss.length / 3));
+  return Math.min(...rss.slice(-third)) - Math.min(...rss.slice(0, rss.length - third));
+}
 
 describe('soak (compressed)', () => {
   it('RSS and open files of every process flat after warm-up over tens of epochs', async () => {
@@ -15,12 +27,14 @@ describe('soak (compressed)', () => {
     console.log(`soak: ${f.seconds.toFixed(0)} s, ${f.epochs} epochs, ${f.framesMerged} frames merged`);
     for (const r of f.roles) {
       const rss = r.rssMB;
-      console.log(`soak ${r.role}: RSS ${Math.min(...rss).toFixed(0)}..${Math.max(...rss).toFixed(0)} MB, growth ${r.rssGrowthMB.toFixed(1)} MB, slope ${r.rssSlopeMBPerHour.toFixed(0)} MB/h; fds ${Math.min(...r.fds)}..${Math.max(...r.fds)}`);
+      console.log(`soak ${r.role}: RSS ${Math.min(...rss).toFixed(0)}..${Math.max(...rss).toFixed(0)} MB, growth ${r.rssGrowthMB.toFixed(1)} MB (floor ${floorGrowthMB(rss).toFixed(1)} MB), slope ${r.rssSlopeMBPerHour.toFixed(0)} MB/h; fds ${Math.min(...r.fds)}..${Math.max(...r.fds)}`);
     }
     const m = f.merger;
     console.log(`soak merger heap ${m.heapMB[0]?.toFixed(0)} -> ${m.heapMB.at(-1)?.toFixed(0)} MB, external ${m.externalMB[0]?.toFixed(0)} -> ${m.externalMB.at(-1)?.toFixed(0)} MB, epochs ${m.epoch[0]} -> ${m.epoch.at(-1)}`);
-    // the acquisition really ran through many epochs (a loaded machine may slow it down)
+    // the acquisition really ran through many epochs (a loaded machine may slow it down), and went
+    // on during the measurement: flat figures of a stalled pipeline would prove nothing
     expect(f.epochs).toBeGreaterThanOrEqual(15);
+    expect(m.epoch.at(-1)! - m.epoch[0]!, 'epochs after warm-up').toBeGreaterThanOrEqual(10);
     for (const r of f.roles) {
       expect(r.fds.length, r.role).toBeGreaterThan(10);
       // sockets and files: not one more at the end than at any time after warm-up
@@ -28,7 +42,10 @@ describe('soak (compressed)', () => {
       // memory: GC makes RSS wander by tens of MB; a leak of 1 MB per epoch shows over the epochs
       // of the run, and the allocator fault this found (bench/soak.bench.ts, env) grew it by 600+ MB
       const base = Math.min(...r.rssMB);
-      expect(r.rssGrowthMB, `${r.role} RSS growth (MB)`).toBeLessThan(Math.max(64, 0.25 * base));
+      expect(floorGrowthMB(r.rssMB), `${r.role} RSS floor growth (MB)`).toBeLessThan(Math.max(64, 0.25 * base));
     }
-  }, 180_000);
+    // the budget: above the sum of runSoak's own bounded waits (merger 30 s, receivers 60 s, data
+    // 60 s, the run, teardown 10 s), so that on a slow machine its own error, not a vitest timeout
+    // that would leave its processes running, ends the test
+  }, 300_000);
 });
