@@ -9,7 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { FrameDispatcher, RateController } from '../../src/shuffle/dispatcher.js';
 import { type AssembledFrame, WholeFrameAssembler } from '../../src/shuffle/frame-assembler.js';
 import { asSelection, decodeShuffle, encodeShuffle, SHUFFLE_PROTOCOL_VERSION } from '../../src/shuffle/protocol.js';
-import { parseSelection, RuleBook, ruleSelects, type SelectionRule } from '../../src/shuffle/selection.js';
+import { parseSelection, RuleBook, ruleAppliesTo, ruleSelects, type SelectionRule } from '../../src/shuffle/selection.js';
+import { legOf } from '../../src/shuffle/shuffle-service.js';
+import { LIVE_PROTOCOL_VERSION, type AcquireMessage } from '../../src/protocol/live.js';
 
 const rule = (o: Partial<SelectionRule> = {}): SelectionRule => ({ acquisition: 'a', shutterRound: 3, startIndex: 100, positions: 12, fromIndex: 100, base: { kind: 'all' }, decimate: 1, ...o });
 
@@ -67,6 +69,96 @@ describe('selection rules', () => {
     expect(() => parseSelection('every:0')).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_ARGUMENT' }));
     expect(() => new RuleBook().add(rule({ decimate: 0 }))).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_ARGUMENT' }));
     expect(() => decodeShuffle(Buffer.from([0xc1]))).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_MESSAGE' }));
+  });
+});
+
+describe('selection after a resume (negative startIndex, another detector acquisition)', () => {
+  const P = 12;
+  const acquire = (o: Partial<AcquireMessage> = {}): AcquireMessage => ({ version: LIVE_PROTOCOL_VERSION, type: 'acquire', acquisition: 'a', scanShape: [3, 4], roi: null, udfs: [], chunkSize: 4, mode: 'continuous', start: null, ...o });
+  /** plain reference: acquisition-relative frame of detector frame `index` in the leg, or null when the leg does not use it */
+  const relOf = (leg: { round: number | null; after: number | null; startIndex: number; first: number }, index: number, round: number): number | null => {
+    const roundOk = leg.round !== null ? round === leg.round : leg.after === null || round > leg.after;
+    return roundOk && index >= leg.first ? index - leg.startIndex : null;
+  };
+
+  it('legOf: index 0 of the next detector acquisition is frame R x P (start null), or the merger names round and start', () => {
+    expect(legOf(acquire(), null)).toEqual({ n: 0, shutterRound: null, afterRound: null, startIndex: 0, firstIndex: 0 });
+    expect(legOf(acquire({ start: { shutterRound: 4, startIndex: 36 } }), null)).toEqual({ n: 0, shutterRound: 4, afterRound: null, startIndex: 36, firstIndex: 36 });
+    // resume n = 1 at epoch 3 after round 4: frames of round > 4 from index 0 = frame 36
+    expect(legOf(acquire({ resume: { n: 1, epoch: 3, afterRound: 4 } }), 4)).toEqual({ n: 1, shutterRound: null, afterRound: 4, startIndex: -36, firstIndex: 0 });
+    // the merger did not know the round that ended, the shuffle did (it pinned it)
+    expect(legOf(acquire({ resume: { n: 1, epoch: 3, afterRound: null } }), 7).afterRound).toBe(7);
+    expect(legOf(acquire({ resume: { n: 2, epoch: 3, afterRound: 9 } }), 7).afterRound).toBe(9);
+    // a detector acquisition already under way: its scan repetition at index 48 is epoch 3
+    expect(legOf(acquire({ start: { shutterRound: 6, startIndex: 48 - 36 }, resume: { n: 1, epoch: 3, afterRound: 4 } }), 4)).toEqual({ n: 1, shutterRound: 6, afterRound: null, startIndex: 12, firstIndex: 48 });
+    expect(legOf(acquire({ start: { shutterRound: 6, startIndex: 24 - 36 }, resume: { n: 1, epoch: 3, afterRound: 4 } }), 4)).toMatchObject({ startIndex: -12, firstIndex: 24 });
+  });
+
+  it('a resumed rule maps frames of the next detector acquisition from R x P on, never the old one or a later one; pinned, only that one; the same over the wire', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 0, max: 20 }), fc.constantFrom<SelectionRule['base']>({ kind: 'all' }, { kind: 'every', n: 5 }, { kind: 'list', positions: [0, 7, 11] }, { kind: 'mask', mask: Uint8Array.from({ length: P }, (_, i) => (i % 3 === 0 ? 1 : 0)) }), fc.integer({ min: 1, max: 4 }), (R, ended, base, decimate) => {
+        const leg = legOf(acquire({ resume: { n: 1, epoch: R, afterRound: ended } }), null);
+        const r: SelectionRule = { acquisition: 'a', shutterRound: leg.shutterRound, afterRound: leg.afterRound, startIndex: leg.startIndex, positions: P, fromIndex: leg.firstIndex, base, decimate };
+        const book = new RuleBook();
+        book.add(r);
+        const wire = asSelection(decodeShuffle(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'selection', ruleVersion: book.version, rules: [...book.list] })));
+        expect(wire.rules[0]).toMatchObject({ startIndex: -R * P, afterRound: ended, shutterRound: null });
+        const copy = new RuleBook();
+        copy.replace(wire.rules, wire.ruleVersion);
+        // reference selection over acquisition-relative frames, as a plain loop over the scan
+        const refSelects = (rel: number): boolean => {
+          const p = rel % P;
+          const take = base.kind === 'all' ? true : base.kind === 'every' ? rel % base.n === 0 : base.kind === 'list' ? base.positions.includes(p) : base.kind === 'mask' ? base.mask[p] === 1 : false;
+          return take && (decimate === 1 || ((Math.imul(rel, 0x9e3779b1) >>> 0) >>> 8) % decimate === 0);
+        };
+        const newRound = ended + 1 + (R % 3);
+        for (const b of [book, copy]) {
+          for (let index = 0; index < 3 * P; index++) {
+            for (const round of [ended - 1, ended, newRound, newRound + 1]) {
+              const rel = relOf({ round: null, after: ended, startIndex: -R * P, first: 0 }, index, round);
+              const got = b.selects(index, round);
+              expect(got !== null, `index ${index} round ${round}`).toBe(rel !== null && refSelects(rel));
+              if (got) expect(index - got.startIndex).toBe(index + R * P);
+            }
+          }
+        }
+        // the shuffle saw the first slice of round newRound: only that detector acquisition from now on
+        const version = copy.version;
+        expect(copy.pin(newRound)).toBe(true);
+        expect(copy.version).toBe(version + 1);
+        expect(copy.pin(newRound)).toBe(false);
+        for (let index = 0; index < 3 * P; index++) {
+          expect(copy.selects(index, newRound + 1)).toBeNull();
+          expect(copy.selects(index, ended)).toBeNull();
+          const want = refSelects(index + R * P);
+          expect(copy.selects(index, newRound) !== null).toBe(want);
+          expect(copy.at(index, newRound)!.startIndex).toBe(-R * P);
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('a book with the old detector acquisition\'s rules replaced at the resume: old-round frames after the end match nothing, new-round frames map from R x P', () => {
+    // the acquisition ran on round 3 (startIndex 100), ended at frame 30 (R = ceil(30 / 12) = 3), resumes on the next detector acquisition
+    const old = new RuleBook();
+    old.add(rule({ shutterRound: 3, startIndex: 100, fromIndex: 100 }));
+    const rel0 = (i: number) => i - old.at(i, 3)!.startIndex;
+    expect(rel0(129)).toBe(29);
+    const resumed = new RuleBook();
+    const leg = legOf(acquire({ resume: { n: 1, epoch: 3, afterRound: 3 } }), 3);
+    resumed.add(rule({ shutterRound: leg.shutterRound, afterRound: leg.afterRound, startIndex: leg.startIndex, fromIndex: leg.firstIndex }));
+    for (let i = 0; i < 200; i++) expect(resumed.selects(i, 3)).toBeNull();
+    for (let i = 0; i < 200; i++) {
+      const r = resumed.selects(i, 4)!;
+      const rel = i - r.startIndex;
+      expect(Math.floor(rel / P)).toBe(3 + Math.floor(i / P));
+      expect(rel % P).toBe(i % P);
+    }
+    expect(ruleAppliesTo(resumed.list[0]!, null)).toBe(true); // a receiver without an elected round: as before rounds
+    // bad rules: afterRound beside a named round, a non-integer startIndex
+    expect(() => resumed.add(rule({ shutterRound: 4, afterRound: 3 }))).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_ARGUMENT' }));
+    expect(() => resumed.add(rule({ startIndex: -1.5 }))).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_ARGUMENT' }));
   });
 });
 
