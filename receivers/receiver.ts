@@ -34,6 +34,7 @@ import { ReceiverCounters, StatsReporter } from './stats.js';
 import { SectorTiler } from './tiler.js';
 import type { AcquisitionInfo, AcquisitionSummary, TileSink } from './tile.js';
 import { SectorUdpSource } from './udp-source.js';
+import { onParentExit } from '../src/parent-watch.js';
 
 export interface SectorReceiverOptions {
   sector: number;
@@ -342,11 +343,7 @@ export async function runReceiverProcess(o: ReceiverProcessOptions): Promise<voi
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    if (process.env.TESSERA_EXIT_WITH_PARENT === '1') {
-      // started by `tessera start`: do not outlive it if it is killed without a chance to stop us
-      const parent = process.ppid;
-      setInterval(() => process.ppid !== parent && stop('parent exited'), 1000).unref();
-    }
+    onParentExit(stop);
   });
   await rx.stop();
   await new Promise<void>((resolve) => log.flush(() => resolve()));

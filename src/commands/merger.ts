@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { startMerger } from '../merger/merger-process.js';
+import { onParentExit } from '../parent-watch.js';
 
 export function registerMergerCommand(program: Command): void {
   program
@@ -24,11 +25,7 @@ export function registerMergerCommand(program: Command): void {
         };
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
-        if (process.env.TESSERA_EXIT_WITH_PARENT === '1') {
-          // started by `tessera start`: do not outlive it if it is killed without a chance to stop us
-          const parent = process.ppid;
-          setInterval(() => process.ppid !== parent && stop('parent exited'), 1000).unref();
-        }
+        onParentExit(stop);
       });
       await merger.close();
       await new Promise<void>((resolve) => log.flush(() => resolve()));

@@ -9,6 +9,7 @@ import { createLogger } from '../log.js';
 import { parseSelection } from '../shuffle/selection.js';
 import { ShuffleService } from '../shuffle/shuffle-service.js';
 import { parseScanShape } from './receiver.js';
+import { onParentExit } from '../parent-watch.js';
 
 export function registerShuffleCommand(program: Command): void {
   program
@@ -51,9 +52,6 @@ export function waitForSignal(log: { info: (o: object, m: string) => void }): Pr
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
-    if (process.env.TESSERA_EXIT_WITH_PARENT === '1') {
-      const parent = process.ppid;
-      setInterval(() => process.ppid !== parent && stop('parent exited'), 1000).unref();
-    }
+    onParentExit(stop);
   });
 }

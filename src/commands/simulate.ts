@@ -10,6 +10,7 @@ import { TesseraError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { runSimulation, type SimulationOptions } from '../k2is/simulator/simulation.js';
 import { runReplay, type ReplayOptions } from '../k2is/simulator/replay.js';
+import { onParentExit } from '../parent-watch.js';
 
 export interface RawSimulateOptions {
   config?: string;
@@ -287,12 +288,13 @@ complete in all sectors); a truncated block at the end of a file is counted and 
       const options = replay ? null : resolveSimulateOptions(raw, config);
       const log = createLogger('simulate');
       const ac = new AbortController();
-      const stop = () => {
-        log.info('stopping');
+      const stop = (why?: unknown) => {
+        log.info({ why: typeof why === 'string' ? why : 'signal' }, 'stopping');
         ac.abort();
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      onParentExit(stop);
       try {
         if (replay) await runReplay({ ...replay, signal: ac.signal }, log);
         else await runSimulation({ ...options!, signal: ac.signal }, log);

@@ -101,7 +101,7 @@ export class Pipeline {
     const cfg = this.o.configPath ? ['--config', this.o.configPath] : [];
     const scan = `${this.o.scan[0]}x${this.o.scan[1]}`;
     // the merger first: it hosts the election the receivers vote with
-    const merger = this.spawnRole('merger', ['merger', ...cfg], { TESSERA_EXIT_WITH_PARENT: '1' });
+    const merger = this.spawnRole('merger', ['merger', ...cfg], { TESSERA_EXIT_WITH_PARENT: String(process.pid) });
     const listening = await Promise.race([
       new Promise<Record<string, unknown>>((resolve) => this.onLine(merger, (l) => l.msg === 'merger listening' && resolve(l))),
       this.done.then(() => null),
@@ -111,13 +111,13 @@ export class Pipeline {
     const elected = new Promise<void>((resolve) => this.onLine(merger, (l) => l.msg === 'election decided' && resolve()));
     if ((this.o.workers ?? 0) > 0) {
       // whole-frame UDFs (strain maps, …): the shuffle and its frame workers (docs/shuffle.md)
-      this.spawnRole('shuffle', ['shuffle', ...cfg], { TESSERA_EXIT_WITH_PARENT: '1' });
-      for (let w = 0; w < this.o.workers!; w++) this.spawnRole(`worker-${w}`, ['worker', ...cfg], { TESSERA_EXIT_WITH_PARENT: '1' });
+      this.spawnRole('shuffle', ['shuffle', ...cfg], { TESSERA_EXIT_WITH_PARENT: String(process.pid) });
+      for (let w = 0; w < this.o.workers!; w++) this.spawnRole(`worker-${w}`, ['worker', ...cfg], { TESSERA_EXIT_WITH_PARENT: String(process.pid) });
     }
     const out = this.o.out ?? process.stdout;
     out.write(`tessera: ${this.url}\n`);
     const ready = sectors.map((s) => {
-      const role = this.spawnRole(`receiver-${s}`, ['receiver', '--sector', String(s), ...cfg, '--scan', scan, '--continuous'], { TESSERA_EXIT_WITH_PARENT: '1' });
+      const role = this.spawnRole(`receiver-${s}`, ['receiver', '--sector', String(s), ...cfg, '--scan', scan, '--continuous'], { TESSERA_EXIT_WITH_PARENT: String(process.pid) });
       return new Promise<void>((resolve) => this.onLine(role, (l) => l.msg === 'receiver listening' && resolve()));
     });
     await Promise.race([Promise.all(ready), this.done]);
@@ -125,7 +125,7 @@ export class Pipeline {
     if (this.o.simulator) {
       const u = config.detector.udp;
       const target = u.multicast ? ['--multicast', u.multicast, '--udp', `${u.host}:${u.basePort}`] : ['--udp', `${u.host}:${u.basePort}`];
-      this.spawnRole('simulator', ['simulate', ...cfg, '--scan', scan, '--fps', String(this.o.fps), ...target, '--continuous'], {});
+      this.spawnRole('simulator', ['simulate', ...cfg, '--scan', scan, '--fps', String(this.o.fps), ...target, '--continuous'], { TESSERA_EXIT_WITH_PARENT: String(process.pid) });
     }
     log.info({ url: this.url, sectors: sectors.length, scan, fps: this.o.fps, simulator: this.o.simulator }, 'pipeline running (Ctrl-C stops)');
     this.timer = setInterval(() => this.draw(), config.receiver.statsIntervalMs);
