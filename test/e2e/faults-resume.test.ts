@@ -11,14 +11,38 @@
  *  - epoch R equals runUdf offline over the new camera's truth exactly (integer sums bit-exact;
  *    blocks the damage map reports lost on a loaded machine zeroed in the reference), with no
  *    position lost whole: no frame of the first camera in it, none of the second before it.
+ *
+ * The second case runs a whole-frame UDF (FEMUDF, behind `tessera shuffle` and a `tessera
+ * worker`) beside a tile UDF (SumSigUDF) through the same kill, silence and new camera run: the
+ * whole-frame part resumes too (the shuffle maps the new detector acquisition from epoch R on).
+ * Reference: runUdf per frame over each camera run's truth (SimulatedScan, seeds 91 and 92, which
+ * differ at the positions compared). In every epoch every position `_shuffle/valid` marks that
+ * arrived with all 8 sectors equals the run it belongs to (epochs < R: the first, >= R: the new
+ * one), within 1e-9; the interrupted epoch has no whole-frame result after the stop; epoch R has
+ * whole-frame results and its SumSigUDF is bit-exact over the new run.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import type { LiveMirror } from '../../src/client/tessera-client.js';
-import { waitUntil } from '../merger/live-helpers.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { WebSocket } from 'ws';
+import { TesseraClient, type LiveMirror, type WebSocketConstructor } from '../../src/client/tessera-client.js';
+import { BLOCK_COLS, BLOCK_ROWS, FRAME_WIDTH, SECTOR_WIDTH } from '../../src/k2is/constants.js';
+import { blockOrigin } from '../../src/k2is/geometry.js';
+import { SimulatedScan } from '../../src/k2is/simulator/index.js';
+import type { AcquisitionRequest } from '../../src/merger/acquisition-schema.js';
+import { MemoryDataSet } from '../../src/udf/dataset.js';
+import { createUdf } from '../../src/udf/registry.js';
+import { runUdf } from '../../src/udf/runner.js';
+import { freeTcpPort, liveConfig, SIG, waitUntil } from '../merger/live-helpers.js';
+import { freeUdpPorts, type RoleProcess } from '../receivers/process-helpers.js';
 import { completeEpoch } from './faults-helpers.js';
-import { cleanUp, defineAndStart, expectDamageConsistent, expectResults, launch, lossesFromMirror, offline, simulate, UDFS, type Pipeline } from './pipeline-helpers.js';
+import { cleanUp, defineAndStart, expectDamageConsistent, expectResults, FRAME, launch, lossesFromMirror, offline, simulate, spawnReceiver, spawnRole, UDFS, type Pipeline } from './pipeline-helpers.js';
 
-afterEach(cleanUp, 30_000);
+const ownClients: TesseraClient[] = [];
+afterEach(async () => {
+  for (const c of ownClients.splice(0)) await c.close().catch(() => {});
+  await cleanUp();
+}, 30_000);
 
 const FULL = 0xffffffff;
 
@@ -85,4 +109,146 @@ describe('the camera dies mid-scan under a continuous acquisition, then streams 
     second.kill();
     console.log(`resume: stopped at position ${at} of epoch ${stoppedEpoch}, ${n - at} positions marked missing, ${silenceMs} ms of silence, resumed at epoch ${R}; ${Date.now() - t0} ms in all`);
   }, 120_000);
+});
+
+const FEM = { center: [930, 1024], radIn: 100, radOut: 400 };
+const WHOLE_FRAME_UDFS: AcquisitionRequest['udfs'] = [
+  { id: 'sumsig', name: 'SumSigUDF' },
+  { id: 'fem', name: 'FEMUDF', params: FEM },
+];
+
+/** The pipeline of launch() with `tessera shuffle` (fixed rate: every frame) and one `tessera worker`. */
+async function launchWithShuffle(): Promise<Pipeline & { shuffle: RoleProcess; worker: RoleProcess }> {
+  const base = await freeUdpPorts(8);
+  const shuffleEndpoints = { slices: `tcp://127.0.0.1:${await freeTcpPort()}`, frames: `tcp://127.0.0.1:${await freeTcpPort()}` };
+  const { path, dir } = await liveConfig({
+    detector: { udp: { host: '127.0.0.1', basePort: base } },
+    receiver: { statsIntervalMs: 1000, streamIdleMs: 2000 },
+    merger: { chunkTimeoutMs: 3000, keepEpochs: 64 },
+    shuffle: shuffleEndpoints,
+  });
+  const merger = spawnRole('merger', ['merger', '-c', path]);
+  const url = String((await merger.waitForMsg('merger listening', 30_000)).url);
+  const shuffle = spawnRole('shuffle', ['shuffle', '-c', path, '--fixed-rate']);
+  await shuffle.waitForMsg('shuffle listening', 30_000);
+  const worker = spawnRole('worker', ['worker', '-c', path]);
+  const receivers = Array.from({ length: 8 }, (_, s) => spawnReceiver(path, s));
+  onTestFailed(() => {
+    for (const r of [merger, shuffle, worker, receivers[3]!]) writeFileSync(join(dir, `${r.name}-${r.child.pid}.log`), r.rawStderr.join('\n'));
+    console.error(`logs of the failed test: ${dir}`);
+  });
+  const client = new TesseraClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor });
+  ownClients.push(client);
+  await waitUntil(async () => (await client.api.status()).sectors.every((s) => s.state === 'alive'), 90_000, 'eight receivers alive');
+  await waitUntil(async () => ((await client.api.status()).shuffle?.workers ?? 0) >= 1, 30_000, 'the shuffle with its worker in /api/status');
+  return { config: path, dir, merger, receivers, client, url, shuffle, worker };
+}
+
+/** One epoch's whole-frame buffers (and the tile UDF's, the damage map), copied out of the mirror; null when no whole-frame result was ever published there. */
+interface WholeFrameEpoch {
+  epoch: number;
+  valid: Uint8Array;
+  sectors: Uint8Array;
+  fem: Float64Array;
+}
+
+async function wholeFrameEpoch(client: TesseraClient, id: string, epoch: number): Promise<WholeFrameEpoch | null> {
+  client.subscribe({ acquisition: id, epoch });
+  const m = await client.waitFor((x) => x.acquisition === id && x.epoch === epoch && x.get('_shuffle', 'valid') !== undefined && x.get('fem', 'intensity') !== undefined, 5000).catch(() => null);
+  if (!m) return null;
+  return { epoch, valid: (m.get('_shuffle', 'valid')!.data as Uint8Array).slice(), sectors: (m.get('_shuffle', 'sectors')!.data as Uint8Array).slice(), fem: (m.get('fem', 'intensity')!.data as Float64Array).slice() };
+}
+
+/** A camera run's truth (SimulatedScan with `seed`). */
+function truthOf(scan: [number, number], seed: number): Uint16Array {
+  const sim = new SimulatedScan({ scanShape: scan, seed });
+  const n = scan[0] * scan[1];
+  const data = new Uint16Array(n * FRAME);
+  for (let i = 0; i < n; i++) sim.frame(i, data.subarray(i * FRAME, (i + 1) * FRAME));
+  return data;
+}
+
+/** runUdf offline over a run's truth: FEMUDF per frame (no loss: compared only where all 8 sectors came whole), SumSigUDF with the mirror's lost blocks zeroed. */
+async function wholeFrameReference(scan: [number, number], seed: number, losses = new Map<string, number>()): Promise<{ fem: Float64Array; sumsig: ArrayLike<number> }> {
+  const n = scan[0] * scan[1];
+  const truth = truthOf(scan, seed);
+  const [f] = await runUdf(new MemoryDataSet({ data: truth, navShape: scan, sigShape: SIG }), [createUdf({ name: 'FEMUDF', params: FEM })]);
+  for (let i = 0; i < n; i++) {
+    for (let s = 0; s < 8; s++) {
+      const bits = losses.get(`${s}/${i}`) ?? 0;
+      for (let b = 0; b < 32; b++) {
+        if (!(bits & (1 << b))) continue;
+        const o = blockOrigin(b);
+        for (let y = o.y; y < o.y + BLOCK_ROWS; y++) truth.fill(0, i * FRAME + y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x, i * FRAME + y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x + BLOCK_COLS);
+      }
+    }
+  }
+  const [s] = await runUdf(new MemoryDataSet({ data: truth, navShape: scan, sigShape: SIG }), [createUdf({ name: 'SumSigUDF', params: {} })]);
+  return { fem: Float64Array.from(f!.intensity!.data as unknown as ArrayLike<number>), sumsig: s!.intensity!.data as unknown as ArrayLike<number> };
+}
+
+const close = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+
+describe('a whole-frame UDF beside a tile UDF when the camera dies and streams again', () => {
+  it('the shuffle part resumes too: epoch R holds whole-frame results over the new camera run, no epoch a result from a frame of the other run', async () => {
+    const scan: [number, number] = [4, 4];
+    const n = scan[0] * scan[1];
+    const t0 = Date.now();
+    const p = await launchWithShuffle();
+    const id = await defineAndStart(p, { scanShape: scan, udfs: WHOLE_FRAME_UDFS, mode: 'continuous', chunkSize: 4 });
+    // every receiver holds the shuffle's selection for it before the camera starts
+    await waitUntil(() => p.receivers.every((r) => r.lines.some((l) => l.msg === 'shuffle selection' && JSON.stringify(l.rules).includes(id))), 20_000, 'receivers hold the selection');
+    const first = simulate(p, scan, ['--fps', '8', '--seed', '91', '--continuous']);
+    await waitUntil(async () => (await p.client.api.get(id)).progress.framesMerged >= n + 6, 60_000, 'epoch 0 and the start of epoch 1 merged');
+    first.kill();
+    await first.exited;
+
+    await waitUntil(async () => /resumes at epoch/.test((await p.client.api.get(id)).message ?? ''), 30_000, 'the resume decided');
+    const m = /^detector stream stopped at scan position (\d+) of epoch (\d+); resumes at epoch (\d+) with the next detector acquisition$/.exec((await p.client.api.get(id)).message ?? '');
+    expect(m).not.toBeNull();
+    const [at, stoppedEpoch, R] = [Number(m![1]), Number(m![2]), Number(m![3])];
+    // the shuffle took the resume (it no longer ends the whole-frame part there)
+    await p.shuffle.waitFor((l) => l.msg === 'shuffle: acquisition resumes with the next detector acquisition' && l.acquisition === id, 10_000, 'the resume at the shuffle');
+    expect(p.merger.lines.some((l) => /whole-frame UDFs do not resume/.test(String(l.msg)))).toBe(false);
+
+    const second = simulate(p, scan, ['--fps', '10', '--seed', '92', '--continuous', '--frame-id-start', '5', '--block-count-start', String(32 * 100_000)]);
+    // epoch R: the receivers' part complete, then the worker's results over it (they trail)
+    const mr = await epochMirror(p, id, R, n);
+    const losses = lossesFromMirror(mr, n);
+    const countValid = (x: LiveMirror) => {
+      const v = x.get('_shuffle', 'valid')?.data as Uint8Array | undefined;
+      return v ? v.reduce((a, b) => a + b, 0) : 0;
+    };
+    await p.client.waitFor((x) => x.acquisition === id && x.epoch === R && countValid(x) === n, 40_000).catch(() => null);
+    const [refA, refB] = [await wholeFrameReference(scan, 91), await wholeFrameReference(scan, 92, losses)];
+    // the tile UDF of epoch R: bit-exact over the new run
+    const sumsig = mr.get('sumsig', 'intensity')!.data as Float64Array;
+    for (let i = 0; i < n; i++) expect(Object.is(sumsig[i], refB.sumsig[i]), `sumsig/intensity[${i}] of epoch ${R}: ${sumsig[i]} vs ${refB.sumsig[i]}`).toBe(true);
+    second.kill();
+    await second.exited;
+
+    // the two runs tell apart at the positions compared: a result from the wrong run could not pass
+    const telling = Array.from({ length: n }, (_, i) => i).filter((i) => !close(refA.fem[i]!, refB.fem[i]!));
+    expect(telling.length, 'positions where the two camera runs give another FEM result').toBeGreaterThanOrEqual(n - 2);
+    const cameAll = at === 0 ? n : at;
+    const { epochs } = await p.client.api.get(id);
+    let wholeR = 0;
+    let checked = 0;
+    for (const e of epochs) {
+      const c = await wholeFrameEpoch(p.client, id, e);
+      if (!c) continue;
+      const ref = e < R ? refA : refB;
+      for (let i = 0; i < n; i++) {
+        // after the stop no frame of the first run came; none of the second may land there
+        if (e === R - 1 && i >= cameAll) expect(c.valid[i], `epoch ${e} position ${i}: after the stop`).toBe(0);
+        if (!c.valid[i] || c.sectors[i] !== 8) continue;
+        if (!close(c.fem[i]!, ref.fem[i]!)) throw new Error(`epoch ${e}: fem/intensity[${i}] = ${c.fem[i]}, expected ${ref.fem[i]} (camera run ${e < R ? 1 : 2}); the other run gives ${(e < R ? refB : refA).fem[i]}`);
+        checked++;
+        if (e === R) wholeR++;
+      }
+    }
+    expect(wholeR, `whole-frame results in epoch ${R}`).toBeGreaterThanOrEqual(n / 2);
+    expect(checked).toBeGreaterThan(wholeR);
+    console.log(`resume with the shuffle: stopped at position ${at} of epoch ${stoppedEpoch}, resumed at epoch ${R}; ${wholeR}/${n} whole-frame results in epoch ${R}, ${checked} checked over ${epochs.length} epochs; ${Date.now() - t0} ms in all`);
+  }, 150_000);
 });
