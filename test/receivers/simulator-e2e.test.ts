@@ -108,7 +108,11 @@ async function runPipeline(o: RunOptions): Promise<RunResult> {
   const sent = o.sectors.map((s) => sentDatagrams((done.frames as number) * 32, s, faults));
   // every datagram in (or dropped by the kernel) before the receivers stop: stopping flushes
   const kernelDrops = await allDatagramsAccounted(rxs, o.sectors.map((s) => base + s), sent);
-  if (!o.continuous) await Promise.all(rxs.map((r) => r.waitForMsg('acquisition ended', 30_000)));
+  if (!o.continuous) {
+    await Promise.all(rxs.map((r) => r.waitForMsg('acquisition ended', 30_000))).catch((err: Error) => {
+      throw new Error(`${err.message}\n(kernel drops per sector: ${kernelDrops.join(', ')})`);
+    });
+  }
   for (const r of rxs) expect(await r.stop(), r.name).toEqual({ code: 0, signal: null });
   for (const r of rxs) expect(r.lines.filter((l) => (l.level ?? 0) >= 50), r.name).toEqual([]); // no error or fatal logs
   const finals = rxs.map((r) => r.lines.find((l) => l.msg === 'receiver stopped: final counters')!);
