@@ -4,7 +4,9 @@
  *
  * A DEALER (routing id `slices-<sector>`) says hello every HELLO_MS with the rule version it
  * holds; the shuffle answers with its RuleBook when that is stale. Every receiver applies the
- * same rules to the same frame indices, so the 8 sectors send the same frames.
+ * same rules to the same frame indices, so the 8 sectors send the same frames. The rules name
+ * the detector acquisition (election round) they hold for, so after a resume of the merger's
+ * acquisition only frames of the new detector acquisition are sent (selection.ts).
  *
  * Never blocks the receive path: sends queue at once or fail at once (sendTimeout 0, bounded
  * high-water mark); a slice that cannot be queued is counted and dropped (the shuffle then
