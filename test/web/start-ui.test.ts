@@ -115,7 +115,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('the page after 
     mkdirSync(OUTPUT, { recursive: true });
     await page.evaluate(() => (window as any).tessera.setPick(3, 5));
     // two animation frames: the pick is drawn before the screenshot
-    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    await page.evaluate(() => new Promise((r) => (window as any).requestAnimationFrame(() => (window as any).requestAnimationFrame(r))));
     await page.screenshot({ path: join(OUTPUT, 'ui-npm-start.png'), fullPage: true });
     copyFileSync(join(OUTPUT, 'ui-npm-start.png'), join(PROJECT_ROOT, 'docs', 'ui-screenshot.png'));
     expect(pageErrors).toEqual([]);
