@@ -5,9 +5,11 @@
  * (ChunkMerger) and feeds the live stores (LiveFeed).
  *
  * Start point: when the receivers report a detector acquisition under way (a continuous scan:
- * heartbeats with shutterRound and lastIndex), the acquisition starts at the first scan
- * repetition that begins safely after the newest frame in flight; otherwise at the next
- * shutter edge. Parameter changes apply from the first chunk boundary safely after the frames
+ * heartbeats with shutterRound and lastIndex, or phase acquiring before the first tile), the
+ * acquisition starts at the first scan repetition that begins safely after the newest frame in
+ * flight; otherwise at the next shutter edge. Heartbeats lag the edge, so receivers that report
+ * being armed but not bound while the detector acquisition is under way get a start named
+ * afterwards (nameStart). Parameter changes apply from the first chunk boundary safely after the frames
  * in flight, and the reply says from which frame; a stop names its last frame the same way.
  *
  * UDFs that need whole frames (no processTile) run behind the shuffle service (src/shuffle/,
