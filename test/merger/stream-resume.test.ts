@@ -119,8 +119,19 @@ describe('AcquisitionManager: a continuous acquisition resumes with the next det
     expect(t.acquires().filter((x) => x.resume).length).toBe(8);
     // the next detector acquisition (round 4) under way: the merger learns its mapping
     t.all({ acquisition: t.id, shutterRound: 4, lastIndex: 1 });
-    // a receiver restarted now (another pid, no acquisition) gets the concrete mapping with the resume
-    t.heartbeat(5, { acquisition: null, shutterRound: 4, lastIndex: 2 });
+    // a receiver restarted now (another pid, no acquisition) gets the concrete mapping with the
+    // resume, at one of its heartbeats (the merger re-sends at most once a second per sector)
+    const sentBefore = t.acquires().length;
+    let beats = 0;
+    await waitUntil(
+      () => {
+        if (beats++ % 5 === 0) t.heartbeat(5, { acquisition: null, shutterRound: 4, lastIndex: 2 });
+        return t.acquires().length > sentBefore;
+      },
+      5_000,
+      'the acquire re-sent to the restarted receiver',
+    );
+    expect(t.acquires().length).toBe(sentBefore + 1);
     const resent = t.acquires().filter((x) => x.resume).at(-1)!;
     expect(resent.start).toEqual({ shutterRound: 4, startIndex: -16 });
     expect(resent.resume).toEqual({ n: 1, epoch: 2, afterRound: 3 });
