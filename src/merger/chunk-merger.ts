@@ -14,6 +14,14 @@
  * of lost blocks means) and the damage map says so (32 blocks missing per frame, the sector
  * not complete). A chunk that no sector delivered while later chunks arrived is completed the
  * same way after the timeout.
+ *
+ * Epochs far ahead: a partial more than two epochs beyond the newest epoch being merged is held,
+ * not merged, so that one confused or hostile sender cannot open epochs (and finish the ones in
+ * progress) at will. But receivers do run ahead when the merger falls behind and partials of
+ * whole epochs are dropped under back-pressure; then no partial of the epochs in between ever
+ * comes, and refusing the later ones would stall the acquisition for good. So once a second
+ * sector (or the only one) claims the same far epoch, the merger jumps to it: the held partials
+ * are merged, the epochs skipped are logged, the older ones finish with what they have.
  */
 import { TesseraError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -126,6 +134,12 @@ export class ChunkMerger {
   private readonly selection: NavSelection;
   private readonly epochs = new Map<number, EpochState>();
   private readonly pending = new Map<string, PendingChunk>();
+  /** newest epoch opened so far (-1: none) */
+  private newestEpoch = -1;
+  /** partials of one far-ahead epoch held until another sector claims it (one per sector) */
+  private ahead: { epoch: number; partials: Map<number, PartialMessage> } | null = null;
+  /** held partials released by the partial being added: merged right after it */
+  private replay: PartialMessage[] = [];
   private readonly params: ParamsEpoch[][];
   private readonly sectorWidth: number;
   private zeroTile: Uint16Array | null = null;
@@ -198,6 +212,33 @@ export class ChunkMerger {
     }
   }
 
+  /**
+   * A partial of an epoch far ahead of `newest`: true when it may be merged (a second sector
+   * claims that epoch, or there is one sector); else it is held (or dropped, counted) and false.
+   */
+  private claimAhead(p: PartialMessage, newest: number): boolean {
+    const need = Math.min(2, this.o.sectors);
+    if (!this.ahead || this.ahead.epoch !== p.epoch) {
+      // a claim on another far epoch replaces the one held (the newest agreement wins)
+      if (this.ahead) for (const held of this.ahead.partials.values()) this.drop('epoch', `epoch ${held.epoch} far ahead of epoch ${newest}: no other sector claimed it`, held);
+      this.ahead = { epoch: p.epoch, partials: new Map() };
+    }
+    const claim = this.ahead;
+    if (claim.partials.has(p.sector)) {
+      this.drop('epoch', `epoch ${p.epoch} is far ahead of epoch ${newest}`, p);
+      return false;
+    }
+    if (claim.partials.size + 1 < need) {
+      claim.partials.set(p.sector, p);
+      return false;
+    }
+    this.ahead = null;
+    this.o.log?.warn({ from: newest, to: p.epoch, skipped: p.epoch - newest - 1, sectors: [...claim.partials.keys(), p.sector] }, 'receivers are epochs ahead (partials of the epochs in between were lost under back-pressure): merging jumps ahead');
+    // merged right after this one (add() takes them once it is done with this partial)
+    this.replay.push(...claim.partials.values());
+    return true;
+  }
+
   private epochState(epoch: number): EpochState | null {
     let e = this.epochs.get(epoch);
     if (e) return e;
@@ -207,6 +248,12 @@ export class ChunkMerger {
     const chunks = this.chunksPerEpoch;
     e = { epoch, results, framesMerged: 0, chunksMerged: 0, chunks, complete: false, merged: new Uint8Array(chunks) };
     this.epochs.set(epoch, e);
+    if (epoch > this.newestEpoch) this.newestEpoch = epoch;
+    if (this.ahead && this.ahead.epoch <= epoch + 2) {
+      // the epochs caught up with the held claim: it is merged in turn
+      this.replay.push(...this.ahead.partials.values());
+      this.ahead = null;
+    }
     this.o.onEpoch?.(e);
     // epochs that fall out of the window are finished with what they have
     for (const old of [...this.epochs.keys()]) {
@@ -236,8 +283,8 @@ export class ChunkMerger {
       return this.drop('slice', `slice ${JSON.stringify(p.sig)} is not sector ${p.sector}'s`, p), null;
     }
     if (p.udfs.length !== o.udfs.length) return this.drop('udfs', `${p.udfs.length} UDF results for ${o.udfs.length} UDFs`, p), null;
-    const newest = Math.max(-1, ...this.epochs.keys());
-    if (p.epoch > newest + 2) return this.drop('epoch', `epoch ${p.epoch} is far ahead of epoch ${newest}`, p), null;
+    const newest = Math.max(this.newestEpoch, ...this.epochs.keys());
+    if (p.epoch > newest + 2 && !this.claimAhead(p, newest)) return null;
     const decls = this.decls;
     const arrays: Array<Record<string, TypedArray>> = [];
     for (let i = 0; i < o.udfs.length; i++) {
@@ -289,6 +336,11 @@ export class ChunkMerger {
 
   /** Take one sector's partial result. */
   add(p: PartialMessage): void {
+    this.addOne(p);
+    while (this.replay.length > 0) this.addOne(this.replay.shift()!);
+  }
+
+  private addOne(p: PartialMessage): void {
     if (this.closed) return;
     this.loaned = [];
     const arrays = this.validate(p);
@@ -450,6 +502,8 @@ export class ChunkMerger {
 
   close(): void {
     this.closed = true;
+    this.ahead = null;
+    this.replay = [];
     for (const p of this.pending.values()) clearTimeout(p.timer);
     this.pending.clear();
   }
