@@ -57,6 +57,17 @@
  * detector acquisition was already under way). One under way when the resume arrives is joined
  * at the next chunk boundary. Nothing of the earlier detector acquisition is processed after a
  * resume, so no chunk holds frames of two. Each `n` applies once (a repeated acquire is a no-op).
+ *
+ * Rejoin after a link outage: the camera kept streaming the same detector acquisition while no
+ * datagram came for longer than streamIdleMs (ShutterSync ended it as 'stream_stopped'); when
+ * the link is back, ShutterSync rejoins it through the election's query (same round, joinedAt >
+ * 0, a new ShutterSync number). The merger's resume names the ended leg's mapping in
+ * `rejoin` {round, startIndex}: a detector acquisition of that round is bound with it
+ * (rel = index - the old startIndex, so epochs keep counting the detector's scan repetitions),
+ * from the first chunk boundary at or after max(R x N, the first frame this receiver can still
+ * see). Every sector computes the same mapping from the message, whichever frame it rejoined
+ * at; the epochs between R and the join get no partial (the ChunkMerger jumps ahead). A resume
+ * never binds a frame before R x N, with any mapping.
  */
 import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../src/k2is/constants.js';
 import { TesseraError } from '../src/errors.js';
@@ -229,8 +240,9 @@ export class PartialRunner implements TileSink {
     // merger's re-sent acquire means the acquisition under way, from the next chunk boundary.
     const rejoin = m.start === null && !m.resume && this.detector !== null && this.detector.joinedAt > 0;
     if (rejoin) bindNow = true;
-    // a resumed acquisition (this receiver restarted meanwhile): the detector acquisition after the round
-    if (m.start === null && m.resume && this.detector !== null && roundAfter(this.detector.round, m.resume.afterRound)) bindNow = true;
+    // a resumed acquisition (this receiver restarted meanwhile): the detector acquisition after the
+    // round, or the one that ended come back (rejoin)
+    if (m.start === null && m.resume && this.detector !== null && resumeStart(m, positions, this.detector, -1) !== null) bindNow = true;
     if (m.start !== null) {
       const d = this.detector;
       if (d && d.round === m.start.shutterRound) bindNow = true;
@@ -268,7 +280,7 @@ export class PartialRunner implements TileSink {
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
     this.o.log?.info({ acquisition: m.acquisition, scanShape: m.scanShape, chunkSize: m.chunkSize, mode: m.mode, start: m.start, udfs: m.udfs.map((u) => u.name) }, 'live acquisition armed');
     // the start has passed (e.g. this receiver restarted): join at the next chunk boundary
-    if (bindNow) this.bind(run, this.detector!, this.startIndexOf(run), Math.max(this.detector!.joinedAt, this.newest === null ? 0 : this.newest + 1));
+    if (bindNow) this.bind(run, this.detector!, this.startIndexOf(run, this.detector!), Math.max(this.detector!.joinedAt, this.newest === null ? 0 : this.newest + 1));
   }
 
   /**
@@ -295,7 +307,7 @@ export class PartialRunner implements TileSink {
     const bindNow = d !== null && this.resumeBinds(run, d);
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
     this.o.log?.info({ acquisition: m.acquisition, resume: r, start: m.start, was, endedOn: run.endedOn }, 'live acquisition resumes with the next detector acquisition');
-    if (bindNow) this.bind(run, d, this.startIndexOf(run), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
+    if (bindNow) this.bind(run, d, this.startIndexOf(run, d), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
   }
 
   /**
@@ -324,21 +336,19 @@ export class PartialRunner implements TileSink {
     const scan: ScanConfig = { scanPositions: run.positions, continuous: true };
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
     this.o.log?.info({ acquisition: m.acquisition, start, bindNow, round: d?.round ?? null }, 'live acquisition: the merger named its start');
-    if (bindNow) this.bind(run, d, this.startIndexOf(run), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
+    if (bindNow) this.bind(run, d, this.startIndexOf(run, d), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
   }
 
   /** Whether an armed resumed run binds to detector acquisition `a`. */
   private resumeBinds(run: Run, a: AcquisitionInfo): boolean {
-    const m = run.msg;
-    if (!m.resume || a.acquisition <= run.endedOn) return false;
-    return m.start !== null ? a.round === m.start.shutterRound : roundAfter(a.round, m.resume.afterRound);
+    return resumeStart(run.msg, run.positions, a, run.endedOn) !== null;
   }
 
-  /** Detector frame index of acquisition-relative frame 0 (negative after a resume with start null). */
-  private startIndexOf(run: Run): number {
+  /** Detector frame index of acquisition-relative frame 0 on detector acquisition `a` (negative after a resume with start null; the old leg's after a rejoin). */
+  private startIndexOf(run: Run, a: AcquisitionInfo): number {
     const m = run.msg;
-    if (m.start !== null) return m.start.startIndex;
-    return m.resume ? -m.resume.epoch * run.positions : 0;
+    if (m.resume) return resumeStart(m, run.positions, a, -1) ?? -m.resume.epoch * run.positions;
+    return m.start !== null ? m.start.startIndex : 0;
   }
 
   /** A parameter change; throws when it cannot apply (unknown acquisition or UDF, bad params). */
@@ -393,7 +403,7 @@ export class PartialRunner implements TileSink {
     if (!run || run.state !== 'armed') return;
     const start = run.msg.start;
     if (run.msg.resume) {
-      if (this.resumeBinds(run, a)) this.bind(run, a, this.startIndexOf(run), a.joinedAt);
+      if (this.resumeBinds(run, a)) this.bind(run, a, this.startIndexOf(run, a), a.joinedAt);
     } else if (start === null) this.bind(run, a, 0, a.joinedAt);
     else if (a.round === start.shutterRound) this.bind(run, a, start.startIndex, a.joinedAt);
   }
@@ -461,7 +471,9 @@ export class PartialRunner implements TileSink {
   private bind(run: Run, a: AcquisitionInfo, startIndex: number, firstIndex: number): void {
     run.shutterAcquisition = a.acquisition;
     run.startIndex = startIndex;
-    run.joinRel = this.nextBoundary(run, Math.max(0, firstIndex - startIndex));
+    // a resume never sends a frame before its epoch (the merger completed those)
+    const floor = run.msg.resume ? run.msg.resume.epoch * run.positions : 0;
+    run.joinRel = this.nextBoundary(run, Math.max(floor, firstIndex - startIndex));
     run.lastSeq = this.seqOf(run, run.joinRel) - 1;
     run.state = 'running';
     this.o.log?.info({ acquisition: run.msg.acquisition, shutterAcquisition: a.acquisition, round: a.round, startIndex, joinedAt: run.joinRel, resume: run.resumeN }, 'live acquisition running');
@@ -714,6 +726,21 @@ export class PartialRunner implements TileSink {
     run.state = state;
     this.o.log?.info({ acquisition: run.msg.acquisition, state, chunksSent: this.stats.chunksSent, ...extra }, 'live acquisition state');
   }
+}
+
+/**
+ * Where a resumed acquisition `m` starts on detector acquisition `a` (the frame index of
+ * acquisition-relative frame 0), or null when it does not run on it: `a` is one of the ended
+ * ones (ShutterSync number <= `endedOn`); with `start`, only its round; else the leg that ended
+ * come back (`rejoin`: same round, its old mapping) or one decided after `afterRound` (index 0
+ * = frame R x P).
+ */
+function resumeStart(m: AcquireMessage, positions: number, a: AcquisitionInfo, endedOn: number): number | null {
+  const r = m.resume;
+  if (!r || a.acquisition <= endedOn) return null;
+  if (m.start !== null) return a.round === m.start.shutterRound ? m.start.startIndex : null;
+  if (m.rejoin && a.round === m.rejoin.shutterRound) return m.rejoin.startIndex;
+  return roundAfter(a.round, r.afterRound) ? -r.epoch * positions : null;
 }
 
 /** Whether a detector acquisition of election round `round` comes after round `after` (unknown rounds: yes). */

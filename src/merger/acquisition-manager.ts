@@ -103,7 +103,7 @@ interface Acquisition {
    * Continuous: the latest resume after a detector end (sent in `acquire`), with what the status
    * says about it; `start` is then the resumed leg's mapping, null until its round is known.
    */
-  resume: (ResumeInfo & { stopped: string; resumed: boolean }) | null;
+  resume: (ResumeInfo & { rejoin: AcquireMessage['rejoin']; stopped: string; resumed: boolean }) | null;
   /** started with `start` null: when a receiver was first seen armed but not bound while its detector acquisition was under way (nameStart) */
   unboundSince: number | null;
 }
@@ -304,6 +304,13 @@ export class AcquisitionManager implements AcquisitionController {
   private learnResumedRound(a: Acquisition, h: NonNullable<SectorView['last']>): void {
     const r = a.resume;
     if (!r || a.start !== null || h.shutterRound === null || h.lastIndex === null) return;
+    if (r.rejoin && h.shutterRound === r.rejoin.shutterRound) {
+      // the detector acquisition that ended came back (a link outage; every sector ended it before
+      // the resume, so a frame of that round now is of the rejoined stream): its old mapping
+      a.start = { ...r.rejoin };
+      this.o.log?.info({ acquisition: a.id, resume: r.n, start: a.start }, 'resumed acquisition: the detector acquisition that ended came back (link outage): it goes on with its mapping');
+      return;
+    }
     if (r.afterRound !== null && h.shutterRound <= r.afterRound) return;
     a.start = { shutterRound: h.shutterRound, startIndex: -r.epoch * a.merger.positions };
     this.o.log?.info({ acquisition: a.id, resume: r.n, start: a.start }, 'resumed acquisition: the detector acquisition it runs on');
@@ -353,7 +360,11 @@ export class AcquisitionManager implements AcquisitionController {
    * with `resume` {n, epoch R, afterRound}: index 0 of the next detector acquisition is frame
    * R x N, or, when one is already under way, its first scan repetition safely after the frames
    * in flight (`start`). The merger decides for every sector, so they cannot disagree, and no
-   * epoch gets frames of two detector acquisitions.
+   * epoch gets frames of two detector acquisitions. `rejoin` names the ended leg's mapping
+   * (legMapping): after a link outage the camera still streams the same detector acquisition, the
+   * receivers rejoin it (same round) and go on with that mapping from a chunk boundary at or after
+   * R x N; epochs R .. up to there get no partial (ChunkMerger jumps ahead), and learnResumedRound
+   * makes it the `start` once a heartbeat shows that round again (re-sent acquires, stop, params).
    */
   private resumeLater(a: Acquisition, at: number, ends: DetectorEnded[], message: string): void {
     const N = a.merger.positions;
@@ -363,7 +374,8 @@ export class AcquisitionManager implements AcquisitionController {
     const rounds = ends.map((e) => e.round).filter((r): r is number => typeof r === 'number');
     if (a.start) rounds.push(a.start.shutterRound);
     const afterRound = rounds.length ? Math.max(...rounds) : null;
-    a.resume = { n: (a.resume?.n ?? 0) + 1, epoch: R, afterRound, stopped: message, resumed: false };
+    const rejoin = this.legMapping(a, ends);
+    a.resume = { n: (a.resume?.n ?? 0) + 1, epoch: R, afterRound, rejoin, stopped: message, resumed: false };
     a.start = this.resumePoint(a, a.resume);
     a.detectorEnd = null;
     // whole-frame UDFs resume too: the shuffle maps the next detector acquisition (and only it) from epoch R on
@@ -373,6 +385,21 @@ export class AcquisitionManager implements AcquisitionController {
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
     this.broadcast(this.acquireMessage(a));
     this.o.log?.warn({ acquisition: a.id, atFrame: at, resume: a.resume, start: a.start }, 'continuous acquisition: resumes with the next detector acquisition');
+  }
+
+  /**
+   * The mapping of the leg that just ended ({its round, its startIndex}), for a rejoin after a
+   * link outage (acquire.rejoin); null when the sectors ended in different or unknown rounds, or
+   * the merger's start names another round.
+   */
+  private legMapping(a: Acquisition, ends: DetectorEnded[]): { shutterRound: number; startIndex: number } | null {
+    const round = ends[0]?.round;
+    if (typeof round !== 'number' || ends.some((e) => e.round !== round)) return null;
+    if (a.start) return a.start.shutterRound === round ? { shutterRound: round, startIndex: a.start.startIndex } : null;
+    const r = a.resume;
+    if (!r) return { shutterRound: round, startIndex: 0 };
+    if (r.rejoin && r.rejoin.shutterRound === round) return { shutterRound: round, startIndex: r.rejoin.startIndex };
+    return { shutterRound: round, startIndex: -r.epoch * a.merger.positions };
   }
 
   /** A detector acquisition decided after the ended one already under way: its first repetition safely ahead is epoch R; else null (the next one's index 0). */
@@ -580,6 +607,8 @@ export class AcquisitionManager implements AcquisitionController {
       mode: d.mode,
       start: a.start,
       resume: a.resume ? { n: a.resume.n, epoch: a.resume.epoch, afterRound: a.resume.afterRound } : null,
+      // the ended leg's mapping, should its detector acquisition come back (a link outage)
+      ...(a.resume?.rejoin && a.start === null ? { rejoin: a.resume.rejoin } : {}),
     };
   }
 
@@ -708,7 +737,10 @@ export class AcquisitionManager implements AcquisitionController {
     a.recorder.chunk(c);
     if (a.resume && !a.resume.resumed && c.epoch.epoch >= a.resume.epoch && a.state === 'running') {
       a.resume.resumed = true;
-      this.setState(a, 'running', `${a.resume.stopped}; resumed at epoch ${a.resume.epoch}`);
+      const r = a.resume;
+      // the same detector acquisition rejoined after a link outage: epochs R .. E-1 passed without frames
+      const rejoined = r.rejoin && c.epoch.epoch > r.epoch && (a.start === null || a.start.shutterRound === r.rejoin.shutterRound);
+      this.setState(a, 'running', rejoined ? `${r.stopped}; resumed at epoch ${c.epoch.epoch} on the same detector acquisition (link back; epochs ${r.epoch} to ${c.epoch.epoch - 1} passed without frames)` : `${r.stopped}; resumed at epoch ${r.epoch}`);
     }
     const t = Date.now();
     if (t - a.rate.t >= 1000) {

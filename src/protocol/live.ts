@@ -184,6 +184,15 @@ export interface AcquireMessage {
    * epoch x P (startIndex = -epoch x P); with `start`: that mapping. Absent/null: no resume.
    */
   resume?: ResumeInfo | null;
+  /**
+   * With `resume` and `start` null: the mapping of the leg that ended ({its round, its
+   * startIndex}), for the case that its detector acquisition comes back after a link outage (the
+   * camera kept streaming it; the receivers rejoin it through the election's query: same round).
+   * A detector acquisition of that round then runs with rel = index - startIndex, as before the
+   * end, from the first chunk boundary at or after resume.epoch x P. Absent/null: only a detector
+   * acquisition decided after `afterRound` resumes (older mergers, or the round was not known).
+   */
+  rejoin?: { shutterRound: number; startIndex: number } | null;
 }
 
 export interface ResumeInfo {
@@ -368,7 +377,14 @@ export function decodeMergerMessage(raw: Uint8Array): MergerToReceiver {
       }
       const resume = m.resume === null || m.resume === undefined ? null : resumeInfo(m.resume);
       if (resume !== null && m.mode !== 'continuous') bad('acquire', 'resume of a single scan');
-      return { version, type: 'acquire', acquisition: str(m, 'acquisition'), scanShape, roi, udfs, chunkSize: int(m, 'chunkSize', 1), mode: m.mode, start, resume };
+      // (the mapping of a resumed leg that may come back; absent from older mergers)
+      let rejoin: AcquireMessage['rejoin'] = null;
+      if (m.rejoin !== null && m.rejoin !== undefined) {
+        if (resume === null) bad('acquire', 'rejoin without resume');
+        const j: Obj = { ...obj(m.rejoin, 'acquire.rejoin'), type: 'acquire.rejoin' };
+        rejoin = { shutterRound: int(j, 'shutterRound'), startIndex: int(j, 'startIndex', -Number.MAX_SAFE_INTEGER) };
+      }
+      return { version, type: 'acquire', acquisition: str(m, 'acquisition'), scanShape, roi, udfs, chunkSize: int(m, 'chunkSize', 1), mode: m.mode, start, resume, ...(rejoin ? { rejoin } : {}) };
     }
     case 'params':
       return { version, type: 'params', acquisition: str(m, 'acquisition'), udfId: str(m, 'udfId'), params: params(m, 'params'), fromFrame: int(m, 'fromFrame') };

@@ -1,0 +1,250 @@
+/**
+ * A continuous acquisition carrying on after a link outage (the camera kept streaming the same
+ * detector acquisition; no datagram for longer than streamIdleMs ended it here as
+ * 'stream_stopped'; when the link is back ShutterSync rejoins it through the election's query:
+ * same round, joinedAt > 0, a new ShutterSync number). The merger's resume names the ended leg's
+ * mapping in the acquire's `rejoin`; the PartialRunner binds the rejoined detector acquisition
+ * with it (rel = index - the old startIndex) from the first chunk boundary at or after max(R x N, the
+ * first frame it can still see). References: plain loops over the frames each chunk must hold
+ * (referenceChunk), and the chunk and epoch each partial must name; frames of another detector
+ * acquisition carry other data (seed), so a chunk mixing them cannot pass.
+ */
+import { describe, expect, it } from 'vitest';
+import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../../src/k2is/constants.js';
+import { decodeMergerMessage, decodePartialMessage, encodeLive, type AcquireMessage, type PartialMessage } from '../../src/protocol/live.js';
+import { PartialRunner } from '../../receivers/partial-runner.js';
+import type { AcquisitionInfo, AcquisitionSummary, SectorTile } from '../../receivers/tile.js';
+import { acquireMessage, compareChunk, referenceChunk, standardLiveUdfs } from './live-helpers.js';
+
+const FULL = 0xffffffff;
+const SECTOR = 5;
+const PIX = SECTOR_HEIGHT * SECTOR_WIDTH;
+/** scan 2 x 5: N = 10, chunks [0,4) [4,8) [8,10) */
+const SCAN: [number, number] = [2, 5];
+const N = 10;
+const CHUNK = 4;
+const udfs = standardLiveUdfs();
+
+/** Frame `index` of the detector acquisition with data `seed`. */
+function frameFor(seed: number, index: number): Uint16Array {
+  const out = new Uint16Array(PIX);
+  let s = (index * 2246822519 + seed * 3266489917 + 11) >>> 0;
+  for (let i = 0; i < PIX; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s >>> 20;
+  }
+  return out;
+}
+
+function tile(acquisition: number, seed: number, index: number): SectorTile {
+  return {
+    data: frameFor(seed, index),
+    sector: SECTOR,
+    acquisition,
+    epoch: 0,
+    scanIndex: index,
+    depth: 1,
+    rows: SECTOR_HEIGHT,
+    sigOrigin: [0, SECTOR * SECTOR_WIDTH],
+    sigShape: [SECTOR_HEIGHT, SECTOR_WIDTH],
+    damage: Uint32Array.of(0),
+    frames: [{ index, frameKey: index * 32, frameId: index }],
+  };
+}
+
+/** ShutterSync acquisition `acquisition` of election round `round`; joinedAt > 0: joined under way (a query). */
+function detector(acquisition: number, round: number | null, joinedAt = 0): AcquisitionInfo {
+  return { acquisition, sector: SECTOR, firstActiveKey: 0, round, scanPositions: N, continuous: true, joinedAt, decidedBy: 'all', missingSectors: [] };
+}
+
+function ended(a: AcquisitionInfo, frames: number, reason: AcquisitionSummary['reason'] = 'stream_stopped'): AcquisitionSummary {
+  return { ...a, frames, reason };
+}
+
+/** The acquire as a receiver gets it: through the encoder and the validating decoder. */
+function wire(m: AcquireMessage): AcquireMessage {
+  const d = decodeMergerMessage(encodeLive(m));
+  if (d.type !== 'acquire') throw new Error('not an acquire');
+  return d;
+}
+
+function setUp() {
+  const sent: PartialMessage[] = [];
+  const runner = new PartialRunner({ sector: SECTOR, sectors: 8, send: (p) => sent.push(decodePartialMessage(encodeLive(p))) });
+  const base = acquireMessage({ acquisition: 'o1', scanShape: SCAN, udfs, chunkSize: CHUNK, mode: 'continuous' });
+  return { sent, runner, base };
+}
+
+/** Chunk `chunk` of epoch `epoch`, each position the frame `source` names (null: missing, zeros). */
+function expectChunk(p: PartialMessage, epoch: number, chunk: number, source: (position: number) => { seed: number; index: number } | null): void {
+  const navStart = chunk * CHUNK;
+  const navEnd = Math.min(navStart + CHUNK, N);
+  expect([p.epoch, p.chunk, p.navStart, p.navEnd], 'epoch, chunk, range').toEqual([epoch, chunk, navStart, navEnd]);
+  const src = Array.from({ length: navEnd - navStart }, (_, k) => source(navStart + k));
+  expect(Array.from(p.damage), `damage of epoch ${epoch} chunk ${chunk}`).toEqual(src.map((s) => (s === null ? FULL : 0)));
+  const want = referenceChunk(udfs, SECTOR, src.map((s) => (s === null ? new Uint16Array(PIX) : frameFor(s.seed, s.index))));
+  expect(compareChunk(p, want), `epoch ${epoch} chunk ${chunk}`).toBeNull();
+}
+
+/** Every partial holds detector frames index = startIndex + epoch x N + position of detector acquisition `seed`. */
+function expectMapped(ps: PartialMessage[], seed: number, startIndex: number): void {
+  for (const p of ps) expectChunk(p, p.epoch, p.chunk, (pos) => ({ seed, index: startIndex + p.epoch * N + pos }));
+}
+
+const seqs = (ps: PartialMessage[]) => ps.map((p) => [p.epoch, p.chunk]);
+
+describe('PartialRunner: resume on the same detector acquisition after a link outage', () => {
+  it('binds the rejoined detector acquisition with the old mapping from the first chunk boundary at or after max(R x N, its first frame); epochs in between get nothing', () => {
+    const { sent, runner, base } = setUp();
+    runner.arm(wire(base));
+    const d1 = detector(1, 4);
+    runner.onAcquisitionStart(d1);
+    for (let i = 0; i < 13; i++) runner.onTile(tile(1, 1, i));
+    runner.onAcquisitionEnd(ended(d1, 13));
+    expect(runner.detectorEnded).toEqual({ reason: 'stream_stopped', atFrame: 13, round: 4, resume: 0 });
+    const before = sent.length;
+    // R = ceil(13 / 10) = 2; the leg that ended ran round 4 with startIndex 0
+    const resume = wire({ ...base, resume: { n: 1, epoch: 2, afterRound: 4 }, rejoin: { shutterRound: 4, startIndex: 0 } });
+    expect([resume.resume, resume.rejoin]).toEqual([{ n: 1, epoch: 2, afterRound: 4 }, { shutterRound: 4, startIndex: 0 }]);
+    runner.arm(resume);
+    expect(runner.state).toBe('armed');
+
+    // the link is back: ShutterSync rejoined round 4 at index 57 (the camera streamed on meanwhile)
+    const d2 = detector(2, 4, 57);
+    runner.onAcquisitionStart(d2);
+    expect(runner.state).toBe('running');
+    for (let i = 57; i < 81; i++) runner.onTile(tile(2, 1, i));
+    const after = sent.slice(before);
+    // 57 = epoch 5 position 7 -> the boundary at position 8 (epoch 5 chunk 2), then on
+    expect(seqs(after)).toEqual([[5, 2], [6, 0], [6, 1], [6, 2], [7, 0], [7, 1], [7, 2]]);
+    expectMapped(after, 1, 0);
+    expect(runner.detectorEnded).toBeNull();
+
+    // a second outage on the rejoined leg: reported in the same mapping, with the resume it ran on
+    runner.onAcquisitionEnd(ended(d2, 24));
+    expect(runner.detectorEnded).toEqual({ reason: 'stream_stopped', atFrame: 81, round: 4, resume: 1 });
+    expectChunk(sent.at(-1)!, 8, 0, (pos) => (pos < 1 ? { seed: 1, index: 80 + pos } : null));
+    // resume 2 at epoch ceil(81 / 10) = 9, the same mapping again; rejoined at 95
+    runner.arm(wire({ ...base, resume: { n: 2, epoch: 9, afterRound: 4 }, rejoin: { shutterRound: 4, startIndex: 0 } }));
+    const n = sent.length;
+    runner.onAcquisitionStart(detector(3, 4, 95));
+    for (let i = 95; i < 104; i++) runner.onTile(tile(3, 1, i));
+    expect(seqs(sent.slice(n))).toEqual([[9, 2], [10, 0]]);
+    expectMapped(sent.slice(n), 1, 0);
+  });
+
+  it('the link back before the resume arrives: the ended run processes nothing of it, then the resume binds it at once from a boundary after the newest frame', () => {
+    const { sent, runner, base } = setUp();
+    // the merger had named a start: startIndex 20 of round 7 (epoch 0 = detector frames 20..29)
+    runner.arm({ ...base, start: { shutterRound: 7, startIndex: 20 } });
+    const d1 = detector(1, 7, 12);
+    runner.onAcquisitionStart(d1);
+    for (let i = 12; i < 35; i++) runner.onTile(tile(1, 2, i));
+    runner.onAcquisitionEnd(ended(d1, 23));
+    expect(runner.detectorEnded?.atFrame).toBe(15);
+    const before = sent.length;
+    expect(seqs(sent)).toEqual([[0, 0], [0, 1], [0, 2], [1, 0], [1, 1]]);
+    const d2 = detector(2, 7, 60);
+    runner.onAcquisitionStart(d2);
+    for (let i = 60; i < 66; i++) runner.onTile(tile(2, 2, i));
+    expect(sent.length).toBe(before);
+    // R = 2; newest seen 65 -> rel 46 -> boundary 48 (epoch 4 chunk 2)
+    runner.arm({ ...base, start: null, resume: { n: 1, epoch: 2, afterRound: 7 }, rejoin: { shutterRound: 7, startIndex: 20 } });
+    expect(runner.state).toBe('running');
+    for (let i = 66; i < 82; i++) runner.onTile(tile(2, 2, i));
+    const after = sent.slice(before);
+    expect(seqs(after)).toEqual([[4, 2], [5, 0], [5, 1], [5, 2]]);
+    expectMapped(after, 2, 20);
+  });
+
+  it('a receiver restarted meanwhile binds the rejoined round with the same mapping: from the resume alone, or from the start the merger names once it saw the round again', () => {
+    const { base } = setUp();
+    const resume = { n: 1, epoch: 3, afterRound: 2 };
+    const rejoin = { shutterRound: 2, startIndex: 4 };
+    // already on the rejoined detector acquisition when the acquire comes
+    {
+      const { sent, runner } = setUp();
+      runner.onAcquisitionStart(detector(1, 2, 70));
+      runner.onTile(tile(1, 3, 70));
+      runner.arm(wire({ ...base, resume, rejoin }));
+      expect(runner.state).toBe('running');
+      for (let i = 71; i < 82; i++) runner.onTile(tile(1, 3, i));
+      // first frame it can see: 71 = rel 67 -> boundary 68 (epoch 6 chunk 2)
+      expect(seqs(sent)).toEqual([[6, 2], [7, 0], [7, 1]]);
+      expectMapped(sent, 3, 4);
+    }
+    // armed first, the merger's start {2, 4} (learnt from heartbeats) in the re-sent acquire
+    {
+      const { sent, runner } = setUp();
+      runner.arm(wire({ ...base, start: { shutterRound: 2, startIndex: 4 }, resume }));
+      expect(runner.state).toBe('armed');
+      runner.onAcquisitionStart(detector(1, 2, 40));
+      for (let i = 40; i < 52; i++) runner.onTile(tile(1, 3, i));
+      expect(seqs(sent)).toEqual([[3, 2], [4, 0], [4, 1]]);
+      expectMapped(sent, 3, 4);
+    }
+    // the rejoin mapping never lets a frame before R x N through, even when the receiver sees earlier ones
+    {
+      const { sent, runner } = setUp();
+      runner.arm(wire({ ...base, resume, rejoin }));
+      runner.onAcquisitionStart(detector(1, 2, 14));
+      for (let i = 14; i < 44; i++) runner.onTile(tile(1, 3, i));
+      expect(seqs(sent)).toEqual([[3, 0], [3, 1], [3, 2]]);
+      expectMapped(sent, 3, 4);
+    }
+  });
+
+  it('a new camera acquisition (round after afterRound) still resumes as before: index 0 = frame R x N; without rejoin the ended round is not bound', () => {
+    const { base } = setUp();
+    {
+      const { sent, runner } = setUp();
+      runner.arm(base);
+      const d1 = detector(1, 4);
+      runner.onAcquisitionStart(d1);
+      for (let i = 0; i < 7; i++) runner.onTile(tile(1, 1, i));
+      runner.onAcquisitionEnd(ended(d1, 7));
+      const before = sent.length;
+      runner.arm({ ...base, resume: { n: 1, epoch: 1, afterRound: 4 }, rejoin: { shutterRound: 4, startIndex: 0 } });
+      runner.onAcquisitionStart(detector(2, 5));
+      for (let i = 0; i < 14; i++) runner.onTile(tile(2, 2, i));
+      const after = sent.slice(before);
+      expect(seqs(after)).toEqual([[1, 0], [1, 1], [1, 2], [2, 0]]);
+      expectMapped(after, 2, -10);
+    }
+    {
+      // an older merger (no rejoin): the rejoined round stays unbound, nothing sent
+      const { sent, runner } = setUp();
+      runner.arm(base);
+      const d1 = detector(1, 4);
+      runner.onAcquisitionStart(d1);
+      for (let i = 0; i < 7; i++) runner.onTile(tile(1, 1, i));
+      runner.onAcquisitionEnd(ended(d1, 7));
+      const before = sent.length;
+      runner.arm(wire({ ...base, resume: { n: 1, epoch: 1, afterRound: 4 } }));
+      runner.onAcquisitionStart(detector(2, 4, 30));
+      for (let i = 30; i < 45; i++) runner.onTile(tile(2, 1, i));
+      expect(runner.state).toBe('armed');
+      expect(sent.length).toBe(before);
+    }
+    {
+      // the merger gave up on a detector acquisition still running here: never bound again, even with rejoin
+      const { sent, runner } = setUp();
+      runner.arm(base);
+      runner.onAcquisitionStart(detector(1, 4));
+      for (let i = 0; i < 7; i++) runner.onTile(tile(1, 1, i));
+      const before = sent.length;
+      runner.arm({ ...base, resume: { n: 1, epoch: 1, afterRound: 4 }, rejoin: { shutterRound: 4, startIndex: 0 } });
+      expect(runner.state).toBe('armed');
+      for (let i = 7; i < 30; i++) runner.onTile(tile(1, 1, i));
+      expect(sent.length).toBe(before);
+    }
+    // the decoder checks rejoin; absent or null: no rejoin
+    const bad = (rejoin: unknown, resume: unknown = { n: 1, epoch: 1, afterRound: 3 }) => () => decodeMergerMessage(encodeLive({ ...base, resume, rejoin } as unknown as AcquireMessage));
+    expect(bad({ shutterRound: 'x', startIndex: 0 })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_MESSAGE' }));
+    expect(bad({ shutterRound: 3, startIndex: 0.5 })).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_MESSAGE' }));
+    expect(bad(5)).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_MESSAGE' }));
+    expect(bad({ shutterRound: 3, startIndex: 0 }, null)).toThrow(expect.objectContaining({ code: 'TESSERA_ERR_BAD_MESSAGE' })); // rejoin without resume
+    expect(wire({ ...base, resume: { n: 1, epoch: 1, afterRound: 3 }, rejoin: null }).rejoin).toBeUndefined();
+    expect(wire({ ...base, resume: { n: 1, epoch: 1, afterRound: 3 }, rejoin: { shutterRound: 3, startIndex: -40 } }).rejoin).toEqual({ shutterRound: 3, startIndex: -40 });
+  });
+});
