@@ -34,6 +34,7 @@ export interface RawSimulateOptions {
   reorder?: string;
   burstDrop?: string;
   corrupt?: string;
+  outage?: string;
   faultLog?: string;
   writeBin?: string;
   name?: string;
@@ -86,6 +87,15 @@ function parseSectors(text: string): number[] {
   const sectors = parts.map((p) => parseInteger('--sectors', p, 0, 7));
   if (new Set(sectors).size !== sectors.length) badArg('--sectors', `"${text}" names a sector twice`);
   return sectors.sort((a, b) => a - b);
+}
+
+/** `--outage A:B`: stream frames A .. B-1 not sent (0 <= A < B). */
+function parseOutage(text: string): [number, number] {
+  const m = /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(text);
+  if (!m) badArg('--outage', `"${text}" is not A:B (stream frames A .. B-1 not sent)`);
+  const [a, b] = [Number(m[1]), Number(m[2])];
+  if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || b <= a) badArg('--outage', `${a}:${b}: B must be larger than A`);
+  return [a, b];
 }
 
 function isMulticastAddress(host: string): boolean {
@@ -163,6 +173,7 @@ export function resolveSimulateOptions(raw: RawSimulateOptions, config: TesseraC
     corrupt: raw.corrupt !== undefined ? parseNumber('--corrupt', raw.corrupt, 0, 1) : 0,
     reorder: raw.reorder !== undefined ? parseInteger('--reorder', raw.reorder, 0, 1 << 20) : 0,
     burstDrop: raw.burstDrop !== undefined ? parseInteger('--burst-drop', raw.burstDrop, 0, Number.MAX_SAFE_INTEGER) : 0,
+    outage: raw.outage !== undefined ? parseOutage(raw.outage) : null,
   };
   if (faults.drop + faults.corrupt > 1) badArg('--drop', '--drop plus --corrupt must not exceed 1');
 
@@ -254,6 +265,7 @@ export function registerSimulateCommand(program: Command): void {
     .option('--reorder <w>', 'reorder within a sliding window of w datagrams (none late by more than 2w)')
     .option('--burst-drop <n>', 'drop one burst of n consecutive datagrams per sector at a seeded place (one per epoch when --continuous)')
     .option('--corrupt <p>', 'replace a datagram with a broken one with probability p: bad sync word, truncated, oversized, or wrong coordinates')
+    .option('--outage <A:B>', 'link outage: stream frames A .. B-1 are not sent at all, in every sector (block_count and frame_id count on as if they were: the camera kept streaming); at --fps that lasts (B - A) / fps seconds')
     .option('--fault-log <file>', 'write every fault as a JSON line: sector, streamFrame, frameId, blockCount, blockIndex, kind')
     .option('--write-bin <dir>', 'write the camera recording: <NAME>_1.bin .. <NAME>_8.bin, <NAME>_.gtg (DM4, scan shape) and <NAME>.json (settings)')
     .option('--name <name>', 'recording name for --write-bin (default "sim")')

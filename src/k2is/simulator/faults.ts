@@ -3,6 +3,9 @@
  * test knows exactly which blocks never arrived intact.
  *
  * For each datagram, in this order:
+ *  0. link outage: every datagram of stream frames [A, B) is dropped (`outage`), all sectors
+ *     alike: the camera kept streaming (block_count and frame_id count on as if they were sent),
+ *     the link did not carry them;
  *  1. burst drop: in every period of `burstPeriod` datagrams (default: one period = the whole
  *     stream, i.e. one burst per sector) the `burstDrop` consecutive datagrams starting at a
  *     seeded offset are dropped;
@@ -29,11 +32,12 @@ export type FaultKind =
   | 'corrupt_sync'
   | 'corrupt_truncated'
   | 'corrupt_oversized'
-  | 'corrupt_coordinates';
+  | 'corrupt_coordinates'
+  | 'outage';
 
 /** A count of zero for every fault kind: the start of every summary. */
 export function noFaults(): Record<FaultKind, number> {
-  return { drop: 0, burst_drop: 0, duplicate: 0, corrupt_sync: 0, corrupt_truncated: 0, corrupt_oversized: 0, corrupt_coordinates: 0 };
+  return { drop: 0, burst_drop: 0, duplicate: 0, corrupt_sync: 0, corrupt_truncated: 0, corrupt_oversized: 0, corrupt_coordinates: 0, outage: 0 };
 }
 
 /** Kinds after which the original block never arrives intact. */
@@ -44,6 +48,7 @@ export const LOSS_KINDS: ReadonlySet<FaultKind> = new Set([
   'corrupt_truncated',
   'corrupt_oversized',
   'corrupt_coordinates',
+  'outage',
 ]);
 
 export interface FaultRecord {
@@ -66,10 +71,12 @@ export interface FaultOptions {
   /** one burst per this many datagrams of a sector (default: a single burst) */
   burstPeriod?: number;
   corrupt?: number;
+  /** link outage: stream frames [A, B) are not sent at all (every sector) */
+  outage?: readonly [number, number] | null;
 }
 
 export function hasFaults(o: FaultOptions): boolean {
-  return (o.drop ?? 0) > 0 || (o.duplicate ?? 0) > 0 || (o.reorder ?? 0) > 1 || (o.burstDrop ?? 0) > 0 || (o.corrupt ?? 0) > 0;
+  return (o.drop ?? 0) > 0 || (o.duplicate ?? 0) > 0 || (o.reorder ?? 0) > 1 || (o.burstDrop ?? 0) > 0 || (o.corrupt ?? 0) > 0 || (o.outage != null && o.outage[1] > o.outage[0]);
 }
 
 function checkProbability(name: string, p: number | undefined): number {
@@ -99,6 +106,7 @@ export class SectorFaultInjector {
   private readonly reorder: number;
   private readonly burst: number;
   private readonly burstPeriod: number;
+  private readonly outage: readonly [number, number] | null;
   private readonly onFault: (r: FaultRecord) => void;
   private seq = 0;
   private arrivals = 0;
@@ -119,6 +127,11 @@ export class SectorFaultInjector {
     if (this.burst > 0 && this.burstPeriod <= this.burst) {
       throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'burstPeriod', 'must be longer than the burst');
     }
+    const out = options.outage ?? null;
+    if (out && !(Number.isInteger(out[0]) && Number.isInteger(out[1]) && out[0] >= 0 && out[1] > out[0])) {
+      throw new TesseraError('TESSERA_ERR_BAD_ARGUMENT', 'outage', `must be stream frames A:B with 0 <= A < B, got ${out[0]}:${out[1]}`);
+    }
+    this.outage = out;
     this.onFault = onFault;
   }
 
@@ -154,6 +167,14 @@ export class SectorFaultInjector {
    */
   push(d: Datagram, out: Datagram[]): void {
     const seq = this.seq++;
+    if (this.outage && d.streamFrame >= this.outage[0] && d.streamFrame < this.outage[1]) {
+      // the other faults' patterns go on as if the datagram had been sent (the camera did send it)
+      this.rng.next();
+      this.rng.next();
+      this.rng.next();
+      this.record(d, 'outage');
+      return;
+    }
     if (this.inBurst(seq)) {
       this.record(d, 'burst_drop');
       return;

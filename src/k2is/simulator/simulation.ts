@@ -204,6 +204,9 @@ export async function runSimulation(o: SimulationOptions, log?: Logger): Promise
         stoppedEarly = true;
         break;
       }
+      const outage = faultOptions.outage;
+      if (outage && f === outage[0]) log?.warn({ fromFrame: outage[0], toFrame: outage[1], fps: o.fps }, 'link outage: stream frames not sent');
+      if (outage && f === outage[1]) log?.warn({ streamFrame: f }, 'link back: stream frames sent again');
       const frameBuf = await source.get(f);
       const info = stream.frameInfo(f);
       // The camera's sectors send in parallel: interleave them block by block, so that no
