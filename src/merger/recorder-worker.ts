@@ -89,6 +89,15 @@ let lastPublish = { at: 0, ms: 0 };
 /** the recording's directory, resolved through links at open */
 let realDir = '';
 
+/** Whether the recording's directory still resolves to realDir. */
+function placeUnchanged(): boolean {
+  try {
+    return realpathSync(dirname(target)) === realDir;
+  } catch {
+    return false;
+  }
+}
+
 /** Throw unless the recording's directory still resolves to realDir and none of `names` (in it) is a link. */
 function checkPlace(...names: string[]): void {
   let now: string;
@@ -148,8 +157,18 @@ function publish(): void {
   const t0 = performance.now();
   const tmp = `${target}.tmp`;
   checkPlace(working, tmp, target);
-  copyFileSync(working, tmp, fsConstants.COPYFILE_FICLONE);
-  renameSync(tmp, target);
+  try {
+    copyFileSync(working, tmp, fsConstants.COPYFILE_FICLONE);
+    renameSync(tmp, target);
+  } finally {
+    // a link swapped in between the check and the copy (a race of microseconds) would have
+    // taken the copy elsewhere: take it back and stop
+    if (!placeUnchanged()) {
+      rmSync(tmp, { force: true });
+      rmSync(target, { force: true });
+      checkPlace();
+    }
+  }
   lastPublish = { at: performance.now(), ms: performance.now() - t0 };
 }
 
@@ -185,6 +204,7 @@ async function handle(m: RecorderCommand): Promise<void> {
       reply({ type: 'opened', path: target });
     } else if (m.type === 'write') {
       if (!writer) throw new TesseraError('TESSERA_ERR_OUTPUT', target, 'the recording is not open');
+      checkPlace(working, `${target}.tmp`, target);
       if (delayMs > 0) sleep(delayMs);
       const t0 = performance.now();
       for (const e of m.epochs) writeEpoch(writer, e);
