@@ -309,6 +309,8 @@ export class AcquisitionManager implements AcquisitionController {
       // the resume, so a frame of that round now is of the rejoined stream): its old mapping
       a.start = { ...r.rejoin };
       this.o.log?.info({ acquisition: a.id, resume: r.n, start: a.start }, 'resumed acquisition: the detector acquisition that ended came back (link outage): it goes on with its mapping');
+      // whole-frame UDFs: the shuffle, waiting for a detector acquisition after the round, is told this one (from frame R x P on)
+      this.o.shuffle?.resume(this.acquireMessage(a));
       return;
     }
     if (r.afterRound !== null && h.shutterRound <= r.afterRound) return;

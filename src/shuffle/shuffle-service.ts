@@ -275,6 +275,9 @@ export class ShuffleService {
       case 'acquire': {
         if (this.acquisition?.acquisition === m.acquisition) {
           if (m.resume && m.resume.n > this.leg.n && m.mode === 'continuous') this.resume(m);
+          // the same resume with its detector acquisition named before a slice of it came: the one
+          // that ended, come back after a link outage (the merger saw its round again)
+          else if (m.resume && m.resume.n === this.leg.n && m.start && this.leg.n > 0 && this.leg.shutterRound === null && m.mode === 'continuous') this.resume(m, 'named');
           return;
         }
         this.acquisition = m;
@@ -330,17 +333,20 @@ export class ShuffleService {
    * merger names) map to acquisition-relative frames from R x P on. The old leg's rules go, so
    * no frame of the ended detector acquisition is selected after this; frames of it already
    * queued for the workers keep their epochs (< R). Decimation, picks and parameters carry on.
+   * `named`: the merger named the leg's detector acquisition (the same `n`, `start` set) before
+   * any slice of it came: the one that ended, rejoined after a link outage, with its old mapping
+   * from frame R x P on (docs/shuffle.md); the rules are made again for it.
    */
-  private resume(m: AcquireMessage): void {
+  private resume(m: AcquireMessage, how: 'next' | 'named' = 'next'): void {
     const previous = this.leg;
     this.acquisition = m;
-    this.leg = legOf(m, previous.shutterRound);
+    this.leg = legOf(m, how === 'named' ? previous.afterRound : previous.shutterRound);
     this.newestIndex = -1;
     this.book.clear();
     this.workerBook.clear();
     this.addRule(this.ruleFor(m, this.leg.firstIndex, this.rate.decimate));
     this.broadcastSelection();
-    this.o.log?.info({ acquisition: m.acquisition, resume: m.resume, start: m.start, leg: this.leg, previousRound: previous.shutterRound }, 'shuffle: acquisition resumes with the next detector acquisition');
+    this.o.log?.info({ acquisition: m.acquisition, resume: m.resume, start: m.start, leg: this.leg, previousRound: previous.shutterRound }, how === 'named' ? 'shuffle: the resumed acquisition goes on on the detector acquisition the merger named' : 'shuffle: acquisition resumes with the next detector acquisition');
   }
 
   /** The leg's detector acquisition is the one of election round `round` (its first slice came). */
