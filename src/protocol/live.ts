@@ -52,7 +52,9 @@
  *  - `detectorEnded` in a heartbeat: the detector acquisition ended (stream stopped, restarted,
  *    shutter off) under the named merger acquisition (docs/protocol.md, "Detector stream
  *    stops"); the merger ends it once every live sector running it says so (a continuous one:
- *    completes the epochs before the resume epoch and re-sends `acquire` with `resume`).
+ *    completes the epochs before the resume epoch and re-sends `acquire` with `resume`, and
+ *    `rejoin`: the ended leg's mapping, used if that detector acquisition comes back after a
+ *    link outage).
  *  - `stop` carries `atFrame` (acquisition-relative, a chunk boundary): finish and send every
  *    chunk before it, nothing from it on, then leave the acquisition. `abort`: drop at once.
  *  - `params` apply from chunks whose first frame (acquisition-relative, counted over epochs:
