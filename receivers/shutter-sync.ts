@@ -20,6 +20,9 @@
  * Stream stopped: while acquiring, no frame at all for `streamIdleMs` (the camera died or the
  * link broke, mid-frame or not) ends the acquisition with reason 'stream_stopped' (tick()).
  * The frames after the last one seen are not invented: the sinks complete what is in flight.
+ * Flagged frames that come back afterwards ask the election for the acquisition under way (a
+ * link outage: the same acquisition goes on, and is rejoined at its position), whether the
+ * assembler bridged the gap or resynchronised.
  *
  * A new detector acquisition without the flag going off in between (the camera was restarted
  * with the shutter on) shows as a frame_id that does not follow on: within an acquisition
@@ -398,10 +401,11 @@ export class ShutterSync {
     const summary: AcquisitionSummary = { ...a, frames: this.framesHandedOn, reason };
     this.acq = null;
     this.state = 'armed';
-    // wait for the flag to go off and on again; asking for the acquisition just ended would
-    // only rejoin it
+    // wait for the flag to go off and on again: asking for the acquisition just ended would only
+    // rejoin it. Except when the stream went silent: frames that come back with the flag on are
+    // that acquisition going on (a link outage; the merger resumes on it), so ask for it
     this.sawOff = false;
-    this.queried = true;
+    this.queried = reason !== 'stream_stopped';
     this.history = [];
     this.o.log?.info(summary, 'acquisition ended');
     this.o.onAcquisitionEnd?.(summary);

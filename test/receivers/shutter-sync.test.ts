@@ -31,7 +31,7 @@ class ScriptedElector implements FirstFrameElector {
   }
 }
 
-function setup(o: { elector?: FirstFrameElector; positions: number | null; continuous?: boolean; bufferFrames?: number; slots?: number }) {
+function setup(o: { elector?: FirstFrameElector; positions: number | null; continuous?: boolean; bufferFrames?: number; slots?: number; streamIdleMs?: number }) {
   const mark = dec.mark();
   const pool = new FrameSlotPool(dec, o.slots ?? 30);
   const frames: ScanFrame[] = [];
@@ -46,6 +46,7 @@ function setup(o: { elector?: FirstFrameElector; positions: number | null; conti
     scanPositions: o.positions,
     continuous: o.continuous ?? false,
     bufferFrames: o.bufferFrames ?? 16,
+    streamIdleMs: o.streamIdleMs,
     counters,
     onFrame: (sf) => {
       frames.push(sf);
@@ -342,6 +343,45 @@ describe('ShutterSync', () => {
     t.push(3, 'on', 4);
     expect(t.ends).toEqual([expect.objectContaining({ reason: 'complete', frames: 4 })]);
     expect(t.frames.map((s) => s.frame.frameId)).toEqual([284990, 2, 3, 4]);
+    t.release();
+  });
+
+  it('after the stream went silent (stream_stopped), flagged frames coming back ask for the acquisition under way and rejoin it at its position', async () => {
+    const el = new ScriptedElector();
+    const t = setup({ elector: el, positions: 100, continuous: true, streamIdleMs: 1000 });
+    t.push(0, 'off');
+    t.push(1, 'on');
+    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 7, decidedBy: 'all', missing: [], late: false });
+    await tick();
+    t.push(2, 'on');
+    expect(t.sync.tick(performance.now() + 1500)).toBe(true);
+    expect(t.ends).toEqual([expect.objectContaining({ reason: 'stream_stopped', frames: 3 })]);
+    // the link comes back (the assembler bridged the gap: the same sequence, frames 3..39 missing)
+    t.push(40, 'on');
+    expect(el.proposals[1]).toEqual({ frameKey: t.key(40), frameId: 1040, sawEdge: false });
+    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 7, decidedBy: 'all', missing: [], late: true });
+    await tick();
+    t.push(41, 'on');
+    expect(t.starts[1]).toMatchObject({ round: 7, joinedAt: 40 });
+    expect(t.frames.slice(3).map((s) => [s.acquisition, s.index])).toEqual([
+      [2, 40],
+      [2, 41],
+    ]);
+    t.release();
+  });
+
+  it('after a single scan completes, the flagged frames that follow are not asked about (that would only rejoin the scan that ended)', async () => {
+    const el = new ScriptedElector();
+    const t = setup({ elector: el, positions: 3 });
+    t.push(0, 'off');
+    t.push(1, 'on');
+    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: false });
+    await tick();
+    t.push(2, 'on');
+    expect(t.ends).toEqual([expect.objectContaining({ reason: 'complete' })]);
+    t.push(3, 'on'); // parked beam, flag still on
+    t.push(4, 'on');
+    expect(el.proposals).toHaveLength(1);
     t.release();
   });
 
