@@ -291,6 +291,23 @@ export class PartialRunner implements TileSink {
   private resume(run: Run, m: AcquireMessage): void {
     const r = m.resume!;
     if (run.state === 'done' || run.state === 'stopped' || run.state === 'stopping') return; // the merger stopped it: stays stopped
+    const d0 = this.detector;
+    if (run.state === 'running' && d0 !== null && d0.acquisition === run.shutterAcquisition && resumeStart(m, run.positions, d0, -1) === run.startIndex) {
+      // this run carries on with the detector acquisition the resume names, on the very mapping
+      // it names (its link came back before the resume, or it never lost it): it keeps its
+      // chunks, except those before the resume's epoch (the merger completed those)
+      run.msg = m;
+      run.resumeN = r.n;
+      run.detectorEnded = null;
+      const floor = r.epoch * run.positions;
+      run.open = run.open.filter((c) => this.firstFrame(run, c.seq) >= floor);
+      if (run.joinRel < floor) {
+        run.joinRel = floor;
+        run.lastSeq = Math.max(run.lastSeq, this.seqOf(run, floor) - 1);
+      }
+      this.o.log?.info({ acquisition: m.acquisition, resume: r, startIndex: run.startIndex }, 'live acquisition resumed: already running on the rejoined detector acquisition with that mapping');
+      return;
+    }
     const was = run.state;
     if (run.stopTimer) clearTimeout(run.stopTimer);
     run.stopTimer = null;
@@ -400,12 +417,27 @@ export class PartialRunner implements TileSink {
     this.detector = a;
     this.newest = null;
     const run = this.run;
+    if (run && this.comesBack(run, a)) {
+      // this sector's link was out (the others' may not have been: then the merger, which waits
+      // for every sector's end, sends no resume); the mapping is the one it ran on, so it needs
+      // nobody's word: on from the next chunk boundary
+      this.o.log?.warn({ acquisition: run.msg.acquisition, round: a.round, joinedAt: a.joinedAt, startIndex: run.startIndex }, 'the detector acquisition came back after the stream stopped: the live acquisition goes on with it');
+      run.detectorEnded = null;
+      this.bind(run, a, run.startIndex, a.joinedAt);
+      return;
+    }
     if (!run || run.state !== 'armed') return;
     const start = run.msg.start;
     if (run.msg.resume) {
       if (this.resumeBinds(run, a)) this.bind(run, a, this.startIndexOf(run, a), a.joinedAt);
     } else if (start === null) this.bind(run, a, 0, a.joinedAt);
     else if (a.round === start.shutterRound) this.bind(run, a, start.startIndex, a.joinedAt);
+  }
+
+  /** The run ended because the stream went silent, and `a` is that detector acquisition rejoined (same round, joined under way). */
+  private comesBack(run: Run, a: AcquisitionInfo): boolean {
+    const e = run.detectorEnded;
+    return run.state === 'ended' && e !== null && e.reason === 'stream_stopped' && e.round !== null && a.round === e.round && a.joinedAt > 0;
   }
 
   onAcquisitionEnd(a: AcquisitionSummary): void {
