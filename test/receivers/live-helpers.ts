@@ -1,11 +1,14 @@
 /**
  * For the live receiver tests: a stand-in merger on real ZeroMQ sockets (ROUTER for control,
- * PULL for partial results) that records what receivers send, and the reference results of
- * the live UDFs computed with plain loops over a sector's frames.
+ * PULL for partial results) that records what receivers send, the reference results of
+ * the live UDFs computed with plain loops over a sector's frames, and a harness that drives a
+ * PartialRunner directly with synthetic tiles and detector acquisitions.
  */
+import { expect } from 'vitest';
 import * as zmq from 'zeromq';
 import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../../src/k2is/constants.js';
 import {
+  decodeMergerMessage,
   decodePartialMessage,
   decodeReceiverMessage,
   encodeLive,
@@ -19,6 +22,8 @@ import {
   type PartialMessage,
   type ReadyMessage,
 } from '../../src/protocol/live.js';
+import { PartialRunner } from '../../receivers/partial-runner.js';
+import type { AcquisitionInfo, AcquisitionSummary, SectorTile } from '../../receivers/tile.js';
 
 export class TestMerger {
   readonly heartbeats: HeartbeatMessage[] = [];
@@ -217,4 +222,117 @@ export function compareChunk(p: PartialMessage, want: Array<Record<string, Float
     }
   }
   return null;
+}
+
+/** Damage word of a position that never came (every block missing). */
+export const MISSING_DAMAGE = 0xffffffff;
+
+/** Pixels of one sector slice of a frame. */
+export const SECTOR_PIXELS = SECTOR_HEIGHT * SECTOR_WIDTH;
+
+/**
+ * Sector slice of frame `index` of a synthetic detector acquisition: pseudo-random 12-bit
+ * values, distinct per index. Another `seed` (or `salt`) gives another detector acquisition other
+ * data, so a chunk mixing frames of two of them cannot match its reference.
+ */
+export function syntheticSectorFrame(seed: number, index: number, salt = 7): Uint16Array {
+  const out = new Uint16Array(SECTOR_PIXELS);
+  let s = (index * 2246822519 + seed * 3266489917 + salt) >>> 0;
+  for (let i = 0; i < SECTOR_PIXELS; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s >>> 20;
+  }
+  return out;
+}
+
+/** One-frame tile of sector `sector` at scan index `index` of ShutterSync acquisition `acquisition`. */
+export function sectorTile(sector: number, acquisition: number, index: number, data: Uint16Array, damage = 0): SectorTile {
+  return {
+    data,
+    sector,
+    acquisition,
+    epoch: 0,
+    scanIndex: index,
+    depth: 1,
+    rows: SECTOR_HEIGHT,
+    sigOrigin: [0, sector * SECTOR_WIDTH],
+    sigShape: [SECTOR_HEIGHT, SECTOR_WIDTH],
+    damage: Uint32Array.of(damage),
+    frames: [{ index, frameKey: index * 32, frameId: index }],
+  };
+}
+
+/** What ShutterSync announces for a detector acquisition; joinedAt > 0: joined under way (a query). */
+export function detectorAcquisition(o: Pick<AcquisitionInfo, 'acquisition' | 'sector' | 'round'> & Partial<AcquisitionInfo>): AcquisitionInfo {
+  return { firstActiveKey: 0, scanPositions: null, continuous: false, joinedAt: 0, decidedBy: 'all', missingSectors: [], ...o };
+}
+
+/** The end of detector acquisition `a` after `frames` frames. */
+export function endedAcquisition(a: AcquisitionInfo, frames: number, reason: AcquisitionSummary['reason'] = 'stream_stopped'): AcquisitionSummary {
+  return { ...a, frames, reason };
+}
+
+/** The acquire as a receiver gets it: through the encoder and the validating decoder. */
+export function acquireThroughWire(m: AcquireMessage): AcquireMessage {
+  const d = decodeMergerMessage(encodeLive(m));
+  if (d.type !== 'acquire') throw new Error('not an acquire');
+  return d;
+}
+
+/**
+ * A PartialRunner for sector `sector` of 8 that records what it sends (`sent`, through the wire
+ * encoder and decoder, as the merger reads it) and the scan configurations it asks for (`scans`).
+ */
+export function partialRunnerRig(sector: number) {
+  const sent: PartialMessage[] = [];
+  const scans: unknown[] = [];
+  const runner = new PartialRunner({ sector, sectors: 8, send: (p) => sent.push(decodePartialMessage(encodeLive(p))), configureScan: (next, current) => scans.push({ next, current }) });
+  return { sent, scans, runner };
+}
+
+/** Which frame a scan position holds: `index` of the detector acquisition with data `seed`, or null (missing). */
+export type FrameSource = (position: number) => { seed: number; index: number } | null;
+
+/**
+ * Check partial `p`: chunk `chunk` of epoch `epoch` of a scan of `positions` in chunks of
+ * `chunkSize`, each position holding the frame `source` says (`frame(seed, index)`), or missing
+ * (null: zeros, damage MISSING_DAMAGE); its results equal referenceChunk over those frames.
+ */
+export function expectChunkOf(
+  p: PartialMessage,
+  o: { sector: number; udfs: LiveUdf[]; positions: number; chunkSize: number; frame: (seed: number, index: number) => Uint16Array },
+  epoch: number,
+  chunk: number,
+  source: FrameSource,
+): void {
+  const navStart = chunk * o.chunkSize;
+  const navEnd = Math.min(navStart + o.chunkSize, o.positions);
+  expect([p.epoch, p.chunk, p.navStart, p.navEnd], 'epoch, chunk, range').toEqual([epoch, chunk, navStart, navEnd]);
+  const src = Array.from({ length: navEnd - navStart }, (_, k) => source(navStart + k));
+  expect(Array.from(p.damage), `damage of epoch ${epoch} chunk ${chunk}`).toEqual(src.map((s) => (s === null ? MISSING_DAMAGE : 0)));
+  const want = referenceChunk(o.udfs, o.sector, src.map((s) => (s === null ? new Uint16Array(SECTOR_PIXELS) : o.frame(s.seed, s.index))));
+  expect(compareChunk(p, want), `epoch ${epoch} chunk ${chunk}`).toBeNull();
+}
+
+/** The small scan the PartialRunner tests use: 2 x 5, N = 10 positions, chunks of 4: [0,4) [4,8) [8,10). */
+export const SMALL_SCAN: { shape: [number, number]; positions: number; chunkSize: number } = { shape: [2, 5], positions: 10, chunkSize: 4 };
+
+/**
+ * The PartialRunner harness of the continuous-scan tests (resume after the detector acquisition
+ * ended, or after a link outage), on SMALL_SCAN: `frameFor(seed, index)` (syntheticSectorFrame
+ * with `salt`), one-frame tiles, continuous ShutterSync acquisitions of N positions, `setUp()` for
+ * a fresh runner with the continuous acquire `base`, and `expectChunk` (expectChunkOf).
+ */
+export function continuousRunnerHarness(o: { sector: number; salt: number; acquisition: string; udfs: LiveUdf[] }) {
+  const { shape, positions, chunkSize } = SMALL_SCAN;
+  const frameFor = (seed: number, index: number) => syntheticSectorFrame(seed, index, o.salt);
+  return {
+    frameFor,
+    tile: (acquisition: number, seed: number, index: number) => sectorTile(o.sector, acquisition, index, frameFor(seed, index)),
+    detector: (acquisition: number, round: number | null, joinedAt = 0) =>
+      detectorAcquisition({ acquisition, sector: o.sector, round, scanPositions: positions, continuous: true, joinedAt }),
+    setUp: () => ({ ...partialRunnerRig(o.sector), base: acquireMessage({ acquisition: o.acquisition, scanShape: shape, udfs: o.udfs, chunkSize, mode: 'continuous' }) }),
+    expectChunk: (p: PartialMessage, epoch: number, chunk: number, source: FrameSource) =>
+      expectChunkOf(p, { sector: o.sector, udfs: o.udfs, positions, chunkSize, frame: frameFor }, epoch, chunk, source),
+  };
 }

@@ -10,81 +10,13 @@
  * acquisition carry other data (seed), so a chunk mixing them cannot pass.
  */
 import { describe, expect, it } from 'vitest';
-import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../../src/k2is/constants.js';
-import { decodeMergerMessage, decodePartialMessage, encodeLive, type AcquireMessage, type PartialMessage } from '../../src/protocol/live.js';
-import { PartialRunner } from '../../receivers/partial-runner.js';
-import type { AcquisitionInfo, AcquisitionSummary, SectorTile } from '../../receivers/tile.js';
-import { acquireMessage, compareChunk, referenceChunk, standardLiveUdfs } from './live-helpers.js';
+import { decodeMergerMessage, encodeLive, type AcquireMessage, type PartialMessage } from '../../src/protocol/live.js';
+import { acquireThroughWire as wire, continuousRunnerHarness, endedAcquisition as ended, SMALL_SCAN, standardLiveUdfs } from './live-helpers.js';
 
-const FULL = 0xffffffff;
 const SECTOR = 5;
-const PIX = SECTOR_HEIGHT * SECTOR_WIDTH;
-/** scan 2 x 5: N = 10, chunks [0,4) [4,8) [8,10) */
-const SCAN: [number, number] = [2, 5];
-const N = 10;
-const CHUNK = 4;
-const udfs = standardLiveUdfs();
-
-/** Frame `index` of the detector acquisition with data `seed`. */
-function frameFor(seed: number, index: number): Uint16Array {
-  const out = new Uint16Array(PIX);
-  let s = (index * 2246822519 + seed * 3266489917 + 11) >>> 0;
-  for (let i = 0; i < PIX; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s >>> 20;
-  }
-  return out;
-}
-
-function tile(acquisition: number, seed: number, index: number): SectorTile {
-  return {
-    data: frameFor(seed, index),
-    sector: SECTOR,
-    acquisition,
-    epoch: 0,
-    scanIndex: index,
-    depth: 1,
-    rows: SECTOR_HEIGHT,
-    sigOrigin: [0, SECTOR * SECTOR_WIDTH],
-    sigShape: [SECTOR_HEIGHT, SECTOR_WIDTH],
-    damage: Uint32Array.of(0),
-    frames: [{ index, frameKey: index * 32, frameId: index }],
-  };
-}
-
-/** ShutterSync acquisition `acquisition` of election round `round`; joinedAt > 0: joined under way (a query). */
-function detector(acquisition: number, round: number | null, joinedAt = 0): AcquisitionInfo {
-  return { acquisition, sector: SECTOR, firstActiveKey: 0, round, scanPositions: N, continuous: true, joinedAt, decidedBy: 'all', missingSectors: [] };
-}
-
-function ended(a: AcquisitionInfo, frames: number, reason: AcquisitionSummary['reason'] = 'stream_stopped'): AcquisitionSummary {
-  return { ...a, frames, reason };
-}
-
-/** The acquire as a receiver gets it: through the encoder and the validating decoder. */
-function wire(m: AcquireMessage): AcquireMessage {
-  const d = decodeMergerMessage(encodeLive(m));
-  if (d.type !== 'acquire') throw new Error('not an acquire');
-  return d;
-}
-
-function setUp() {
-  const sent: PartialMessage[] = [];
-  const runner = new PartialRunner({ sector: SECTOR, sectors: 8, send: (p) => sent.push(decodePartialMessage(encodeLive(p))) });
-  const base = acquireMessage({ acquisition: 'o1', scanShape: SCAN, udfs, chunkSize: CHUNK, mode: 'continuous' });
-  return { sent, runner, base };
-}
-
-/** Chunk `chunk` of epoch `epoch`, each position the frame `source` names (null: missing, zeros). */
-function expectChunk(p: PartialMessage, epoch: number, chunk: number, source: (position: number) => { seed: number; index: number } | null): void {
-  const navStart = chunk * CHUNK;
-  const navEnd = Math.min(navStart + CHUNK, N);
-  expect([p.epoch, p.chunk, p.navStart, p.navEnd], 'epoch, chunk, range').toEqual([epoch, chunk, navStart, navEnd]);
-  const src = Array.from({ length: navEnd - navStart }, (_, k) => source(navStart + k));
-  expect(Array.from(p.damage), `damage of epoch ${epoch} chunk ${chunk}`).toEqual(src.map((s) => (s === null ? FULL : 0)));
-  const want = referenceChunk(udfs, SECTOR, src.map((s) => (s === null ? new Uint16Array(PIX) : frameFor(s.seed, s.index))));
-  expect(compareChunk(p, want), `epoch ${epoch} chunk ${chunk}`).toBeNull();
-}
+const N = SMALL_SCAN.positions;
+/** Frames of the detector acquisition with data `seed`; detector(): joinedAt > 0 is joined under way (a query). */
+const { tile, detector, setUp, expectChunk } = continuousRunnerHarness({ sector: SECTOR, salt: 11, acquisition: 'o1', udfs: standardLiveUdfs() });
 
 /** Every partial holds detector frames index = startIndex + epoch x N + position of detector acquisition `seed`. */
 function expectMapped(ps: PartialMessage[], seed: number, startIndex: number): void {

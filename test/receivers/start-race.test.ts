@@ -8,65 +8,33 @@
  * plain loops over those frames (referenceChunk), and the epochs / chunks each partial must name.
  */
 import { describe, expect, it } from 'vitest';
-import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../../src/k2is/constants.js';
 import { TesseraError } from '../../src/errors.js';
-import { decodeMergerMessage, decodePartialMessage, decodeReceiverMessage, encodeLive, LIVE_PROTOCOL_VERSION, type AcquireMessage, type PartialMessage } from '../../src/protocol/live.js';
-import { PartialRunner } from '../../receivers/partial-runner.js';
-import type { AcquisitionInfo, SectorTile } from '../../receivers/tile.js';
-import { acquireMessage, compareChunk, referenceChunk, standardLiveUdfs } from './live-helpers.js';
+import { decodeReceiverMessage, encodeLive, LIVE_PROTOCOL_VERSION, type PartialMessage } from '../../src/protocol/live.js';
+import {
+  acquireMessage,
+  acquireThroughWire as wire,
+  compareChunk,
+  detectorAcquisition,
+  partialRunnerRig,
+  referenceChunk,
+  sectorTile,
+  SMALL_SCAN,
+  standardLiveUdfs,
+  syntheticSectorFrame,
+} from './live-helpers.js';
 
 const SECTOR = 5;
-const PIX = SECTOR_HEIGHT * SECTOR_WIDTH;
-/** scan 2 x 5: N = 10, chunks [0,4) [4,8) [8,10) */
-const SCAN: [number, number] = [2, 5];
-const N = 10;
-const CHUNK = 4;
+const { shape: SCAN, positions: N, chunkSize: CHUNK } = SMALL_SCAN;
 const udfs = standardLiveUdfs();
 
 /** Frame `index` of the detector acquisition: distinct pseudo-random content per index. */
-function frameAt(index: number): Uint16Array {
-  const out = new Uint16Array(PIX);
-  let s = (index * 2246822519 + 12345) >>> 0;
-  for (let i = 0; i < PIX; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s >>> 20;
-  }
-  return out;
-}
-
-function tile(acquisition: number, index: number): SectorTile {
-  return {
-    data: frameAt(index),
-    sector: SECTOR,
-    acquisition,
-    epoch: 0,
-    scanIndex: index,
-    depth: 1,
-    rows: SECTOR_HEIGHT,
-    sigOrigin: [0, SECTOR * SECTOR_WIDTH],
-    sigShape: [SECTOR_HEIGHT, SECTOR_WIDTH],
-    damage: Uint32Array.of(0),
-    frames: [{ index, frameKey: index * 32, frameId: index }],
-  };
-}
-
-function detector(acquisition: number, round: number | null, joinedAt = 0): AcquisitionInfo {
-  return { acquisition, sector: SECTOR, firstActiveKey: 0, round, scanPositions: null, continuous: false, joinedAt, decidedBy: 'all', missingSectors: [] };
-}
-
-/** The acquire as a receiver gets it: through the encoder and the validating decoder. */
-function wire(m: AcquireMessage): AcquireMessage {
-  const d = decodeMergerMessage(encodeLive(m));
-  if (d.type !== 'acquire') throw new Error('not an acquire');
-  return d;
-}
+const frameAt = (index: number) => syntheticSectorFrame(0, index, 12345);
+const tile = (acquisition: number, index: number) => sectorTile(SECTOR, acquisition, index, frameAt(index));
+const detector = (acquisition: number, round: number | null, joinedAt = 0) => detectorAcquisition({ acquisition, sector: SECTOR, round, joinedAt });
 
 function setUp() {
-  const sent: PartialMessage[] = [];
-  const scans: unknown[] = [];
-  const runner = new PartialRunner({ sector: SECTOR, sectors: 8, send: (p) => sent.push(decodePartialMessage(encodeLive(p))), configureScan: (next, current) => scans.push({ next, current }) });
   const base = acquireMessage({ acquisition: 'race-1', scanShape: SCAN, udfs, chunkSize: CHUNK, mode: 'continuous' });
-  return { sent, scans, runner, base };
+  return { ...partialRunnerRig(SECTOR), base };
 }
 
 /** Partial `p` is chunk (epoch, chunk) over detector frames startIndex + epoch x N + position, none missing. */

@@ -9,84 +9,13 @@
  * by their content (another seed per detector acquisition), so a chunk mixing them cannot pass.
  */
 import { describe, expect, it } from 'vitest';
-import { SECTOR_HEIGHT, SECTOR_WIDTH } from '../../src/k2is/constants.js';
-import { decodeMergerMessage, decodePartialMessage, decodeReceiverMessage, encodeLive, LIVE_PROTOCOL_VERSION, type AcquireMessage, type PartialMessage } from '../../src/protocol/live.js';
-import { PartialRunner } from '../../receivers/partial-runner.js';
-import type { AcquisitionInfo, AcquisitionSummary, SectorTile } from '../../receivers/tile.js';
-import { acquireMessage, compareChunk, referenceChunk, standardLiveUdfs } from './live-helpers.js';
+import { decodeMergerMessage, decodeReceiverMessage, encodeLive, LIVE_PROTOCOL_VERSION, type AcquireMessage } from '../../src/protocol/live.js';
+import { acquireThroughWire as wire, continuousRunnerHarness, endedAcquisition as ended, SMALL_SCAN, standardLiveUdfs } from './live-helpers.js';
 
-const FULL = 0xffffffff;
 const SECTOR = 3;
-const PIX = SECTOR_HEIGHT * SECTOR_WIDTH;
-/** scan 2 x 5: N = 10, chunks [0,4) [4,8) [8,10) */
-const SCAN: [number, number] = [2, 5];
-const N = 10;
-const CHUNK = 4;
-const udfs = standardLiveUdfs();
-
-/** Frame `index` of detector acquisition `seed` (each detector acquisition shows other data). */
-function frameFor(seed: number, index: number): Uint16Array {
-  const out = new Uint16Array(PIX);
-  let s = (index * 2246822519 + seed * 3266489917 + 7) >>> 0;
-  for (let i = 0; i < PIX; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s >>> 20;
-  }
-  return out;
-}
-
-function tile(acquisition: number, seed: number, index: number): SectorTile {
-  return {
-    data: frameFor(seed, index),
-    sector: SECTOR,
-    acquisition,
-    epoch: 0,
-    scanIndex: index,
-    depth: 1,
-    rows: SECTOR_HEIGHT,
-    sigOrigin: [0, SECTOR * SECTOR_WIDTH],
-    sigShape: [SECTOR_HEIGHT, SECTOR_WIDTH],
-    damage: Uint32Array.of(0),
-    frames: [{ index, frameKey: index * 32, frameId: index }],
-  };
-}
-
-function detector(acquisition: number, round: number | null, joinedAt = 0): AcquisitionInfo {
-  return { acquisition, sector: SECTOR, firstActiveKey: 0, round, scanPositions: N, continuous: true, joinedAt, decidedBy: 'all', missingSectors: [] };
-}
-
-function ended(a: AcquisitionInfo, frames: number, reason: AcquisitionSummary['reason'] = 'stream_stopped'): AcquisitionSummary {
-  return { ...a, frames, reason };
-}
-
-/** The acquire as a receiver gets it: through the encoder and the validating decoder. */
-function wire(m: AcquireMessage): AcquireMessage {
-  const d = decodeMergerMessage(encodeLive(m));
-  if (d.type !== 'acquire') throw new Error('not an acquire');
-  return d;
-}
-
-function setUp() {
-  const sent: PartialMessage[] = [];
-  const scans: unknown[] = [];
-  const runner = new PartialRunner({ sector: SECTOR, sectors: 8, send: (p) => sent.push(decodePartialMessage(encodeLive(p))), configureScan: (next, current) => scans.push({ next, current }) });
-  const base = acquireMessage({ acquisition: 'c1', scanShape: SCAN, udfs, chunkSize: CHUNK, mode: 'continuous' });
-  return { sent, scans, runner, base };
-}
-
-/**
- * Check partial `p`: chunk `chunk` of epoch `epoch`, each position holding the frame `source`
- * says (seed and index of the detector acquisition) or missing (null: zeros, damage FULL).
- */
-function expectChunk(p: PartialMessage, epoch: number, chunk: number, source: (position: number) => { seed: number; index: number } | null): void {
-  const navStart = chunk * CHUNK;
-  const navEnd = Math.min(navStart + CHUNK, N);
-  expect([p.epoch, p.chunk, p.navStart, p.navEnd], 'epoch, chunk, range').toEqual([epoch, chunk, navStart, navEnd]);
-  const src = Array.from({ length: navEnd - navStart }, (_, k) => source(navStart + k));
-  expect(Array.from(p.damage), `damage of epoch ${epoch} chunk ${chunk}`).toEqual(src.map((s) => (s === null ? FULL : 0)));
-  const want = referenceChunk(udfs, SECTOR, src.map((s) => (s === null ? new Uint16Array(PIX) : frameFor(s.seed, s.index))));
-  expect(compareChunk(p, want), `epoch ${epoch} chunk ${chunk}`).toBeNull();
-}
+const N = SMALL_SCAN.positions;
+/** Frames of detector acquisition `seed` (each detector acquisition shows other data); expectChunk: missing positions are zeros with damage FULL. */
+const { tile, detector, setUp, expectChunk } = continuousRunnerHarness({ sector: SECTOR, salt: 7, acquisition: 'c1', udfs: standardLiveUdfs() });
 
 describe('PartialRunner: resume of a continuous acquisition after its detector acquisition ended', () => {
   it('binds the next detector acquisition with index 0 = frame R x N, never one of the ended round, and reports the resume it runs on', () => {

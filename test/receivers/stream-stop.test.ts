@@ -7,19 +7,28 @@
  * the first frame that never came (heartbeat `detectorEnded`, through the wire decoder).
  */
 import { describe, expect, it } from 'vitest';
-import { SECTOR_FRAME_PAYLOAD_BYTES, SECTOR_HEIGHT, SECTOR_WIDTH } from '../../src/k2is/constants.js';
+import { SECTOR_FRAME_PAYLOAD_BYTES } from '../../src/k2is/constants.js';
 import { Uint12Decoder } from '../../src/k2is/decode12.js';
-import { decodePartialMessage, decodeReceiverMessage, encodeLive, LIVE_PROTOCOL_VERSION, type PartialMessage } from '../../src/protocol/live.js';
+import { decodeReceiverMessage, encodeLive, LIVE_PROTOCOL_VERSION, type PartialMessage } from '../../src/protocol/live.js';
 import { FrameSlotPool } from '../../receivers/frame-slots.js';
 import { PartialRunner } from '../../receivers/partial-runner.js';
 import type { AssembledFrame } from '../../receivers/sector-frame-assembler.js';
 import { LocalElector, ShutterSync, type ScanFrame } from '../../receivers/shutter-sync.js';
-import type { AcquisitionInfo, AcquisitionSummary, SectorTile } from '../../receivers/tile.js';
-import { acquireMessage, compareChunk, referenceChunk, standardLiveUdfs } from './live-helpers.js';
+import type { AcquisitionSummary } from '../../receivers/tile.js';
+import {
+  acquireMessage,
+  compareChunk,
+  detectorAcquisition,
+  MISSING_DAMAGE as FULL,
+  partialRunnerRig,
+  referenceChunk,
+  SECTOR_PIXELS as PIX,
+  sectorTile,
+  standardLiveUdfs,
+  syntheticSectorFrame,
+} from './live-helpers.js';
 
-const FULL = 0xffffffff;
 const SECTOR = 5;
-const PIX = SECTOR_HEIGHT * SECTOR_WIDTH;
 const dec = Uint12Decoder.create({ initialBytes: 20 * SECTOR_FRAME_PAYLOAD_BYTES });
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -89,38 +98,15 @@ describe('ShutterSync: the stream stops while acquiring', () => {
   });
 });
 
-function frameFor(index: number): Uint16Array {
-  const out = new Uint16Array(PIX);
-  let s = (index * 2246822519 + 7) >>> 0;
-  for (let i = 0; i < PIX; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s >>> 20;
-  }
-  return out;
-}
+const frameFor = (index: number) => syntheticSectorFrame(0, index);
+/** Position 2 comes with two blocks missing (damage 0b11). */
+const tile = (acquisition: number, index: number) => sectorTile(SECTOR, acquisition, index, frameFor(index), index === 2 ? 0b11 : 0);
 
-function tile(acquisition: number, index: number): SectorTile {
-  return {
-    data: frameFor(index),
-    sector: SECTOR,
-    acquisition,
-    epoch: 0,
-    scanIndex: index,
-    depth: 1,
-    rows: SECTOR_HEIGHT,
-    sigOrigin: [0, SECTOR * SECTOR_WIDTH],
-    sigShape: [SECTOR_HEIGHT, SECTOR_WIDTH],
-    damage: Uint32Array.of(index === 2 ? 0b11 : 0),
-    frames: [{ index, frameKey: index * 32, frameId: index }],
-  };
-}
-
-const info: AcquisitionInfo = { acquisition: 1, sector: SECTOR, firstActiveKey: 0, round: 1, scanPositions: 10, continuous: false, joinedAt: 0, decidedBy: 'all', missingSectors: [] };
+const info = detectorAcquisition({ acquisition: 1, sector: SECTOR, round: 1, scanPositions: 10 });
 
 describe('PartialRunner: the detector acquisition ends because the stream stopped', () => {
   it('sends the chunk in flight with the missing positions filled and marked, and reports where the stream stopped', () => {
-    const sent: PartialMessage[] = [];
-    const runner = new PartialRunner({ sector: SECTOR, sectors: 8, send: (p) => sent.push(decodePartialMessage(encodeLive(p))) });
+    const { sent, runner } = partialRunnerRig(SECTOR);
     const udfs = standardLiveUdfs();
     const a = acquireMessage({ acquisition: 'a1', scanShape: [2, 5], udfs, chunkSize: 4, mode: 'single' });
     runner.arm(a);
