@@ -183,16 +183,21 @@ export class SectorReceiver {
     }
     const tickMs = Math.max(5, Math.min(50, config.receiver.frameTimeoutMs / 4));
     let lastTick = performance.now();
+    let skipped = false;
     rx.ticker = setInterval(() => {
       const now = performance.now();
       // A tick this late means the event loop was held up (a long UDF pass, a loaded host).
       // Timers run before the socket is read, so the blocks of the frames in flight may be
-      // waiting there: giving those frames up now would zero-fill blocks that did arrive. Give
-      // up (or call the stream stopped) only on a tick that comes on time, after the socket
-      // has been drained.
+      // waiting there: giving those frames up now would zero-fill blocks that did arrive. So a
+      // late tick only lets the socket be read; the next one acts, late or not (a host starved
+      // for CPU makes every tick late, and frames must still be given up and silence noticed).
       const late = now - lastTick > 2 * tickMs;
       lastTick = now;
-      if (late) return;
+      if (late && !skipped) {
+        skipped = true;
+        return;
+      }
+      skipped = false;
       rx.assembler.tick(now);
       rx.sync.tick(now);
     }, tickMs);
