@@ -11,81 +11,17 @@
  * position is the same in every epoch.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { FRAME_HEIGHT, FRAME_WIDTH } from '../../src/k2is/constants.js';
 import { SimulatedScan } from '../../src/k2is/simulator/index.js';
-import { AcquisitionManager } from '../../src/merger/acquisition-manager.js';
-import type { AcquisitionDefinition } from '../../src/merger/acquisition-schema.js';
 import { LiveStoreRegistry } from '../../src/merger/live-store.js';
-import { LIVE_PROTOCOL_VERSION, type AcquireMessage, type DetectorEnded, type MergerToReceiver } from '../../src/protocol/live.js';
+import type { AcquireMessage, DetectorEnded } from '../../src/protocol/live.js';
 import type { UDFResults } from '../../src/udf/dataset-results.js';
-import { MemoryDataSet } from '../../src/udf/dataset.js';
-import { createUdf } from '../../src/udf/registry.js';
-import { runUdf } from '../../src/udf/runner.js';
-import { computePartial, contextOf, SIG, waitUntil } from './live-helpers.js';
+import { waitUntil } from './live-helpers.js';
+import { closeManagers, CHUNK, eightSectorRig, expectEqual, N, offline, SCAN, UDFS, ZERO, type Beat } from './manager-rig.js';
 
-const SCAN: [number, number] = [2, 4];
-const N = 8;
-const CHUNK = 4;
-const FULL = 0xffffffff;
-const UDFS = [
-  { id: 'sum', name: 'SumUDF', params: {} },
-  { id: 'sumsig', name: 'SumSigUDF', params: {} },
-  { id: 'masks', name: 'ApplyMasksUDF', params: { masks: [{ type: 'disk', cy: 930, cx: 1024, r: 200 }] } },
-];
-const ZERO = new Uint16Array(FRAME_HEIGHT * FRAME_WIDTH);
-
-let manager: AcquisitionManager | null = null;
-afterEach(() => {
-  manager?.close();
-  manager = null;
-});
-
-type Beat = { acquisition: string | null; shutterRound?: number | null; lastIndex?: number | null; detectorEnded?: DetectorEnded | null };
+afterEach(closeManagers);
 
 /** A manager with eight live sectors; `before`: what their heartbeats say when the acquisition starts. */
-function setUp(before: Beat = { acquisition: null }) {
-  const sent: Array<{ sector: number; m: MergerToReceiver }> = [];
-  const registry = new LiveStoreRegistry({ keepEpochs: 16 });
-  const m = new AcquisitionManager({ registry, send: (sector, message) => (sent.push({ sector, m: message }), Promise.resolve(true)), chunkTimeoutMs: 300, livenessMs: 60_000 });
-  manager = m;
-  const pids = Array.from({ length: 8 }, (_, s) => 2000 + s);
-  const heartbeat = (sector: number, o: Beat) =>
-    m.onControl({ version: LIVE_PROTOCOL_VERSION, type: 'heartbeat', role: 'receiver', sector, pid: pids[sector]!, phase: 'acquiring', acquisition: o.acquisition, lastIndex: o.lastIndex ?? null, shutterRound: o.shutterRound ?? null, positions: N, detectorEnded: o.detectorEnded ?? null, counters: {}, sentAt: Date.now() });
-  const all = (o: Beat) => {
-    for (let s = 0; s < 8; s++) heartbeat(s, o);
-  };
-  all(before);
-  const definition: AcquisitionDefinition = { scanShape: SCAN, udfs: UDFS, roi: null, mode: 'continuous', record: { enabled: false, path: null }, chunkSize: CHUNK };
-  const id = m.define(definition).id;
-  m.start(id);
-  const acquire = sent.find((x) => x.m.type === 'acquire')!.m as AcquireMessage;
-  const context = contextOf(acquire);
-  const deliver = (epoch: number, chunk: number, frameAt: (pos: number) => Uint16Array | null) => {
-    for (let s = 0; s < 8; s++) {
-      const damage = new Uint32Array(CHUNK).map((_, k) => (frameAt(chunk * CHUNK + k) === null ? FULL : 0));
-      m.onPartial(computePartial(acquire, s, epoch, chunk, (pos) => frameAt(pos) ?? ZERO, { context, damage }));
-    }
-  };
-  const acquires = () => sent.filter((x) => x.m.type === 'acquire').map((x) => x.m as AcquireMessage);
-  const damage = (epoch: number) => Array.from({ length: N }, (_, p) => Array.from((registry.get(id, epoch)!.getBuffer('_damage', 'sectorBlocks').data as Uint32Array).subarray(p * 8, p * 8 + 8)));
-  return { m, id, sent, heartbeat, all, deliver, acquires, damage, acquire, registry };
-}
-
-function offline(frames: Uint16Array[]): Promise<UDFResults[]> {
-  const data = new Uint16Array(N * ZERO.length);
-  frames.forEach((f, i) => data.set(f, i * ZERO.length));
-  return runUdf(new MemoryDataSet({ data, navShape: SCAN, sigShape: SIG }), UDFS.map((u) => createUdf({ name: u.name, params: u.params })));
-}
-
-function expectEqual(got: UDFResults[], want: UDFResults[], what: string): void {
-  UDFS.forEach((u, i) => {
-    for (const [name, r] of Object.entries(want[i]!)) {
-      const g = got[i]![name]!.data as ArrayLike<number>;
-      expect(g.length, `${what} ${u.id}/${name}`).toBe(r.data.length);
-      for (let k = 0; k < r.data.length; k++) if (!Object.is(g[k], r.data[k])) throw new Error(`${what} ${u.id}/${name}[${k}] = ${g[k]}, expected ${r.data[k]}`);
-    }
-  });
-}
+const setUp = (before: Beat = { acquisition: null }) => eightSectorRig({ pidBase: 2000, registry: new LiveStoreRegistry({ keepEpochs: 16 }), before });
 
 /** The live store of an epoch (what clients and the recorder get) holds exactly `want`. */
 function expectStore(t: ReturnType<typeof setUp>, epoch: number, want: UDFResults[]): void {

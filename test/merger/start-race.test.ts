@@ -10,33 +10,12 @@
  * Merged results are compared with runUdf offline over the frames the mapping names, bit-exact.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { FRAME_HEIGHT, FRAME_WIDTH } from '../../src/k2is/constants.js';
 import { SimulatedScan } from '../../src/k2is/simulator/index.js';
-import { AcquisitionManager } from '../../src/merger/acquisition-manager.js';
-import type { AcquisitionDefinition } from '../../src/merger/acquisition-schema.js';
-import { LiveStoreRegistry } from '../../src/merger/live-store.js';
-import { LIVE_PROTOCOL_VERSION, type AcquireMessage, type LiveRunState, type MergerToReceiver } from '../../src/protocol/live.js';
-import type { UDFResults } from '../../src/udf/dataset-results.js';
-import { MemoryDataSet } from '../../src/udf/dataset.js';
-import { createUdf } from '../../src/udf/registry.js';
-import { runUdf } from '../../src/udf/runner.js';
-import { computePartial, contextOf, SIG, waitUntil } from './live-helpers.js';
+import type { AcquireMessage, LiveRunState } from '../../src/protocol/live.js';
+import { computePartial, contextOf, waitUntil } from './live-helpers.js';
+import { CHUNK, closeManagers, continuousDefinition, expectEqual, FULL, managerWithOutbox, N, offline, receiverHeartbeat, SCAN } from './manager-rig.js';
 
-const SCAN: [number, number] = [2, 4];
-const N = 8;
-const CHUNK = 4;
-const FULL = 0xffffffff;
-const UDFS = [
-  { id: 'sum', name: 'SumUDF', params: {} },
-  { id: 'sumsig', name: 'SumSigUDF', params: {} },
-  { id: 'masks', name: 'ApplyMasksUDF', params: { masks: [{ type: 'disk', cy: 930, cx: 1024, r: 200 }] } },
-];
-
-let manager: AcquisitionManager | null = null;
-afterEach(() => {
-  manager?.close();
-  manager = null;
-});
+afterEach(closeManagers);
 
 interface Beat {
   phase: string;
@@ -49,34 +28,24 @@ interface Beat {
 }
 
 function setUp() {
-  const sent: Array<{ sector: number; m: MergerToReceiver }> = [];
-  const registry = new LiveStoreRegistry();
-  const m = new AcquisitionManager({ registry, send: (sector, message) => (sent.push({ sector, m: message }), Promise.resolve(true)), chunkTimeoutMs: 300, livenessMs: 60_000 });
-  manager = m;
+  const { m, registry, sent, acquires } = managerWithOutbox();
   const heartbeat = (sector: number, b: Beat) =>
-    m.onControl({
-      version: LIVE_PROTOCOL_VERSION,
-      type: 'heartbeat',
-      role: 'receiver',
-      sector,
-      pid: 1000 + sector,
-      phase: b.phase,
-      acquisition: b.acquisition ?? null,
-      lastIndex: b.lastIndex ?? null,
-      shutterRound: b.shutterRound ?? null,
-      positions: null,
-      detectorEnded: null,
-      runState: b.runState ?? null,
-      counters: { received: b.received ?? 0 },
-      sentAt: b.sentAt ?? Date.now(),
-    });
+    m.onControl(
+      receiverHeartbeat(sector, {
+        phase: b.phase,
+        acquisition: b.acquisition ?? null,
+        lastIndex: b.lastIndex ?? null,
+        shutterRound: b.shutterRound ?? null,
+        runState: b.runState ?? null,
+        counters: { received: b.received ?? 0 },
+        sentAt: b.sentAt ?? Date.now(),
+      }),
+    );
   const all = (b: Beat) => {
     for (let s = 0; s < 8; s++) heartbeat(s, b);
   };
-  const definition: AcquisitionDefinition = { scanShape: SCAN, udfs: UDFS, roi: null, mode: 'continuous', record: { enabled: false, path: null }, chunkSize: CHUNK };
-  const acquires = () => sent.filter((x) => x.m.type === 'acquire').map((x) => x.m as AcquireMessage);
   const start = () => {
-    const id = m.define(definition).id;
+    const id = m.define(continuousDefinition).id;
     m.start(id);
     return id;
   };
@@ -94,23 +63,6 @@ function detectorFrames(seed: number): (index: number) => Uint16Array {
   const sim = new SimulatedScan({ scanShape: SCAN, seed });
   const frames = Array.from({ length: N }, (_, i) => sim.frame(i));
   return (index) => frames[index % N]!;
-}
-
-function offline(frames: Uint16Array[]): Promise<UDFResults[]> {
-  const size = FRAME_HEIGHT * FRAME_WIDTH;
-  const data = new Uint16Array(N * size);
-  frames.forEach((f, i) => data.set(f, i * size));
-  return runUdf(new MemoryDataSet({ data, navShape: SCAN, sigShape: SIG }), UDFS.map((u) => createUdf({ name: u.name, params: u.params })));
-}
-
-function expectEqual(got: UDFResults[], want: UDFResults[], what: string): void {
-  UDFS.forEach((u, i) => {
-    for (const [name, r] of Object.entries(want[i]!)) {
-      const g = got[i]![name]!.data as ArrayLike<number>;
-      expect(g.length, `${what} ${u.id}/${name}`).toBe(r.data.length);
-      for (let k = 0; k < r.data.length; k++) if (!Object.is(g[k], r.data[k])) throw new Error(`${what} ${u.id}/${name}[${k}] = ${g[k]}, expected ${r.data[k]}`);
-    }
-  });
 }
 
 /** Merge epoch 0 from every sector under the acquire's mapping and compare it with offline over those detector frames. */

@@ -9,80 +9,14 @@
  * over the same frames (positions that never came as zero frames), bit-exact.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { FRAME_HEIGHT, FRAME_WIDTH } from '../../src/k2is/constants.js';
 import { SimulatedScan } from '../../src/k2is/simulator/index.js';
-import { AcquisitionManager } from '../../src/merger/acquisition-manager.js';
-import type { AcquisitionDefinition } from '../../src/merger/acquisition-schema.js';
-import { LiveStoreRegistry } from '../../src/merger/live-store.js';
-import { LIVE_PROTOCOL_VERSION, type AcquireMessage, type DetectorEnded, type MergerToReceiver } from '../../src/protocol/live.js';
-import type { UDFResults } from '../../src/udf/dataset-results.js';
-import { MemoryDataSet } from '../../src/udf/dataset.js';
-import { createUdf } from '../../src/udf/registry.js';
-import { runUdf } from '../../src/udf/runner.js';
-import { computePartial, contextOf, SIG, waitUntil } from './live-helpers.js';
+import type { DetectorEnded } from '../../src/protocol/live.js';
+import { waitUntil } from './live-helpers.js';
+import { closeManagers, eightSectorRig, expectEqual, FULL, N, offline, SCAN, ZERO } from './manager-rig.js';
 
-const SCAN: [number, number] = [2, 4];
-const N = 8;
-const CHUNK = 4;
-const FULL = 0xffffffff;
-const UDFS = [
-  { id: 'sum', name: 'SumUDF', params: {} },
-  { id: 'sumsig', name: 'SumSigUDF', params: {} },
-  { id: 'masks', name: 'ApplyMasksUDF', params: { masks: [{ type: 'disk', cy: 930, cx: 1024, r: 200 }] } },
-];
-const ZERO = new Uint16Array(FRAME_HEIGHT * FRAME_WIDTH);
+afterEach(closeManagers);
 
-let manager: AcquisitionManager | null = null;
-afterEach(() => {
-  manager?.close();
-  manager = null;
-});
-
-function setUp() {
-  const sent: Array<{ sector: number; m: MergerToReceiver }> = [];
-  const registry = new LiveStoreRegistry();
-  const m = new AcquisitionManager({ registry, send: (sector, message) => (sent.push({ sector, m: message }), Promise.resolve(true)), chunkTimeoutMs: 300, livenessMs: 60_000 });
-  manager = m;
-  const pids = Array.from({ length: 8 }, (_, s) => 1000 + s);
-  const heartbeat = (sector: number, o: { acquisition: string | null; shutterRound?: number | null; lastIndex?: number | null; detectorEnded?: DetectorEnded | null }) =>
-    m.onControl({ version: LIVE_PROTOCOL_VERSION, type: 'heartbeat', role: 'receiver', sector, pid: pids[sector]!, phase: 'acquiring', acquisition: o.acquisition, lastIndex: o.lastIndex ?? null, shutterRound: o.shutterRound ?? null, positions: N, detectorEnded: o.detectorEnded ?? null, counters: {}, sentAt: Date.now() });
-  const all = (o: Parameters<typeof heartbeat>[1]) => {
-    for (let s = 0; s < 8; s++) heartbeat(s, o);
-  };
-  all({ acquisition: null });
-  const definition: AcquisitionDefinition = { scanShape: SCAN, udfs: UDFS, roi: null, mode: 'continuous', record: { enabled: false, path: null }, chunkSize: CHUNK };
-  const id = m.define(definition).id;
-  m.start(id);
-  const acquire = sent.find((x) => x.m.type === 'acquire')!.m as AcquireMessage;
-  const context = contextOf(acquire);
-  /** every sector's partial of (epoch, chunk), frame at each position from `frameAt` (null: never came, damage FULL) */
-  const deliver = (epoch: number, chunk: number, frameAt: (pos: number) => Uint16Array | null) => {
-    for (let s = 0; s < 8; s++) {
-      const damage = new Uint32Array(CHUNK).map((_, k) => (frameAt(chunk * CHUNK + k) === null ? FULL : 0));
-      m.onPartial(computePartial(acquire, s, epoch, chunk, (pos) => frameAt(pos) ?? ZERO, { context, damage }));
-    }
-  };
-  const acquires = () => sent.filter((x) => x.m.type === 'acquire').map((x) => x.m as AcquireMessage);
-  /** the damage map of an epoch's store: per position, the 8 sectors' zero-filled block bitmaps */
-  const damage = (epoch: number) => Array.from({ length: N }, (_, p) => Array.from((registry.get(id, epoch)!.getBuffer('_damage', 'sectorBlocks').data as Uint32Array).subarray(p * 8, p * 8 + 8)));
-  return { m, id, sent, heartbeat, all, deliver, acquires, pids, damage };
-}
-
-function offline(frames: Uint16Array[]): Promise<UDFResults[]> {
-  const data = new Uint16Array(N * ZERO.length);
-  frames.forEach((f, i) => data.set(f, i * ZERO.length));
-  return runUdf(new MemoryDataSet({ data, navShape: SCAN, sigShape: SIG }), UDFS.map((u) => createUdf({ name: u.name, params: u.params })));
-}
-
-function expectEqual(got: UDFResults[], want: UDFResults[], what: string): void {
-  UDFS.forEach((u, i) => {
-    for (const [name, r] of Object.entries(want[i]!)) {
-      const g = got[i]![name]!.data as ArrayLike<number>;
-      expect(g.length, `${what} ${u.id}/${name}`).toBe(r.data.length);
-      for (let k = 0; k < r.data.length; k++) if (!Object.is(g[k], r.data[k])) throw new Error(`${what} ${u.id}/${name}[${k}] = ${g[k]}, expected ${r.data[k]}`);
-    }
-  });
-}
+const setUp = () => eightSectorRig({ pidBase: 1000 });
 
 describe('AcquisitionManager: a continuous acquisition resumes with the next detector acquisition', () => {
   it('completes the interrupted epoch with the positions that never came marked, resumes at R = ceil(at / N), merges the new detector acquisition into epoch R', async () => {
