@@ -3,16 +3,23 @@
  * `tessera merger`, eight `tessera receiver`, `tessera shuffle`, `tessera worker` x N (or a
  * test worker: a real DEALER on the shuffle's frames socket that keeps the frames it gets),
  * and `tessera simulate`. Everything spawned is killed in `stopAll` (call it in afterEach).
+ * For the in-process tests: the ShuffleService with the merger's ShuffleLink on real sockets
+ * (startShuffleWithLink), and eight real SliceSenders fed synthetic tiles (sliceSenderRig).
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { onTestFailed } from 'vitest';
+import { afterEach, expect, onTestFailed } from 'vitest';
 import { WebSocket } from 'ws';
 import * as zmq from 'zeromq';
 import { TesseraClient, type WebSocketConstructor } from '../../src/client/tessera-client.js';
-import { FRAME_HEIGHT, FRAME_WIDTH } from '../../src/k2is/constants.js';
-import { decodeMergerMessage, type AcquireMessage } from '../../src/protocol/live.js';
+import { FRAME_HEIGHT, FRAME_WIDTH, SECTOR_WIDTH } from '../../src/k2is/constants.js';
+import { LiveStoreRegistry } from '../../src/merger/live-store.js';
+import { decodeMergerMessage, LIVE_PROTOCOL_VERSION, type AcquireMessage } from '../../src/protocol/live.js';
 import { asFrameHeader, decodeShuffle, encodeShuffle, SHUFFLE_PROTOCOL_VERSION, type FrameHeader } from '../../src/shuffle/protocol.js';
+import { ShuffleLink } from '../../src/shuffle/shuffle-link.js';
+import { ShuffleService } from '../../src/shuffle/shuffle-service.js';
+import { SliceSender } from '../../receivers/slice-sender.js';
+import type { SectorTile } from '../../receivers/tile.js';
 import { freeTcpPort, liveConfig, waitUntil } from '../merger/live-helpers.js';
 import { freeUdpPorts, spawnCli, type RoleProcess } from '../receivers/process-helpers.js';
 
@@ -140,4 +147,81 @@ export class TestWorker {
     clearInterval(this.timer);
     this.dealer.close();
   }
+}
+
+/**
+ * Closers run in reverse order after each test of the calling file (even when it failed):
+ * push a closer for everything a test opens.
+ */
+export function closeAfterEach(): Array<() => unknown> {
+  const closers: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const c of closers.splice(0).reverse()) await c();
+  });
+  return closers;
+}
+
+/** A ShuffleService on free loopback ports and the merger's ShuffleLink to it, both closed by `closers`. */
+export async function startShuffleWithLink(closers: Array<() => unknown>, o: { keepEpochs: number; registry?: LiveStoreRegistry }) {
+  const slices = `tcp://127.0.0.1:${await freeTcpPort()}`;
+  const frames = `tcp://127.0.0.1:${await freeTcpPort()}`;
+  const service = await ShuffleService.start({ slices, frames, fixedRate: true });
+  closers.push(() => service.close());
+  const registry = o.registry ?? new LiveStoreRegistry();
+  const link = new ShuffleLink({ endpoint: slices, registry, keepEpochs: o.keepEpochs });
+  closers.push(() => link.close());
+  return { slices, frames, service, registry, link };
+}
+
+/** The pixel value of (camera run, frame index, sector): tells where a frame came from. */
+export const valueOf = (run: number, index: number, sector: number) => (run * 211 + index * 13 + sector) & 0xfff;
+
+/**
+ * A continuous acquisition `acquisition` of `scan` with FEMUDF, started on the link, with a
+ * TestWorker and eight real SliceSenders (the receivers' side) on a fresh shuffle (all closed by
+ * `closers`), once every sender holds the book. `begin` starts a detector acquisition at every
+ * receiver; `feed(run, acq, index)` gives every sender its tile of a frame whose pixels are
+ * valueOf(run, index, sector); `feedSelected` waits for the worker to get it, `feedUnselected`
+ * expects no slice sent for it.
+ */
+export async function sliceSenderRig(closers: Array<() => unknown>, o: { acquisition: string; scan: [number, number] }) {
+  const { slices, frames, service, registry, link } = await startShuffleWithLink(closers, { keepEpochs: 8 });
+  const worker = new TestWorker(frames);
+  closers.push(() => worker.close());
+  const senders = Array.from({ length: 8 }, (_, sector) => new SliceSender({ sector, endpoint: slices }));
+  closers.push(() => Promise.all(senders.map((x) => x.close())));
+  await waitUntil(() => link.available(), 20_000, 'the link sees the shuffle with a worker');
+
+  const P = o.scan[0] * o.scan[1];
+  const ROWS = FRAME_HEIGHT;
+  const fem = { id: 'fem', name: 'FEMUDF', params: { center: [930, 1024], radIn: 10, radOut: 400 } };
+  const acquire: AcquireMessage = { version: LIVE_PROTOCOL_VERSION, type: 'acquire', acquisition: o.acquisition, scanShape: o.scan, roi: null, udfs: [fem], chunkSize: 4, mode: 'continuous', start: null, resume: null };
+  link.start(acquire, 'continuous');
+  await waitUntil(() => senders.every((x) => x.book.list.some((r) => r.acquisition === o.acquisition)), 20_000, 'every sender holds the book');
+
+  /** detector acquisition `acq` (ShutterSync number) of election round `round` begins at every receiver */
+  const begin = (acq: number, round: number, joinedAt = 0) => {
+    for (const x of senders) x.onAcquisitionStart({ acquisition: acq, sector: 0, firstActiveKey: 0, round, scanPositions: P, continuous: true, joinedAt, decidedBy: 'all', missingSectors: [] });
+  };
+  const pixels = new Uint16Array(ROWS * SECTOR_WIDTH);
+  /** one frame of camera run `run` (detector acquisition `acq`) at every receiver */
+  const feed = (run: number, acq: number, index: number) => {
+    for (let sector = 0; sector < 8; sector++) {
+      pixels.fill(valueOf(run, index, sector));
+      const tile: SectorTile = { data: pixels, sector, acquisition: acq, epoch: 0, scanIndex: index % P, depth: 1, rows: ROWS, sigOrigin: [0, sector * SECTOR_WIDTH], sigShape: [ROWS, SECTOR_WIDTH], damage: Uint32Array.of(0), frames: [{ index, frameKey: index, frameId: index }] };
+      senders[sector]!.onTile(tile);
+    }
+  };
+  const sent = () => senders.reduce((n, x) => n + x.stats.slicesSent + x.stats.slicesDropped, 0);
+  const feedSelected = async (run: number, acq: number, index: number) => {
+    const before = worker.frames.length;
+    feed(run, acq, index);
+    await waitUntil(() => worker.frames.length === before + 1, 20_000, `frame ${index} of run ${run} at the worker`);
+  };
+  const feedUnselected = (run: number, acq: number, index: number) => {
+    const before = sent();
+    feed(run, acq, index);
+    expect(sent(), `frame ${index} of run ${run}: no slice sent`).toBe(before);
+  };
+  return { service, registry, link, worker, senders, acquire, begin, feed, feedSelected, feedUnselected };
 }

@@ -11,68 +11,19 @@
  * a new camera run (round 6) is not used. Reference: each frame's pixels say which run and index
  * it is; the worker's frames must be exactly the expected ones, with their epochs and positions.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { FRAME_HEIGHT, SECTOR_WIDTH } from '../../src/k2is/constants.js';
-import { LiveStoreRegistry } from '../../src/merger/live-store.js';
-import { LIVE_PROTOCOL_VERSION, type AcquireMessage } from '../../src/protocol/live.js';
-import { ShuffleLink } from '../../src/shuffle/shuffle-link.js';
-import { ShuffleService } from '../../src/shuffle/shuffle-service.js';
-import { SliceSender } from '../../receivers/slice-sender.js';
-import type { SectorTile } from '../../receivers/tile.js';
-import { freeTcpPort, waitUntil } from '../merger/live-helpers.js';
-import { TestWorker } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { SECTOR_WIDTH } from '../../src/k2is/constants.js';
+import { waitUntil } from '../merger/live-helpers.js';
+import { closeAfterEach, sliceSenderRig, valueOf } from './helpers.js';
 
-const closers: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
+const closers = closeAfterEach();
 
 const SCAN: [number, number] = [2, 4];
 const P = SCAN[0] * SCAN[1];
-const ROWS = FRAME_HEIGHT;
-const valueOf = (run: number, index: number, sector: number) => (run * 211 + index * 13 + sector) & 0xfff;
 
 describe('whole-frame UDFs across a link outage', () => {
   it('the rejoined detector acquisition is used once the merger names it, with its old mapping from R x P on; nothing of it before, no other run', async () => {
-    const slices = `tcp://127.0.0.1:${await freeTcpPort()}`;
-    const frames = `tcp://127.0.0.1:${await freeTcpPort()}`;
-    const s = await ShuffleService.start({ slices, frames, fixedRate: true });
-    closers.push(() => s.close());
-    const link = new ShuffleLink({ endpoint: slices, registry: new LiveStoreRegistry(), keepEpochs: 8 });
-    closers.push(() => link.close());
-    const worker = new TestWorker(frames);
-    closers.push(() => worker.close());
-    const senders = Array.from({ length: 8 }, (_, sector) => new SliceSender({ sector, endpoint: slices }));
-    closers.push(() => Promise.all(senders.map((x) => x.close())));
-    await waitUntil(() => link.available(), 20_000, 'the link sees the shuffle with a worker');
-
-    const fem = { id: 'fem', name: 'FEMUDF', params: { center: [930, 1024], radIn: 10, radOut: 400 } };
-    const acquire: AcquireMessage = { version: LIVE_PROTOCOL_VERSION, type: 'acquire', acquisition: 'acq-o', scanShape: SCAN, roi: null, udfs: [fem], chunkSize: 4, mode: 'continuous', start: null, resume: null };
-    link.start(acquire, 'continuous');
-    await waitUntil(() => senders.every((x) => x.book.list.some((r) => r.acquisition === 'acq-o')), 20_000, 'every sender holds the book');
-
-    const begin = (acq: number, round: number, joinedAt: number) => {
-      for (const x of senders) x.onAcquisitionStart({ acquisition: acq, sector: 0, firstActiveKey: 0, round, scanPositions: P, continuous: true, joinedAt, decidedBy: 'all', missingSectors: [] });
-    };
-    const pixels = new Uint16Array(ROWS * SECTOR_WIDTH);
-    const feed = (run: number, acq: number, index: number) => {
-      for (let sector = 0; sector < 8; sector++) {
-        pixels.fill(valueOf(run, index, sector));
-        const tile: SectorTile = { data: pixels, sector, acquisition: acq, epoch: 0, scanIndex: index % P, depth: 1, rows: ROWS, sigOrigin: [0, sector * SECTOR_WIDTH], sigShape: [ROWS, SECTOR_WIDTH], damage: Uint32Array.of(0), frames: [{ index, frameKey: index, frameId: index }] };
-        senders[sector]!.onTile(tile);
-      }
-    };
-    const sent = () => senders.reduce((n, x) => n + x.stats.slicesSent + x.stats.slicesDropped, 0);
-    const feedSelected = async (run: number, acq: number, index: number) => {
-      const before = worker.frames.length;
-      feed(run, acq, index);
-      await waitUntil(() => worker.frames.length === before + 1, 20_000, `frame ${index} of run ${run} at the worker`);
-    };
-    const feedUnselected = (run: number, acq: number, index: number) => {
-      const before = sent();
-      feed(run, acq, index);
-      expect(sent(), `frame ${index} of run ${run}: no slice sent`).toBe(before);
-    };
+    const { service: s, link, worker, senders, acquire, begin, feedSelected, feedUnselected } = await sliceSenderRig(closers, { acquisition: 'acq-o', scan: SCAN });
 
     // the first leg: round 5 from index 0; the link breaks after frame 10 (epoch 1, position 2)
     begin(1, 5, 0);

@@ -4,32 +4,21 @@
  * that no rule selects are dropped, a selected frame is reassembled and handed to a worker by
  * credit, and a worker's `frames` results are merged by the acquisition's WholeFrameMerger.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as zmq from 'zeromq';
 import { FRAME_HEIGHT, FRAME_WIDTH, SECTOR_WIDTH } from '../../src/k2is/constants.js';
-import { LiveStoreRegistry } from '../../src/merger/live-store.js';
 import { LIVE_PROTOCOL_VERSION, toWire, type AcquireMessage } from '../../src/protocol/live.js';
 import { asFrameHeader, asSelection, decodeShuffle, encodeShuffle, SHUFFLE_PROTOCOL_VERSION } from '../../src/shuffle/protocol.js';
-import { ShuffleLink } from '../../src/shuffle/shuffle-link.js';
-import { ShuffleService } from '../../src/shuffle/shuffle-service.js';
-import { freeTcpPort, waitUntil } from '../merger/live-helpers.js';
+import { waitUntil } from '../merger/live-helpers.js';
+import { closeAfterEach, startShuffleWithLink } from './helpers.js';
 
-const closers: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const c of closers.splice(0).reverse()) await c();
-});
+const closers = closeAfterEach();
 
 const V = SHUFFLE_PROTOCOL_VERSION;
 
 describe('shuffle service on real sockets', () => {
   it('drops bad input (counted), ignores unselected slices, reassembles a selected frame for a worker; the link merges its results', async () => {
-    const slices = `tcp://127.0.0.1:${await freeTcpPort()}`;
-    const frames = `tcp://127.0.0.1:${await freeTcpPort()}`;
-    const s = await ShuffleService.start({ slices, frames, fixedRate: true });
-    closers.push(() => s.close());
-    const registry = new LiveStoreRegistry();
-    const link = new ShuffleLink({ endpoint: slices, registry, keepEpochs: 2 });
-    closers.push(() => link.close());
+    const { slices, frames, service: s, registry, link } = await startShuffleWithLink(closers, { keepEpochs: 2 });
     const receivers = Array.from({ length: 8 }, (_, k) => {
       const d = new zmq.Dealer({ routingId: `slices-${k}`, linger: 0 });
       d.connect(slices);
