@@ -3,12 +3,10 @@
  * 127.0.0.1 receive every datagram, compared bit for bit with the in-process generator; the
  * recording files, the .gtg and the truth .npy are read back independently.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CLI_PATH } from '../../src/paths.js';
 import { loadConfig } from '../../src/config.js';
 import { resolveSimulateOptions } from '../../src/commands/simulate.js';
@@ -17,76 +15,10 @@ import { K2ISRecording } from '../../src/k2is/recording.js';
 import { SimulatedScan } from '../../src/k2is/simulator/scene.js';
 import { K2ISStream, type Datagram } from '../../src/k2is/simulator/stream.js';
 import { SectorFaultInjector, type FaultOptions, type FaultRecord } from '../../src/k2is/simulator/faults.js';
+import { simulateProcessHarness } from './simulate-helpers.js';
 
 const BLOCK = 22360;
-const children: ChildProcess[] = [];
-const sockets: dgram.Socket[] = [];
-const dir = mkdtempSync(join(tmpdir(), 'tessera-sim-'));
-
-beforeAll(() => {
-  if (!existsSync(CLI_PATH)) throw new Error(`${CLI_PATH} missing: build first (npx tsc -p tsconfig.json)`);
-});
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const s of sockets.splice(0)) {
-    try {
-      s.close();
-    } catch {
-      // already closed
-    }
-  }
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function bindSocket(port: number, address = '127.0.0.1', reuse = false): Promise<dgram.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr: reuse });
-    s.once('error', reject);
-    s.bind(port, address, () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-  });
-}
-
-/** Eight sockets on consecutive free ports BASE..BASE+7, with large receive buffers. */
-async function sectorSockets(address = '127.0.0.1', reuse = false): Promise<{ base: number; socks: dgram.Socket[]; got: Buffer[][] }> {
-  for (let attempt = 0; attempt < 40; attempt++) {
-    const first = await bindSocket(0, address, reuse);
-    const base = first.address().port;
-    const socks = [first];
-    try {
-      if (base + 7 > 65535) throw new Error('no room');
-      for (let s = 1; s < 8; s++) socks.push(await bindSocket(base + s, address, reuse));
-    } catch {
-      for (const s of socks) s.close();
-      continue;
-    }
-    const got: Buffer[][] = socks.map(() => []);
-    socks.forEach((s, i) => {
-      s.setRecvBufferSize(4 << 20);
-      s.on('message', (m) => got[i]!.push(m));
-      sockets.push(s);
-    });
-    return { base, socks, got };
-  }
-  throw new Error('no 8 consecutive free UDP ports');
-}
-
-function runCli(args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI_PATH, 'simulate', ...args], {
-      env: { ...process.env, TESSERA_LOG_JSON: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let stderr = '';
-    let stdout = '';
-    child.stderr!.on('data', (d) => (stderr += d));
-    child.stdout!.on('data', (d) => (stdout += d));
-    child.on('exit', (code) => resolve({ code, stderr, stdout }));
-  });
-}
+const { children, dir, sectorSockets, runCli } = simulateProcessHarness('tessera-sim-');
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

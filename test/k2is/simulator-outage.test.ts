@@ -5,38 +5,18 @@
  * fault log. Checked against the in-process generator (K2ISStream) frame by frame, in process
  * (SectorFaultInjector) and as a real process over real UDP sockets.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_PATH } from '../../src/paths.js';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { resolveSimulateOptions } from '../../src/commands/simulate.js';
 import { readBlockCount, readFrameId } from '../../src/k2is/header.js';
 import { SimulatedScan } from '../../src/k2is/simulator/scene.js';
 import { K2ISStream, type Datagram } from '../../src/k2is/simulator/stream.js';
 import { SectorFaultInjector, type FaultOptions, type FaultRecord } from '../../src/k2is/simulator/faults.js';
+import { simulateProcessHarness } from './simulate-helpers.js';
 
-const children: ChildProcess[] = [];
-const sockets: dgram.Socket[] = [];
-const dir = mkdtempSync(join(tmpdir(), 'tessera-outage-'));
-
-beforeAll(() => {
-  if (!existsSync(CLI_PATH)) throw new Error(`${CLI_PATH} missing: build first (npx tsc -p tsconfig.json)`);
-});
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const s of sockets.splice(0)) {
-    try {
-      s.close();
-    } catch {
-      // already closed
-    }
-  }
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const { dir, sectorSockets, runCli } = simulateProcessHarness('tessera-outage-');
 
 const scan = new SimulatedScan({ scanShape: [2, 3], seed: 4 });
 const stream = new K2ISStream(scan, { framesBeforeScan: 2, framesAfterScan: 1, continuous: true, frameIdStart: 50, blockCountStart: 640 });
@@ -116,48 +96,3 @@ describe('simulator link outage', () => {
     expect(done[0].faults).toMatchObject({ outage: 8 * 32 * 7 });
   }, 60_000);
 });
-
-function bindSocket(port: number): Promise<dgram.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type: 'udp4' });
-    s.once('error', reject);
-    s.bind(port, '127.0.0.1', () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-  });
-}
-
-/** Eight sockets on consecutive free ports BASE..BASE+7. */
-async function sectorSockets(): Promise<{ base: number; got: Buffer[][] }> {
-  for (let attempt = 0; attempt < 40; attempt++) {
-    const first = await bindSocket(0);
-    const base = first.address().port;
-    const socks = [first];
-    try {
-      if (base + 7 > 65535) throw new Error('no room');
-      for (let s = 1; s < 8; s++) socks.push(await bindSocket(base + s));
-    } catch {
-      for (const s of socks) s.close();
-      continue;
-    }
-    const got: Buffer[][] = socks.map(() => []);
-    socks.forEach((s, i) => {
-      s.setRecvBufferSize(4 << 20);
-      s.on('message', (m) => got[i]!.push(m));
-      sockets.push(s);
-    });
-    return { base, got };
-  }
-  throw new Error('no 8 consecutive free UDP ports');
-}
-
-function runCli(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI_PATH, 'simulate', ...args], { env: { ...process.env, TESSERA_LOG_JSON: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr += d));
-    child.on('exit', (code) => resolve({ code, stderr }));
-  });
-}
