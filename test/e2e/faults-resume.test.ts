@@ -21,45 +21,30 @@
  * one), within 1e-9; the interrupted epoch has no whole-frame result after the stop; epoch R has
  * whole-frame results and its SumSigUDF is bit-exact over the new run.
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
-import { WebSocket } from 'ws';
-import { TesseraClient, type LiveMirror, type WebSocketConstructor } from '../../src/client/tessera-client.js';
-import { BLOCK_COLS, BLOCK_ROWS, FRAME_WIDTH, SECTOR_WIDTH } from '../../src/k2is/constants.js';
-import { blockOrigin } from '../../src/k2is/geometry.js';
-import { SimulatedScan } from '../../src/k2is/simulator/index.js';
-import type { AcquisitionRequest } from '../../src/merger/acquisition-schema.js';
-import { MemoryDataSet } from '../../src/udf/dataset.js';
-import { createUdf } from '../../src/udf/registry.js';
-import { runUdf } from '../../src/udf/runner.js';
-import { freeTcpPort, liveConfig, SIG, waitUntil } from '../merger/live-helpers.js';
-import { freeUdpPorts, type RoleProcess } from '../receivers/process-helpers.js';
-import { completeEpoch } from './faults-helpers.js';
-import { cleanUp, defineAndStart, expectDamageConsistent, expectResults, FRAME, launch, lossesFromMirror, offline, simulate, spawnReceiver, spawnRole, UDFS, type Pipeline } from './pipeline-helpers.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { TesseraClient } from '../../src/client/tessera-client.js';
+import { waitUntil } from '../merger/live-helpers.js';
+import { epochMirror, lostWhole } from './faults-helpers.js';
+import {
+  cleanUp,
+  defineAndStart,
+  expectDamageConsistent,
+  expectResults,
+  launch,
+  launchWithShuffle,
+  lossesFromMirror,
+  nearlyEqual as close,
+  offline,
+  simulate,
+  UDFS,
+  validCount,
+  wholeFrameReference,
+  WHOLE_FRAME_UDFS,
+} from './pipeline-helpers.js';
 
-const ownClients: TesseraClient[] = [];
 afterEach(async () => {
-  for (const c of ownClients.splice(0)) await c.close().catch(() => {});
   await cleanUp();
 }, 30_000);
-
-const FULL = 0xffffffff;
-
-/** The mirror of one epoch of the acquisition, once every position of it is merged. */
-async function epochMirror(p: Pipeline, id: string, epoch: number, positions: number): Promise<LiveMirror> {
-  // (subscribing to an epoch that does not exist yet is an error)
-  await waitUntil(async () => (await p.client.api.get(id)).epochs.includes(epoch), 30_000, `epoch ${epoch} begun`);
-  await p.client.connect();
-  p.client.subscribe({ acquisition: id, epoch });
-  return p.client.waitFor((m) => m.acquisition === id && m.epoch === epoch && completeEpoch(m, positions), 30_000);
-}
-
-/** Positions of the mirrored epoch of which no sector delivered anything (merged as missing). */
-function lostWhole(m: LiveMirror, positions: number): number[] {
-  const bits = m.get('_damage', 'sectorBlocks')!.data as Uint32Array;
-  return Array.from({ length: positions }, (_, i) => i).filter((i) => bits.subarray(i * 8, i * 8 + 8).every((b) => b === FULL));
-}
 
 describe('the camera dies mid-scan under a continuous acquisition, then streams again', () => {
   it('the acquisition stays running, the interrupted epoch completes with the missing positions marked, and it resumes at a fresh epoch equal to offline over the new camera', async () => {
@@ -111,39 +96,6 @@ describe('the camera dies mid-scan under a continuous acquisition, then streams 
   }, 120_000);
 });
 
-const FEM = { center: [930, 1024], radIn: 100, radOut: 400 };
-const WHOLE_FRAME_UDFS: AcquisitionRequest['udfs'] = [
-  { id: 'sumsig', name: 'SumSigUDF' },
-  { id: 'fem', name: 'FEMUDF', params: FEM },
-];
-
-/** The pipeline of launch() with `tessera shuffle` (fixed rate: every frame) and one `tessera worker`. */
-async function launchWithShuffle(): Promise<Pipeline & { shuffle: RoleProcess; worker: RoleProcess }> {
-  const base = await freeUdpPorts(8);
-  const shuffleEndpoints = { slices: `tcp://127.0.0.1:${await freeTcpPort()}`, frames: `tcp://127.0.0.1:${await freeTcpPort()}` };
-  const { path, dir } = await liveConfig({
-    detector: { udp: { host: '127.0.0.1', basePort: base } },
-    receiver: { statsIntervalMs: 1000, streamIdleMs: 2000 },
-    merger: { chunkTimeoutMs: 3000, keepEpochs: 64 },
-    shuffle: shuffleEndpoints,
-  });
-  const merger = spawnRole('merger', ['merger', '-c', path]);
-  const url = String((await merger.waitForMsg('merger listening', 30_000)).url);
-  const shuffle = spawnRole('shuffle', ['shuffle', '-c', path, '--fixed-rate']);
-  await shuffle.waitForMsg('shuffle listening', 30_000);
-  const worker = spawnRole('worker', ['worker', '-c', path]);
-  const receivers = Array.from({ length: 8 }, (_, s) => spawnReceiver(path, s));
-  onTestFailed(() => {
-    for (const r of [merger, shuffle, worker, receivers[3]!]) writeFileSync(join(dir, `${r.name}-${r.child.pid}.log`), r.rawStderr.join('\n'));
-    console.error(`logs of the failed test: ${dir}`);
-  });
-  const client = new TesseraClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor });
-  ownClients.push(client);
-  await waitUntil(async () => (await client.api.status()).sectors.every((s) => s.state === 'alive'), 90_000, 'eight receivers alive');
-  await waitUntil(async () => ((await client.api.status()).shuffle?.workers ?? 0) >= 1, 30_000, 'the shuffle with its worker in /api/status');
-  return { config: path, dir, merger, receivers, client, url, shuffle, worker };
-}
-
 /** One epoch's whole-frame buffers (and the tile UDF's, the damage map), copied out of the mirror; null when no whole-frame result was ever published there. */
 interface WholeFrameEpoch {
   epoch: number;
@@ -159,42 +111,12 @@ async function wholeFrameEpoch(client: TesseraClient, id: string, epoch: number)
   return { epoch, valid: (m.get('_shuffle', 'valid')!.data as Uint8Array).slice(), sectors: (m.get('_shuffle', 'sectors')!.data as Uint8Array).slice(), fem: (m.get('fem', 'intensity')!.data as Float64Array).slice() };
 }
 
-/** A camera run's truth (SimulatedScan with `seed`). */
-function truthOf(scan: [number, number], seed: number): Uint16Array {
-  const sim = new SimulatedScan({ scanShape: scan, seed });
-  const n = scan[0] * scan[1];
-  const data = new Uint16Array(n * FRAME);
-  for (let i = 0; i < n; i++) sim.frame(i, data.subarray(i * FRAME, (i + 1) * FRAME));
-  return data;
-}
-
-/** runUdf offline over a run's truth: FEMUDF per frame (no loss: compared only where all 8 sectors came whole), SumSigUDF with the mirror's lost blocks zeroed. */
-async function wholeFrameReference(scan: [number, number], seed: number, losses = new Map<string, number>()): Promise<{ fem: Float64Array; sumsig: ArrayLike<number> }> {
-  const n = scan[0] * scan[1];
-  const truth = truthOf(scan, seed);
-  const [f] = await runUdf(new MemoryDataSet({ data: truth, navShape: scan, sigShape: SIG }), [createUdf({ name: 'FEMUDF', params: FEM })]);
-  for (let i = 0; i < n; i++) {
-    for (let s = 0; s < 8; s++) {
-      const bits = losses.get(`${s}/${i}`) ?? 0;
-      for (let b = 0; b < 32; b++) {
-        if (!(bits & (1 << b))) continue;
-        const o = blockOrigin(b);
-        for (let y = o.y; y < o.y + BLOCK_ROWS; y++) truth.fill(0, i * FRAME + y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x, i * FRAME + y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x + BLOCK_COLS);
-      }
-    }
-  }
-  const [s] = await runUdf(new MemoryDataSet({ data: truth, navShape: scan, sigShape: SIG }), [createUdf({ name: 'SumSigUDF', params: {} })]);
-  return { fem: Float64Array.from(f!.intensity!.data as unknown as ArrayLike<number>), sumsig: s!.intensity!.data as unknown as ArrayLike<number> };
-}
-
-const close = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
-
 describe('a whole-frame UDF beside a tile UDF when the camera dies and streams again', () => {
   it('the shuffle part resumes too: epoch R holds whole-frame results over the new camera run, no epoch a result from a frame of the other run', async () => {
     const scan: [number, number] = [4, 4];
     const n = scan[0] * scan[1];
     const t0 = Date.now();
-    const p = await launchWithShuffle();
+    const p = await launchWithShuffle({ chunkTimeoutMs: 3000 });
     const id = await defineAndStart(p, { scanShape: scan, udfs: WHOLE_FRAME_UDFS, mode: 'continuous', chunkSize: 4 });
     // every receiver holds the shuffle's selection for it before the camera starts
     await waitUntil(() => p.receivers.every((r) => r.lines.some((l) => l.msg === 'shuffle selection' && JSON.stringify(l.rules).includes(id))), 20_000, 'receivers hold the selection');
@@ -215,11 +137,7 @@ describe('a whole-frame UDF beside a tile UDF when the camera dies and streams a
     // epoch R: the receivers' part complete, then the worker's results over it (they trail)
     const mr = await epochMirror(p, id, R, n);
     const losses = lossesFromMirror(mr, n);
-    const countValid = (x: LiveMirror) => {
-      const v = x.get('_shuffle', 'valid')?.data as Uint8Array | undefined;
-      return v ? v.reduce((a, b) => a + b, 0) : 0;
-    };
-    await p.client.waitFor((x) => x.acquisition === id && x.epoch === R && countValid(x) === n, 40_000).catch(() => null);
+    await p.client.waitFor((x) => x.acquisition === id && x.epoch === R && validCount(x) === n, 40_000).catch(() => null);
     const [refA, refB] = [await wholeFrameReference(scan, 91), await wholeFrameReference(scan, 92, losses)];
     // the tile UDF of epoch R: bit-exact over the new run
     const sumsig = mr.get('sumsig', 'intensity')!.data as Float64Array;

@@ -35,7 +35,7 @@ import { CLI_PATH } from '../../src/paths.js';
 import { SIG, waitUntil } from '../merger/live-helpers.js';
 import { RoleProcess } from '../receivers/process-helpers.js';
 import { completeEpoch } from './faults-helpers.js';
-import { expectResults, FRAME, FRAMES_BEFORE, lossesFromMirror, offline, UDFS } from './pipeline-helpers.js';
+import { expectResults, expectWholeFrameResults, FRAME, FRAMES_BEFORE, lossesFromMirror, offline, truthFrames, UDFS } from './pipeline-helpers.js';
 
 const tag = Math.random().toString(36).slice(2, 7);
 const subnet = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}`;
@@ -268,26 +268,9 @@ describe.skipIf(skipReason !== null)('roles on separate hosts (network namespace
       expect(whole8.length, 'frames that reached the worker whole').toBeGreaterThanOrEqual((3 * n) / 4);
       // the two paths agree on damage: a frame the worker got whole lost no block at any receiver
       for (const i of whole8) for (let s = 0; s < 8; s++) expect(losses.get(`${s}/${i}`) ?? 0, `sector ${s} position ${i}`).toBe(0);
-      const data = new Uint16Array(n * FRAME);
-      for (let i = 0; i < n; i++) sim.frame(i, data.subarray(i * FRAME, (i + 1) * FRAME));
+      const data = truthFrames(sim, n);
       const reference = await runUdf(new MemoryDataSet({ data, navShape: scan, sigShape: SIG }), whole.map((u) => createUdf({ name: u.name, params: u.params ?? {} })));
-      let compared = 0;
-      whole.forEach((u, k) => {
-        for (const [name, r] of Object.entries(reference[k]!)) {
-          const got = mirror.get(u.id!, name)?.data as ArrayLike<number> | undefined;
-          expect(got, `${u.id}/${name}`).toBeDefined();
-          expect(got!.length).toBe(r.data.length);
-          const per = r.data.length / n;
-          for (const i of whole8) {
-            for (let e = 0; e < per; e++) {
-              const a = got![i * per + e]!;
-              const b = r.data[i * per + e]!;
-              if (!((Number.isNaN(a) && Number.isNaN(b)) || Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)))) throw new Error(`${u.id}/${name}[${i}] = ${a}, expected ${b}`);
-              compared++;
-            }
-          }
-        }
-      });
+      const compared = expectWholeFrameResults(mirror, whole, reference, whole8, n);
       expect(compared).toBeGreaterThan(whole8.length * 10);
       // not vacuous: strain fitted outside the simulator's vacuum columns
       const exx = mirror.get('strain', 'exx')!.data as Float64Array;

@@ -20,26 +20,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LiveMirror } from '../../src/client/tessera-client.js';
 import { waitUntil } from '../merger/live-helpers.js';
-import { completeEpoch } from './faults-helpers.js';
+import { epochMirror, lostWhole } from './faults-helpers.js';
 import { cleanUp, defineAndStart, expectDamageConsistent, expectResults, FRAMES_BEFORE, launch, lossesFromMirror, offline, simulate, UDFS, type Pipeline } from './pipeline-helpers.js';
 
 afterEach(async () => {
   await cleanUp();
 }, 30_000);
-
-const FULL = 0xffffffff;
-
-async function epochMirror(p: Pipeline, id: string, epoch: number, positions: number): Promise<LiveMirror> {
-  await waitUntil(async () => (await p.client.api.get(id)).epochs.includes(epoch), 30_000, `epoch ${epoch} begun`);
-  await p.client.connect();
-  p.client.subscribe({ acquisition: id, epoch });
-  return p.client.waitFor((m) => m.acquisition === id && m.epoch === epoch && completeEpoch(m, positions), 30_000);
-}
-
-function lostWhole(m: LiveMirror, positions: number): number[] {
-  const bits = m.get('_damage', 'sectorBlocks')!.data as Uint32Array;
-  return Array.from({ length: positions }, (_, i) => i).filter((i) => bits.subarray(i * 8, i * 8 + 8).every((b) => b === FULL));
-}
 
 /** Copies of every buffer of a mirrored epoch (the UDFs', the damage map). */
 function snapshot(m: LiveMirror): Map<string, number[]> {

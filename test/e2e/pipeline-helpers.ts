@@ -19,7 +19,7 @@ import type { UDFResults } from '../../src/udf/dataset-results.js';
 import { MemoryDataSet } from '../../src/udf/dataset.js';
 import { createUdf } from '../../src/udf/registry.js';
 import { runUdf } from '../../src/udf/runner.js';
-import { liveConfig, SIG, waitUntil } from '../merger/live-helpers.js';
+import { freeTcpPort, liveConfig, SIG, waitUntil } from '../merger/live-helpers.js';
 import { freeUdpPorts, spawnCli, type RoleProcess } from '../receivers/process-helpers.js';
 
 export const FRAME = FRAME_HEIGHT * FRAME_WIDTH;
@@ -114,6 +114,18 @@ export function lossesOf(faults: FaultRecord[]): Map<string, number> {
   return m;
 }
 
+/** Zero in `frame` (scan position `position`) the blocks `losses` (bitmaps per "sector/position") says were lost. */
+export function zeroLostBlocks(frame: Uint16Array, losses: Map<string, number>, position: number): void {
+  for (let s = 0; s < 8; s++) {
+    const bits = losses.get(`${s}/${position}`) ?? 0;
+    for (let b = 0; b < 32; b++) {
+      if (!(bits & (1 << b))) continue;
+      const o = blockOrigin(b);
+      for (let y = o.y; y < o.y + BLOCK_ROWS; y++) frame.fill(0, y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x, y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x + BLOCK_COLS);
+    }
+  }
+}
+
 export async function offline(scan: [number, number], seed: number, losses = new Map<string, number>()): Promise<UDFResults[]> {
   const sim = new SimulatedScan({ scanShape: scan, seed });
   const n = scan[0] * scan[1];
@@ -121,14 +133,7 @@ export async function offline(scan: [number, number], seed: number, losses = new
   for (let i = 0; i < n; i++) {
     const frame = data.subarray(i * FRAME, (i + 1) * FRAME);
     sim.frame(i, frame);
-    for (let s = 0; s < 8; s++) {
-      const bits = losses.get(`${s}/${i}`) ?? 0;
-      for (let b = 0; b < 32; b++) {
-        if (!(bits & (1 << b))) continue;
-        const o = blockOrigin(b);
-        for (let y = o.y; y < o.y + BLOCK_ROWS; y++) frame.fill(0, y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x, y * FRAME_WIDTH + s * SECTOR_WIDTH + o.x + BLOCK_COLS);
-      }
-    }
+    zeroLostBlocks(frame, losses, i);
   }
   return runUdf(new MemoryDataSet({ data, navShape: scan, sigShape: SIG }), UDFS.map((u) => createUdf({ name: u.name, params: u.params ?? {} })));
 }
@@ -170,4 +175,97 @@ export function expectDamageConsistent(mirror: LiveMirror, positions: number): v
   const missing = Array.from({ length: positions }, (_, i) => [...Array(8).keys()].reduce((a, s) => a + popcount(losses.get(`${s}/${i}`) ?? 0), 0));
   expect([...(mirror.get('_damage', 'sectorsComplete')!.data as Uint8Array)]).toEqual(complete);
   expect([...(mirror.get('_damage', 'blocksMissing')!.data as Uint16Array)]).toEqual(missing);
+}
+
+/** The simulator's ground truth: frames 0 .. n-1 of `sim`, one after the other. */
+export function truthFrames(sim: SimulatedScan, n: number): Uint16Array {
+  const data = new Uint16Array(n * FRAME);
+  for (let i = 0; i < n; i++) sim.frame(i, data.subarray(i * FRAME, (i + 1) * FRAME));
+  return data;
+}
+
+/** Relative tolerance of the whole-frame (floating-point) results: 1e-9. */
+export const nearlyEqual = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+
+/**
+ * The whole-frame UDFs `whole` in the mirror equal `reference` (runUdf offline over the truth,
+ * in the same order) at every scan position of `positions` (those that reached a worker whole),
+ * within 1e-9, NaN where the reference is NaN. Returns how many values were compared.
+ */
+export function expectWholeFrameResults(mirror: LiveMirror, whole: AcquisitionRequest['udfs'], reference: UDFResults[], positions: number[], n: number): number {
+  let compared = 0;
+  whole.forEach((u, k) => {
+    for (const [name, r] of Object.entries(reference[k]!)) {
+      const got = mirror.get(u.id!, name)?.data as ArrayLike<number> | undefined;
+      expect(got, `${u.id}/${name}`).toBeDefined();
+      expect(got!.length).toBe(r.data.length);
+      const per = r.data.length / n;
+      for (const i of positions) {
+        for (let e = 0; e < per; e++) {
+          const a = got![i * per + e]!;
+          const b = r.data[i * per + e]!;
+          if (!((Number.isNaN(a) && Number.isNaN(b)) || nearlyEqual(a, b))) throw new Error(`${u.id}/${name}[${i}] = ${a}, expected ${b}`);
+          compared++;
+        }
+      }
+    }
+  });
+  return compared;
+}
+
+/** FEMUDF parameters of the whole-frame resume tests. */
+export const FEM = { center: [930, 1024], radIn: 100, radOut: 400 };
+/** A tile UDF beside a whole-frame one behind the shuffle. */
+export const WHOLE_FRAME_UDFS: AcquisitionRequest['udfs'] = [
+  { id: 'sumsig', name: 'SumSigUDF' },
+  { id: 'fem', name: 'FEMUDF', params: FEM },
+];
+
+/**
+ * The pipeline of launch() with `tessera shuffle` (fixed rate: every frame) and one `tessera
+ * worker`, receiver.streamIdleMs 2 s; the client is closed by cleanUp().
+ */
+export async function launchWithShuffle(o: { chunkTimeoutMs: number }): Promise<Pipeline & { shuffle: RoleProcess; worker: RoleProcess }> {
+  const base = await freeUdpPorts(8);
+  const shuffleEndpoints = { slices: `tcp://127.0.0.1:${await freeTcpPort()}`, frames: `tcp://127.0.0.1:${await freeTcpPort()}` };
+  const { path, dir } = await liveConfig({
+    detector: { udp: { host: '127.0.0.1', basePort: base } },
+    receiver: { statsIntervalMs: 1000, streamIdleMs: 2000 },
+    merger: { chunkTimeoutMs: o.chunkTimeoutMs, keepEpochs: 64 },
+    shuffle: shuffleEndpoints,
+  });
+  const merger = spawnRole('merger', ['merger', '-c', path]);
+  const url = String((await merger.waitForMsg('merger listening', 30_000)).url);
+  const shuffle = spawnRole('shuffle', ['shuffle', '-c', path, '--fixed-rate']);
+  await shuffle.waitForMsg('shuffle listening', 30_000);
+  const worker = spawnRole('worker', ['worker', '-c', path]);
+  const receivers = Array.from({ length: 8 }, (_, s) => spawnReceiver(path, s));
+  onTestFailed(() => {
+    for (const r of [merger, shuffle, worker, receivers[3]!]) writeFileSync(join(dir, `${r.name}-${r.child.pid}.log`), r.rawStderr.join('\n'));
+    console.error(`logs of the failed test: ${dir}`);
+  });
+  const client = new TesseraClient({ url, WebSocket: WebSocket as unknown as WebSocketConstructor });
+  clients.push(client);
+  await waitUntil(async () => (await client.api.status()).sectors.every((s) => s.state === 'alive'), 90_000, 'eight receivers alive');
+  await waitUntil(async () => ((await client.api.status()).shuffle?.workers ?? 0) >= 1, 30_000, 'the shuffle with its worker in /api/status');
+  return { config: path, dir, merger, receivers, client, url, shuffle, worker };
+}
+
+/**
+ * runUdf offline over the truth of SimulatedScan `seed`: FEMUDF per frame (no loss: compared
+ * only where all 8 sectors came whole), SumSigUDF with the lost blocks zeroed.
+ */
+export async function wholeFrameReference(scan: [number, number], seed: number, losses = new Map<string, number>()): Promise<{ fem: Float64Array; sumsig: ArrayLike<number> }> {
+  const n = scan[0] * scan[1];
+  const truth = truthFrames(new SimulatedScan({ scanShape: scan, seed }), n);
+  const [f] = await runUdf(new MemoryDataSet({ data: truth, navShape: scan, sigShape: SIG }), [createUdf({ name: 'FEMUDF', params: FEM })]);
+  for (let i = 0; i < n; i++) zeroLostBlocks(truth.subarray(i * FRAME, (i + 1) * FRAME), losses, i);
+  const [s] = await runUdf(new MemoryDataSet({ data: truth, navShape: scan, sigShape: SIG }), [createUdf({ name: 'SumSigUDF', params: {} })]);
+  return { fem: Float64Array.from(f!.intensity!.data as unknown as ArrayLike<number>), sumsig: s!.intensity!.data as unknown as ArrayLike<number> };
+}
+
+/** How many scan positions of the mirrored epoch `_shuffle/valid` marks (0 before any whole-frame result). */
+export function validCount(m: LiveMirror): number {
+  const v = m.get('_shuffle', 'valid')?.data as Uint8Array | undefined;
+  return v ? v.reduce((a, b) => a + b, 0) : 0;
 }

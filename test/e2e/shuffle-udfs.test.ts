@@ -14,14 +14,13 @@ import { createUdf } from '../../src/udf/registry.js';
 import { runUdf } from '../../src/udf/runner.js';
 import { SIG } from '../merger/live-helpers.js';
 import { ShufflePipeline } from '../shuffle/helpers.js';
+import { expectWholeFrameResults, truthFrames } from './pipeline-helpers.js';
 
 let p: ShufflePipeline;
 
 afterEach(async () => {
   await p?.stopAll();
 }, 30_000);
-
-const FRAME = FRAME_HEIGHT * FRAME_WIDTH;
 
 describe('whole-frame UDFs via the shuffle and two workers', () => {
   it('StrainMapUDF and FEMUDF live equal runUdf offline on the same frames, beside SumUDF', async () => {
@@ -50,30 +49,13 @@ describe('whole-frame UDFs via the shuffle and two workers', () => {
     expect([...(mirror.get('_shuffle', 'valid')!.data as Uint8Array)]).toEqual(new Array(n).fill(1));
     expect((await camera.exited).code).toBe(0);
 
-    const data = new Uint16Array(n * FRAME);
-    for (let i = 0; i < n; i++) sim.frame(i, data.subarray(i * FRAME, (i + 1) * FRAME));
+    const data = truthFrames(sim, n);
     const reference = await runUdf(new MemoryDataSet({ data, navShape: scan, sigShape: SIG }), whole.map((u) => createUdf({ name: u.name, params: u.params ?? {} })));
     // frames a receiver lost a datagram of (rare, a loaded machine) differ from the truth: skip them
     const sectors = mirror.get('_shuffle', 'sectors')!.data as Uint8Array;
     const whole8 = [...sectors.keys()].filter((i) => sectors[i] === 8);
     expect(whole8.length).toBeGreaterThanOrEqual((3 * n) / 4);
-    let compared = 0;
-    whole.forEach((u, k) => {
-      for (const [name, r] of Object.entries(reference[k]!)) {
-        const got = mirror.get(u.id!, name)?.data as ArrayLike<number> | undefined;
-        expect(got, `${u.id}/${name}`).toBeDefined();
-        expect(got!.length).toBe(r.data.length);
-        const per = r.data.length / n;
-        for (const i of whole8) {
-          for (let e = 0; e < per; e++) {
-            const a = got![i * per + e]!;
-            const b = r.data[i * per + e]!;
-            if (!((Number.isNaN(a) && Number.isNaN(b)) || Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)))) throw new Error(`${u.id}/${name}[${i}] = ${a}, expected ${b}`);
-            compared++;
-          }
-        }
-      }
-    });
+    const compared = expectWholeFrameResults(mirror, whole, reference, whole8, n);
     expect(compared).toBeGreaterThan(whole8.length * 10);
     // the receivers' SumUDF beside them: exact whenever no datagram was lost (the damage map says)
     const lost = [...(mirror.get('_damage', 'blocksMissing')!.data as Uint16Array)].reduce((a, b) => a + b, 0);
