@@ -65,7 +65,7 @@ describe('PartialRunner: resume on the same detector acquisition after a link ou
     expectMapped(sent.slice(n), 1, 0);
   });
 
-  it('the link back before the resume arrives: the ended run processes nothing of it, then the resume binds it at once from a boundary after the newest frame', () => {
+  it('the link back before the resume arrives: the ended run carries on by itself with the same mapping (its sector alone may have been out), and the resume that names that mapping keeps it', () => {
     const { sent, runner, base } = setUp();
     // the merger had named a start: startIndex 20 of round 7 (epoch 0 = detector frames 20..29)
     runner.arm({ ...base, start: { shutterRound: 7, startIndex: 20 } });
@@ -78,15 +78,20 @@ describe('PartialRunner: resume on the same detector acquisition after a link ou
     expect(seqs(sent)).toEqual([[0, 0], [0, 1], [0, 2], [1, 0], [1, 1]]);
     const d2 = detector(2, 7, 60);
     runner.onAcquisitionStart(d2);
+    expect(runner.state).toBe('running');
+    expect(runner.detectorEnded).toBeNull();
+    // rejoined at 60 = rel 40: from epoch 4 chunk 0, the old mapping
     for (let i = 60; i < 66; i++) runner.onTile(tile(2, 2, i));
-    expect(sent.length).toBe(before);
-    // R = 2; newest seen 65 -> rel 46 -> boundary 48 (epoch 4 chunk 2)
+    expect(seqs(sent.slice(before))).toEqual([[4, 0]]);
     runner.arm({ ...base, start: null, resume: { n: 1, epoch: 2, afterRound: 7 }, rejoin: { shutterRound: 7, startIndex: 20 } });
     expect(runner.state).toBe('running');
     for (let i = 66; i < 82; i++) runner.onTile(tile(2, 2, i));
     const after = sent.slice(before);
-    expect(seqs(after)).toEqual([[4, 2], [5, 0], [5, 1], [5, 2]]);
+    expect(seqs(after)).toEqual([[4, 0], [4, 1], [4, 2], [5, 0], [5, 1], [5, 2]]);
     expectMapped(after, 2, 20);
+    // a later end reports the resume it ran on
+    runner.onAcquisitionEnd(ended(d2, 22));
+    expect(runner.detectorEnded?.resume).toBe(1);
   });
 
   it('a receiver restarted meanwhile binds the rejoined round with the same mapping: from the resume alone, or from the start the merger names once it saw the round again', () => {
@@ -159,16 +164,23 @@ describe('PartialRunner: resume on the same detector acquisition after a link ou
       expect(sent.length).toBe(before);
     }
     {
-      // the merger gave up on a detector acquisition still running here: never bound again, even with rejoin
+      // the merger gave up on a detector acquisition still running here (this sector never lost
+      // it): the resume names this very mapping, so the run goes on, from the resume's epoch
       const { sent, runner } = setUp();
       runner.arm(base);
       runner.onAcquisitionStart(detector(1, 4));
       for (let i = 0; i < 7; i++) runner.onTile(tile(1, 1, i));
       const before = sent.length;
       runner.arm({ ...base, resume: { n: 1, epoch: 1, afterRound: 4 }, rejoin: { shutterRound: 4, startIndex: 0 } });
-      expect(runner.state).toBe('armed');
+      expect(runner.state).toBe('running');
       for (let i = 7; i < 30; i++) runner.onTile(tile(1, 1, i));
-      expect(sent.length).toBe(before);
+      const after = sent.slice(before);
+      // nothing of epoch 0 (completed by the merger), epochs 1 and 2 whole
+      expect(seqs(after)).toEqual([[1, 0], [1, 1], [1, 2], [2, 0], [2, 1], [2, 2]]);
+      expectMapped(after, 1, 0);
+      // a resume naming another mapping (a new camera run) still re-arms it
+      runner.arm({ ...base, resume: { n: 2, epoch: 4, afterRound: 4 } });
+      expect(runner.state).toBe('armed');
     }
     // the decoder checks rejoin; absent or null: no rejoin
     const bad = (rejoin: unknown, resume: unknown = { n: 1, epoch: 1, afterRound: 3 }) => () => decodeMergerMessage(encodeLive({ ...base, resume, rejoin } as unknown as AcquireMessage));
