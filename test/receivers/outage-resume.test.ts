@@ -131,16 +131,21 @@ describe('PartialRunner: resume on the same detector acquisition after a link ou
     }
   });
 
+  /** A run on round 4 whose stream stopped after seven frames; `before`: partials sent by then. */
+  function endedAfterSeven(base: ReturnType<typeof setUp>['base']) {
+    const { sent, runner } = setUp();
+    runner.arm(base);
+    const d1 = detector(1, 4);
+    runner.onAcquisitionStart(d1);
+    for (let i = 0; i < 7; i++) runner.onTile(tile(1, 1, i));
+    runner.onAcquisitionEnd(ended(d1, 7));
+    return { sent, runner, before: sent.length };
+  }
+
   it('a new camera acquisition (round after afterRound) still resumes as before: index 0 = frame R x N; without rejoin the ended round is not bound', () => {
     const { base } = setUp();
     {
-      const { sent, runner } = setUp();
-      runner.arm(base);
-      const d1 = detector(1, 4);
-      runner.onAcquisitionStart(d1);
-      for (let i = 0; i < 7; i++) runner.onTile(tile(1, 1, i));
-      runner.onAcquisitionEnd(ended(d1, 7));
-      const before = sent.length;
+      const { sent, runner, before } = endedAfterSeven(base);
       runner.arm({ ...base, resume: { n: 1, epoch: 1, afterRound: 4 }, rejoin: { shutterRound: 4, startIndex: 0 } });
       runner.onAcquisitionStart(detector(2, 5));
       for (let i = 0; i < 14; i++) runner.onTile(tile(2, 2, i));
@@ -150,13 +155,7 @@ describe('PartialRunner: resume on the same detector acquisition after a link ou
     }
     {
       // an older merger (no rejoin): the rejoined round stays unbound, nothing sent
-      const { sent, runner } = setUp();
-      runner.arm(base);
-      const d1 = detector(1, 4);
-      runner.onAcquisitionStart(d1);
-      for (let i = 0; i < 7; i++) runner.onTile(tile(1, 1, i));
-      runner.onAcquisitionEnd(ended(d1, 7));
-      const before = sent.length;
+      const { sent, runner, before } = endedAfterSeven(base);
       runner.arm(wire({ ...base, resume: { n: 1, epoch: 1, afterRound: 4 } }));
       runner.onAcquisitionStart(detector(2, 4, 30));
       for (let i = 30; i < 45; i++) runner.onTile(tile(2, 1, i));

@@ -77,6 +77,14 @@ function setup(o: { elector?: FirstFrameElector; positions: number | null; conti
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
+/** Frames 0 (flag off) and 1 (on), the election deciding on frame 1 in `round`: acquiring from position 0. */
+async function edgeDecided(t: ReturnType<typeof setup>, el: ScriptedElector, round: number): Promise<void> {
+  t.push(0, 'off');
+  t.push(1, 'on');
+  el.answer({ kind: 'decision', firstActiveKey: t.key(1), round, decidedBy: 'all', missing: [], late: false });
+  await tick();
+}
+
 describe('ShutterSync', () => {
   it('scan position 0 is the frame before the first flagged one; a single scan ends after N positions', async () => {
     const t = setup({ positions: 4 });
@@ -278,10 +286,7 @@ describe('ShutterSync', () => {
   it('a stream restart ends the acquisition; re-armed, it asks and rejoins at the right position', async () => {
     const el = new ScriptedElector();
     const t = setup({ elector: el, positions: 100, continuous: true });
-    t.push(0, 'off');
-    t.push(1, 'on');
-    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: false });
-    await tick();
+    await edgeDecided(t, el, 1);
     t.push(2, 'on');
     t.sync.onResync({ fromKey: t.key(3), toKey: t.key(500), frames: 497, kind: 'restart' });
     expect(t.ends).toEqual([expect.objectContaining({ reason: 'jump', frames: 3 })]);
@@ -301,10 +306,7 @@ describe('ShutterSync', () => {
   it('frame_id breaking off under a flagged acquisition is a new detector acquisition: ended there, the new one starts on that frame', async () => {
     const el = new ScriptedElector();
     const t = setup({ elector: el, positions: 100, continuous: true });
-    t.push(0, 'off');
-    t.push(1, 'on');
-    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: false });
-    await tick();
+    await edgeDecided(t, el, 1);
     t.push(2, 'on');
     t.push(3, 'missing'); // no frame_id to check
     t.push(4, 'on'); // follows on across the missing frame: 1004
@@ -349,10 +351,7 @@ describe('ShutterSync', () => {
   it('after the stream went silent (stream_stopped), flagged frames coming back ask for the acquisition under way and rejoin it at its position', async () => {
     const el = new ScriptedElector();
     const t = setup({ elector: el, positions: 100, continuous: true, streamIdleMs: 1000 });
-    t.push(0, 'off');
-    t.push(1, 'on');
-    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 7, decidedBy: 'all', missing: [], late: false });
-    await tick();
+    await edgeDecided(t, el, 7);
     t.push(2, 'on');
     expect(t.sync.tick(performance.now() + 1500)).toBe(true);
     expect(t.ends).toEqual([expect.objectContaining({ reason: 'stream_stopped', frames: 3 })]);
@@ -373,10 +372,7 @@ describe('ShutterSync', () => {
   it('after a single scan completes, the flagged frames that follow are not asked about (that would only rejoin the scan that ended)', async () => {
     const el = new ScriptedElector();
     const t = setup({ elector: el, positions: 3 });
-    t.push(0, 'off');
-    t.push(1, 'on');
-    el.answer({ kind: 'decision', firstActiveKey: t.key(1), round: 1, decidedBy: 'all', missing: [], late: false });
-    await tick();
+    await edgeDecided(t, el, 1);
     t.push(2, 'on');
     expect(t.ends).toEqual([expect.objectContaining({ reason: 'complete' })]);
     t.push(3, 'on'); // parked beam, flag still on
