@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { readReducedFile } from '../../src/io/reduced-file.js';
 import { RecordingFile } from '../../src/merger/replay-file.js';
 import type { EpochResults } from '../../src/merger/chunk-merger.js';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { recordingPath } from '../../src/merger/record-path.js';
@@ -208,7 +208,8 @@ describe('AcquisitionRecorder', () => {
       renameSync(sub, join(rig.dir, 'run-moved'));
       symlinkSync(outside, sub);
       // someone who planted the link also planted a working file there for the recorder to publish
-      copyFileSync(join(rig.dir, 'run-moved', 'rec.h5.writing'), join(outside, 'rec.h5.writing'));
+      // (not a copy of the real one: that is being written by the recorder thread meanwhile)
+      writeFileSync(join(outside, 'rec.h5.writing'), 'planted');
       // the rest of the scan: the epoch completes, which publishes whatever the pacing
       rig.feed(1);
       rig.feed(2);
