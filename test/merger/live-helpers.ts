@@ -24,16 +24,26 @@ import { PartitionTask } from '../../src/udf/partition-task.js';
 import { makeRunContext } from '../../src/udf/runner.js';
 import { createUdf } from '../../src/udf/registry.js';
 import type { RunContext } from '../../src/udf/meta.js';
+import { candidatePort } from '../support/ports.js';
 
 export async function freeTcpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+  const tryPort = (port: number) =>
+    new Promise<number | null>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(null));
+      s.listen(port, '127.0.0.1', () => {
+        const bound = (s.address() as { port: number }).port;
+        s.close(() => resolve(bound));
+      });
     });
-  });
+  // below the ephemeral range (test/support/ports.ts), checked by listening on it
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await tryPort(candidatePort());
+    if (port !== null) return port;
+  }
+  const port = await tryPort(0);
+  if (port === null) throw new Error('no free TCP port');
+  return port;
 }
 
 /** A config overlay with free loopback ports for every merger endpoint; returns its path. */

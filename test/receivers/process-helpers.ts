@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SECTOR_HEIGHT, SECTOR_PIXELS, SECTOR_WIDTH } from '../../src/k2is/constants.js';
 import { CLI_PATH } from '../../src/paths.js';
+import { candidatePort } from '../support/ports.js';
 
 export interface LogLine {
   msg?: string;
@@ -165,7 +166,9 @@ export async function freeUdpPorts(n: number): Promise<number> {
       s.bind(port, '127.0.0.1', () => resolve(s));
     });
   for (let attempt = 0; attempt < 50; attempt++) {
-    const first = await bind(0);
+    // below the ephemeral range, which the tests' own UDP senders draw from (test/support/ports.ts)
+    const first = await bind(candidatePort(n)).catch(() => null);
+    if (first === null) continue;
     const base = first.address().port;
     const socks = [first];
     let ok = base + n - 1 <= 65535;
