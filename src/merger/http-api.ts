@@ -30,18 +30,12 @@ import {
   type UdfDescription,
   type UdfParamsChange,
 } from './acquisition-schema.js';
+import type { PickedFrame } from '../shuffle/shuffle-link.js';
 
 type Awaitable<T> = T | Promise<T>;
 
-/** A picked frame as the HTTP API serves it (src/shuffle/shuffle-link.ts PickedFrame). */
-export interface PickedFrame {
-  acquisition: string;
-  position: number;
-  epoch: number;
-  index: number;
-  damage: number[];
-  data: Uint16Array;
-}
+/** A picked frame as the HTTP API serves it: the shuffle's (src/shuffle/shuffle-link.ts). */
+export type { PickedFrame };
 
 /** longest wait a client may ask of GET …/frames/:position */
 const MAX_PICK_TIMEOUT_MS = 120_000;
