@@ -17,7 +17,6 @@
  */
 import dgram from 'node:dgram';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -35,6 +34,7 @@ import { PartitionTask } from '../src/udf/partition-task.js';
 import { createUdf } from '../src/udf/registry.js';
 import { makeRunContext } from '../src/udf/runner.js';
 import { FRAME_HEIGHT, FRAME_WIDTH, SECTOR_WIDTH } from '../src/k2is/constants.js';
+import { freeTcpPort, freeUdpBase } from './free-ports.js';
 
 const SCAN: [number, number] = [4, 8];
 const POSITIONS = SCAN[0] * SCAN[1];
@@ -44,36 +44,6 @@ const STREAM_FRAMES = FRAMES_BEFORE - 1 + POSITIONS + FRAMES_AFTER;
 const LADDER = [25, 50, 100, 150, 200, 300, 400];
 const TRIALS = 2;
 const LATENCY_TRIALS = 6;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function freeUdpBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 30000);
-    const socks: dgram.Socket[] = [];
-    let ok = true;
-    for (let s = 0; s < NUM_SECTORS && ok; s++) {
-      const sock = dgram.createSocket('udp4');
-      ok = await new Promise<boolean>((r) => {
-        sock.once('error', () => r(false));
-        sock.bind(base + s, '127.0.0.1', () => r(true));
-      });
-      socks.push(sock);
-    }
-    await Promise.all(socks.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    if (ok) return base;
-  }
-  throw new Error('no free UDP ports');
-}
 
 interface Role {
   child: ChildProcess;
@@ -294,16 +264,16 @@ export async function run(): Promise<void> {
   mergerAlone(8, 'float32');
   mergerAlone(32, 'float64');
   mergerAlone(8, 'float64', 4);
-  const base = await freeUdpBase();
+  const base = await freeUdpBase(NUM_SECTORS);
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-pipeline-'));
   const config = join(dir, 'config.json');
-  const http = await freePort();
+  const http = await freeTcpPort();
   writeFileSync(
     config,
     JSON.stringify({
       detector: { udp: { host: '127.0.0.1', basePort: base } },
-      election: { endpoint: `tcp://127.0.0.1:${await freePort()}` },
-      merger: { control: `tcp://127.0.0.1:${await freePort()}`, results: `tcp://127.0.0.1:${await freePort()}`, http: { host: '127.0.0.1', port: http }, chunkTimeoutMs: 3000 },
+      election: { endpoint: `tcp://127.0.0.1:${await freeTcpPort()}` },
+      merger: { control: `tcp://127.0.0.1:${await freeTcpPort()}`, results: `tcp://127.0.0.1:${await freeTcpPort()}`, http: { host: '127.0.0.1', port: http }, chunkTimeoutMs: 3000 },
     }),
   );
   console.log(`scan ${SCAN[0]}x${SCAN[1]} (${POSITIONS} frames per single scan), one partial per row, UDFs: ${defaultAcquisition(SCAN).udfs.map((u) => u.name).join(', ')}; camera = this process`);

@@ -18,7 +18,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
@@ -29,22 +28,13 @@ import { CLI_PATH, PROJECT_ROOT } from '../src/paths.js';
 import { encodeLive, LIVE_PROTOCOL_VERSION, type AcquireMessage } from '../src/protocol/live.js';
 import { decodeShuffle, encodeShuffle, SHUFFLE_PROTOCOL_VERSION } from '../src/shuffle/protocol.js';
 import { measure, median, report } from './lib.js';
+import { freeTcpPort } from './free-ports.js';
 
 const H = FRAME_HEIGHT;
 const W = FRAME_WIDTH;
 const SLICE_BYTES = H * SECTOR_WIDTH * 2;
 const DETECTOR_FPS = 400;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Child {
   child: ChildProcess;
@@ -117,9 +107,9 @@ class ShuffleRig {
   config = '';
 
   async start(extra: string[] = []): Promise<void> {
-    this.slices = `tcp://127.0.0.1:${await freePort()}`;
-    this.frames = `tcp://127.0.0.1:${await freePort()}`;
-    this.results = `tcp://127.0.0.1:${await freePort()}`;
+    this.slices = `tcp://127.0.0.1:${await freeTcpPort()}`;
+    this.frames = `tcp://127.0.0.1:${await freeTcpPort()}`;
+    this.results = `tcp://127.0.0.1:${await freeTcpPort()}`;
     const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-shuffle-'));
     this.config = join(dir, 'config.json');
     writeFileSync(this.config, JSON.stringify({ shuffle: { slices: this.slices, frames: this.frames }, merger: { results: this.results } }));
@@ -187,8 +177,8 @@ async function shuffleThroughput(rig: ShuffleRig, id: string, first: number, fra
 
 /** ZeroMQ alone: PUSH (this process) -> forwarding child (PULL -> PUSH) -> PULL (this process), messages of `bytes`. */
 async function zmqThroughput(bytes: number, messages: number): Promise<number> {
-  const a = `tcp://127.0.0.1:${await freePort()}`;
-  const b = `tcp://127.0.0.1:${await freePort()}`;
+  const a = `tcp://127.0.0.1:${await freeTcpPort()}`;
+  const b = `tcp://127.0.0.1:${await freeTcpPort()}`;
   const code = `
     const zmq = require(${JSON.stringify(join(PROJECT_ROOT, 'node_modules', 'zeromq'))});
     (async () => {
@@ -277,8 +267,8 @@ async function peakFindingThroughShuffle(peaks: number): Promise<{ fps: number; 
 async function endToEnd(): Promise<{ mergedFps: number; skippedFps: number; cameraFps: number; decimate: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-e2e-'));
   const base = 20_000 + Math.floor(Math.random() * 20_000);
-  const port = async () => `tcp://127.0.0.1:${await freePort()}`;
-  const http = await freePort();
+  const port = async () => `tcp://127.0.0.1:${await freeTcpPort()}`;
+  const http = await freeTcpPort();
   const cfg = {
     detector: { udp: { host: '127.0.0.1', basePort: base } },
     merger: { control: await port(), results: await port(), http: { host: '127.0.0.1', port: http }, chunkTimeoutMs: 5000 },

@@ -11,14 +11,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { TesseraClient, type WebSocketConstructor } from '../src/client/tessera-client.js';
 import { CLI_PATH } from '../src/paths.js';
 import { report } from './lib.js';
+import { freeTcpPort, freeUdpBase } from './free-ports.js';
 
 export interface SoakOptions {
   durationMs: number;
@@ -56,39 +55,6 @@ export interface SoakFigures {
   roles: RoleFigures[];
   /** the merger's own view (/metrics) after warm-up: V8 heap and buffers outside it, MB, with the epoch of each sample */
   merger: { epoch: number[]; heapMB: number[]; externalMB: number[] };
-}
-
-async function freeTcpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function freeUdpBase(n: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const socks = [];
-    let ok = true;
-    const first = createSocket('udp4');
-    await new Promise<void>((r) => first.bind(0, '127.0.0.1', () => r()));
-    socks.push(first);
-    const base = first.address().port;
-    for (let k = 1; ok && k < n; k++) {
-      const s = createSocket('udp4');
-      ok = await new Promise<boolean>((r) => {
-        s.once('error', () => r(false));
-        s.bind(base + k, '127.0.0.1', () => r(true));
-      });
-      socks.push(s);
-    }
-    for (const s of socks) s.close();
-    if (ok && base + n <= 65535) return base;
-  }
-  throw new Error('no consecutive free UDP ports');
 }
 
 function rssMB(pid: number): number {
