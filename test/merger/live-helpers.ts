@@ -4,7 +4,6 @@
  * endpoint) that send heartbeats and partial results computed by the UDF engine's
  * PartitionTask over the sector slices of simulator frames: what a receiver computes.
  */
-import { createServer } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,27 +23,9 @@ import { PartitionTask } from '../../src/udf/partition-task.js';
 import { makeRunContext } from '../../src/udf/runner.js';
 import { createUdf } from '../../src/udf/registry.js';
 import type { RunContext } from '../../src/udf/meta.js';
-import { candidatePort } from '../support/ports.js';
+import { freeTcpPort } from '../support/ports.js';
 
-export async function freeTcpPort(): Promise<number> {
-  const tryPort = (port: number) =>
-    new Promise<number | null>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(null));
-      s.listen(port, '127.0.0.1', () => {
-        const bound = (s.address() as { port: number }).port;
-        s.close(() => resolve(bound));
-      });
-    });
-  // below the ephemeral range (test/support/ports.ts), checked by listening on it
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await tryPort(candidatePort());
-    if (port !== null) return port;
-  }
-  const port = await tryPort(0);
-  if (port === null) throw new Error('no free TCP port');
-  return port;
-}
+export { freeTcpPort } from '../support/ports.js';
 
 /** A config overlay with free loopback ports for every merger endpoint; returns its path. */
 export async function liveConfig(overlay: Record<string, unknown> = {}): Promise<{ path: string; dir: string; ports: Record<string, number> }> {

@@ -16,7 +16,6 @@ import {
 import { BLOCK_ORDER } from '../../src/k2is/geometry.js';
 import { encodeHeader, headerFor } from '../../src/k2is/header.js';
 import { encodeUint12 } from '../../src/k2is/uint12.js';
-import { candidatePort } from '../support/ports.js';
 
 /** Deterministic 12-bit pixels of one sector frame, different for every (seed, sector, frame). */
 export function sectorPixels(seed: number, sector: number, frame: number): Uint16Array {
@@ -105,18 +104,4 @@ export function firstDiff(a: Uint16Array, b: Uint16Array): number {
   return a.length === b.length ? -1 : n;
 }
 
-/** A free UDP port on 127.0.0.1 (bound and closed again). */
-export async function freeUdpPort(): Promise<number> {
-  // below the ephemeral range, which the tests' own UDP senders draw from (test/support/ports.ts)
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const s = dgram.createSocket('udp4');
-    const ok = await new Promise<boolean>((resolve) => {
-      s.once('error', () => resolve(false));
-      s.bind(candidatePort(), '127.0.0.1', () => resolve(true));
-    });
-    const port = ok ? s.address().port : 0;
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-    if (ok) return port;
-  }
-  throw new Error('no free UDP port');
-}
+export { freeUdpPort } from '../support/ports.js';

@@ -7,7 +7,6 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SECTOR_HEIGHT, SECTOR_PIXELS, SECTOR_WIDTH } from '../../src/k2is/constants.js';
 import { CLI_PATH } from '../../src/paths.js';
-import { candidatePort } from '../support/ports.js';
 
 export interface LogLine {
   msg?: string;
@@ -153,34 +152,5 @@ export async function until(cond: () => boolean, timeoutMs: number, what: string
   }
 }
 
-/** `n` consecutive free UDP ports on 127.0.0.1 (checked by binding them all). */
-export async function freeUdpPorts(n: number): Promise<number> {
-  const dgram = await import('node:dgram');
-  const bind = (port: number) =>
-    new Promise<import('node:dgram').Socket>((resolve, reject) => {
-      const s = dgram.createSocket('udp4');
-      s.once('error', (e) => {
-        s.close();
-        reject(e);
-      });
-      s.bind(port, '127.0.0.1', () => resolve(s));
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    // below the ephemeral range, which the tests' own UDP senders draw from (test/support/ports.ts)
-    const first = await bind(candidatePort(n)).catch(() => null);
-    if (first === null) continue;
-    const base = first.address().port;
-    const socks = [first];
-    let ok = base + n - 1 <= 65535;
-    for (let k = 1; ok && k < n; k++) {
-      try {
-        socks.push(await bind(base + k));
-      } catch {
-        ok = false;
-      }
-    }
-    await Promise.all(socks.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    if (ok) return base;
-  }
-  throw new Error(`no ${n} consecutive free UDP ports`);
-}
+/** `n` consecutive free UDP ports on 127.0.0.1: the first of them. */
+export { freeUdpBase as freeUdpPorts } from '../support/ports.js';

@@ -1,2 +1,2 @@
-/** Test ports come from below the kernel's ephemeral range: see bench/free-ports.ts. */
-export { candidatePort } from '../../bench/free-ports.js';
+/** Test ports: one allocator for tests and benches, see bench/free-ports.ts. */
+export { candidatePort, freeTcpPort, freeUdpBase, freeUdpPort } from '../../bench/free-ports.js';
