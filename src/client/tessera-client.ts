@@ -75,6 +75,20 @@ export class LiveMirror {
     return this.buffers.get(`${udf}/${name}`);
   }
 
+  /** A copy that later updates do not touch (buffers copied). */
+  clone(): LiveMirror {
+    const copy = new LiveMirror();
+    copy.acquisition = this.acquisition;
+    copy.epoch = this.epoch;
+    copy.version = this.version;
+    for (const [key, b] of this.buffers) copy.buffers.set(key, { ...b, data: b.data.slice() });
+    copy.info = this.info;
+    copy.state = this.state;
+    copy.progress = this.progress;
+    copy.sectors = this.sectors;
+    return copy;
+  }
+
   apply(message: UpdateMessage, bytes = 0): AppliedUpdate {
     const snapshot = message.type === 'snapshot';
     if (snapshot) {
@@ -330,9 +344,13 @@ export class TesseraClient {
     });
   }
 
-  /** Resolves at the first update (or immediately) for which `predicate(mirror)` holds. */
+  /**
+   * Resolves at the first update (or immediately) for which `predicate(mirror)` holds, with a
+   * copy of the mirror as it was then: ws delivers the frames of one TCP read synchronously, so
+   * the next update (a new epoch's snapshot clears the mirror) can land before the caller runs.
+   */
   waitFor(predicate: (mirror: LiveMirror) => boolean, timeoutMs = 10_000): Promise<LiveMirror> {
-    if (predicate(this.mirror)) return Promise.resolve(this.mirror);
+    if (predicate(this.mirror)) return Promise.resolve(this.mirror.clone());
     return new Promise((resolvePromise, reject) => {
       const timer = setTimeout(() => {
         off();
@@ -342,7 +360,7 @@ export class TesseraClient {
         if (!predicate(this.mirror)) return;
         clearTimeout(timer);
         off();
-        resolvePromise(this.mirror);
+        resolvePromise(this.mirror.clone());
       });
     });
   }

@@ -137,6 +137,31 @@ describe('TesseraClient against a real server', () => {
     await c.close();
   });
 
+  it('waitFor gives the mirror as the predicate saw it, even if the next update (a new epoch) lands before the caller runs', async () => {
+    const store = registry.create({ acquisition: 'held', scanShape: [4] });
+    store.defineBuffer({ udfId: 'v', name: 'i', kind: 'nav', dtype: 'float32', shape: [4] });
+    const c = client();
+    await c.connect();
+    c.subscribe({ acquisition: 'held' });
+    const waiting = c.waitFor((m) => m.get('v', 'i')?.data[2] === 7);
+    // ws hands over every frame of one TCP read synchronously: the next one is applied in the
+    // same turn, after waitFor's listener and before its caller resumes
+    let replaced = false;
+    c.on('update', () => {
+      if (replaced || c.mirror.get('v', 'i')?.data[2] !== 7) return;
+      replaced = true;
+      const next = new LiveStore({ acquisition: 'held', scanShape: [4] });
+      c.mirror.apply({ v: WS_PROTOCOL_VERSION, type: 'snapshot', t: 0, ...next.diffSince(0), epoch: 1 });
+    });
+    store.updateNavRange('v', 'i', 0, 4, [5, 6, 7, 8]);
+    const seen = await waiting;
+    expect(replaced).toBe(true);
+    expect(c.mirror.get('v', 'i')).toBeUndefined();
+    expect(Array.from(seen.get('v', 'i')!.data)).toEqual([5, 6, 7, 8]);
+    expect(seen.epoch).toBe(0);
+    await c.close();
+  });
+
   it('wraps the HTTP API; errors are TesseraApiErrors with code and status', async () => {
     const c = client();
     expect((await c.api.udfs()).map((u) => u.name)).toContain('virtualDetector');
