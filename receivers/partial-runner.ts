@@ -222,6 +222,7 @@ export class PartialRunner implements TileSink {
       if (cur.error) throw cur.error;
       if (m.resume && m.resume.n > cur.resumeN && cur.msg.mode === 'continuous') this.resume(cur, m);
       else if (m.start !== null && cur.msg.start === null && (m.resume?.n ?? 0) === cur.resumeN) this.startNamed(cur, m);
+      else if (m.start === null && cur.msg.start !== null && !m.resume && cur.resumeN === 0) this.withdrawStart(cur, m);
       return;
     }
     const positions = m.scanShape[0] * m.scanShape[1];
@@ -354,6 +355,23 @@ export class PartialRunner implements TileSink {
     this.o.configureScan?.(scan, bindNow ? scan : undefined);
     this.o.log?.info({ acquisition: m.acquisition, start, bindNow, round: d?.round ?? null }, 'live acquisition: the merger named its start');
     if (bindNow) this.bind(run, d, this.startIndexOf(run, d), Math.max(d.joinedAt, this.newest === null ? 0 : this.newest + 1));
+  }
+
+  /**
+   * The merger withdrew the start it named (start null again): that detector acquisition ended
+   * before this run or any other bound to it (AcquisitionManager.withdrawStaleStart). An armed
+   * run binds at index 0 of the next detector acquisition; when one is under way already, at the
+   * start the merger names in it next (startNamed). A run already bound keeps its mapping.
+   */
+  private withdrawStart(run: Run, m: AcquireMessage): void {
+    if (run.state !== 'armed') {
+      this.o.log?.warn({ acquisition: m.acquisition, state: run.state, start: run.msg.start }, 'the merger withdrew a start this receiver already bound to: kept the run as bound');
+      return;
+    }
+    const withdrawn = run.msg.start;
+    run.msg = { ...run.msg, start: null };
+    this.o.configureScan?.({ scanPositions: run.positions, continuous: m.mode === 'continuous' });
+    this.o.log?.warn({ acquisition: m.acquisition, withdrawn, round: this.detector?.round ?? null }, 'live acquisition: the merger withdrew the start it named (that detector acquisition ended first): binds to the next one');
   }
 
   /** Whether an armed resumed run binds to detector acquisition `a`. */

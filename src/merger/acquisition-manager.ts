@@ -106,10 +106,14 @@ interface Acquisition {
   resume: (ResumeInfo & { rejoin: AcquireMessage['rejoin']; stopped: string; resumed: boolean }) | null;
   /** started with `start` null: when a receiver was first seen armed but not bound while its detector acquisition was under way (nameStart) */
   unboundSince: number | null;
+  /** a named start whose detector acquisition every sector has left unbound: since when (withdrawStaleStart) */
+  staleStartSince: number | null;
 }
 
 /** how long nameStart waits for sectors whose vote may still bind them at index 0 before it names a start anyway */
 const NAME_START_GRACE_MS = 4 * HEARTBEAT_MS;
+/** how long every sector must show a named start's detector acquisition gone before the start is withdrawn (a few heartbeats: not one stale one) */
+const STALE_START_GRACE_MS = 3 * HEARTBEAT_MS;
 
 const TERMINAL: AcquisitionState[] = ['done', 'aborted', 'failed'];
 
@@ -222,6 +226,7 @@ export class AcquisitionManager implements AcquisitionController {
     if (a.state === 'stopping') this.maybeFinishStop(a);
     if (a.state === 'running') {
       this.learnResumedRound(a, h);
+      this.withdrawStaleStart(a);
       this.nameStart(a);
       this.checkDetectorEnded(a);
     }
@@ -273,6 +278,43 @@ export class AcquisitionManager implements AcquisitionController {
     this.o.log?.warn({ acquisition: a.id, start: a.start, armed, bound, settled, wholeFrames }, 'receivers armed after the shutter edge: the acquisition starts at a named point of the detector acquisition under way');
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
     this.broadcast(this.acquireMessage(a));
+  }
+
+  /**
+   * A start named in a detector acquisition that ended before any sector bound to it: the camera
+   * stopped within streamIdleMs before the start, when the heartbeats still showed its detector
+   * acquisition under way, so the start named its next repetition, which never comes; a new
+   * camera run is another election round, which that start does not bind either. When every
+   * live sector has taken the acquire and is still armed, with no detector acquisition or a
+   * newer one, the start goes back to null: index 0 of the next detector acquisition, or, when
+   * one is under way already, the point nameStart names in it. Receivers and the shuffle take
+   * the withdrawal while nothing is bound (PartialRunner.withdrawStart).
+   */
+  private withdrawStaleStart(a: Acquisition): void {
+    const start = a.start;
+    if (start === null || a.resume !== null) return;
+    const views = this.monitor.alive().filter((v) => !a.failed.has(v.sector));
+    const gone = (v: SectorView) => {
+      const h = v.last!;
+      return h.acquisition === a.id && h.runState === 'armed' && (h.shutterRound === null || h.shutterRound > start.shutterRound);
+    };
+    if (views.length === 0 || !views.every(gone)) {
+      a.staleStartSince = null;
+      return;
+    }
+    const t = Date.now();
+    a.staleStartSince ??= t;
+    if (t - a.staleStartSince < STALE_START_GRACE_MS) return;
+    a.start = null;
+    a.staleStartSince = null;
+    a.unboundSince = null;
+    this.o.log?.warn(
+      { acquisition: a.id, withdrawn: start, rounds: views.map((v) => v.last!.shutterRound) },
+      'the detector acquisition the start was named in ended before the receivers reached it: the acquisition starts with the next detector acquisition',
+    );
+    for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
+    this.broadcast(this.acquireMessage(a));
+    this.o.shuffle?.withdrawStart(this.acquireMessage(a));
   }
 
   /**
@@ -550,6 +592,7 @@ export class AcquisitionManager implements AcquisitionController {
       detectorEnd: null,
       resume: null,
       unboundSince: null,
+      staleStartSince: null,
     };
     feed.setSectors(this.monitor.statuses());
     return a;

@@ -196,6 +196,19 @@ export class ShuffleLink {
     this.o.log?.info({ acquisition: message.acquisition, resume: message.resume, start: message.start }, 'whole-frame UDFs resume with the next detector acquisition');
   }
 
+  /**
+   * The merger withdrew the start it had named (back to start null: its detector acquisition
+   * ended before anything bound, AcquisitionManager.withdrawStaleStart): the shuffle maps the
+   * next detector acquisition from index 0, as the receivers do.
+   */
+  withdrawStart(message: AcquireMessage): void {
+    const a = this.acquisitions.get(message.acquisition);
+    if (!a || a.ended || message.start !== null || message.resume) return;
+    a.message = { ...message, udfs: a.message.udfs };
+    this.send(a.message);
+    this.o.log?.info({ acquisition: message.acquisition }, 'whole-frame UDFs: the named start was withdrawn, the next detector acquisition is the acquisition\'s');
+  }
+
   /** New parameters for a whole-frame UDF, for chunks from acquisition-relative frame `fromFrame` on (the workers apply them as the receivers do). */
   params(acquisition: string, udfId: string, params: Record<string, unknown>, fromFrame: number): void {
     const a = this.acquisitions.get(acquisition);

@@ -278,6 +278,9 @@ export class ShuffleService {
           // the same resume with its detector acquisition named before a slice of it came: the one
           // that ended, come back after a link outage (the merger saw its round again)
           else if (m.resume && m.resume.n === this.leg.n && m.start && this.leg.n > 0 && this.leg.shutterRound === null && m.mode === 'continuous') this.resume(m, 'named');
+          // the start the merger named was withdrawn before a slice of it came (its detector
+          // acquisition ended first): the next detector acquisition from index 0
+          else if (!m.resume && m.start === null && this.leg.n === 0 && this.acquisition.start !== null && this.newestIndex === -1) this.resume(m, 'withdrawn');
           return;
         }
         this.acquisition = m;
@@ -337,7 +340,7 @@ export class ShuffleService {
    * any slice of it came: the one that ended, rejoined after a link outage, with its old mapping
    * from frame R x P on (docs/shuffle.md); the rules are made again for it.
    */
-  private resume(m: AcquireMessage, how: 'next' | 'named' = 'next'): void {
+  private resume(m: AcquireMessage, how: 'next' | 'named' | 'withdrawn' = 'next'): void {
     const previous = this.leg;
     this.acquisition = m;
     this.leg = legOf(m, how === 'named' ? previous.afterRound : previous.shutterRound);
@@ -346,7 +349,12 @@ export class ShuffleService {
     this.workerBook.clear();
     this.addRule(this.ruleFor(m, this.leg.firstIndex, this.rate.decimate));
     this.broadcastSelection();
-    this.o.log?.info({ acquisition: m.acquisition, resume: m.resume, start: m.start, leg: this.leg, previousRound: previous.shutterRound }, how === 'named' ? 'shuffle: the resumed acquisition goes on on the detector acquisition the merger named' : 'shuffle: acquisition resumes with the next detector acquisition');
+    const what = {
+      next: 'shuffle: acquisition resumes with the next detector acquisition',
+      named: 'shuffle: the resumed acquisition goes on on the detector acquisition the merger named',
+      withdrawn: 'shuffle: the named start was withdrawn: the acquisition starts with the next detector acquisition',
+    }[how];
+    this.o.log?.info({ acquisition: m.acquisition, resume: m.resume, start: m.start, leg: this.leg, previousRound: previous.shutterRound }, what);
   }
 
   /** The leg's detector acquisition is the one of election round `round` (its first slice came). */

@@ -166,4 +166,58 @@ describe('AcquisitionManager: an acquisition started right after the shutter edg
     const damage = Array.from({ length: N }, (_, p) => Array.from(bits.subarray(p * 8, p * 8 + 8)));
     expect(damage).toEqual(Array.from({ length: N }, (_, p) => Array.from({ length: 8 }, (_, s) => (p < CHUNK && s > 0 ? FULL : 0))));
   });
+
+  it('a start named in a detector acquisition that stops before the receivers reach it is withdrawn: the next camera run binds at index 0', async () => {
+    const t = setUp();
+    // the camera has just stopped; the heartbeats still show its detector acquisition (round 1)
+    t.all({ phase: 'acquiring', shutterRound: 1, lastIndex: 100 });
+    const id = t.start();
+    expect(t.acquires()[0]!.start?.shutterRound).toBe(1);
+    // armed, still in round 1, waiting for the named index: nothing to withdraw
+    t.all({ phase: 'acquiring', acquisition: id, shutterRound: 1, lastIndex: 101, runState: 'armed' });
+    // stream stopped in seven sectors; the eighth still in round 1: not yet
+    for (let s = 0; s < 7; s++) t.heartbeat(s, { phase: 'armed', acquisition: id, runState: 'armed' });
+    await new Promise((r) => setTimeout(r, 900));
+    for (let s = 0; s < 7; s++) t.heartbeat(s, { phase: 'armed', acquisition: id, runState: 'armed' });
+    expect(t.acquires().length).toBe(8);
+    // every sector ended round 1: withdrawn only after three heartbeat periods, not at one stale heartbeat
+    t.all({ phase: 'armed', acquisition: id, runState: 'armed' });
+    expect(t.acquires().length).toBe(8);
+    await new Promise((r) => setTimeout(r, 800));
+    t.all({ phase: 'armed', acquisition: id, runState: 'armed' });
+    const withdrawn = t.acquires().slice(8);
+    expect(withdrawn.length).toBe(8);
+    expect(withdrawn.every((a) => a.acquisition === id && a.start === null && !a.resume)).toBe(true);
+    expect(t.m.get(id).state).toBe('running');
+    // said once: more heartbeats of armed receivers with no detector acquisition send nothing
+    await new Promise((r) => setTimeout(r, 800));
+    t.all({ phase: 'armed', acquisition: id, runState: 'armed' });
+    expect(t.acquires().length).toBe(16);
+    // the next camera run (round 2) binds every sector at index 0: epoch 0 is its first repetition
+    t.all({ phase: 'acquiring', acquisition: id, shutterRound: 2, lastIndex: 3, runState: 'running' });
+    expect(t.acquires().length).toBe(16);
+    const frame = detectorFrames(24);
+    t.deliver(withdrawn[0]!, [0, 1, 2, 3, 4, 5, 6, 7], 0, 0, frame);
+    t.deliver(withdrawn[0]!, [0, 1, 2, 3, 4, 5, 6, 7], 0, 1, frame);
+    const e0 = t.m.epochResults(id).find((e) => e.epoch === 0)!;
+    expect(e0.complete).toBe(true);
+    expectEqual(e0.results.results(), await offline(Array.from({ length: N }, (_, p) => frame(p))), 'epoch 0');
+  });
+
+  it('withdrawn when the next camera run is already under way: then named in it, as for a start just after its edge', () => {
+    const t = setUp();
+    t.all({ phase: 'acquiring', shutterRound: 1, lastIndex: 50 });
+    const id = t.start();
+    const at = Date.now();
+    // the new camera run came before the stream-stopped end reached the merger: round 2, armed for round 1
+    const beat = () => t.all({ phase: 'acquiring', acquisition: id, shutterRound: 2, lastIndex: 6, runState: 'armed' });
+    beat();
+    while (Date.now() - at < 800) {
+      // heartbeats keep coming (busy wait: the manager reads the clock)
+    }
+    beat();
+    const after = t.acquires().slice(8);
+    // withdrawn (start null), and at once named in round 2 (every sector armed there): ceil((6 + 1 + 4) / 8) x 8
+    expect(after.map((a) => a.start)).toEqual([...new Array(8).fill(null), ...new Array(8).fill({ shutterRound: 2, startIndex: 16 })]);
+  });
 });

@@ -15,6 +15,7 @@ import {
   acquireThroughWire as wire,
   compareChunk,
   detectorAcquisition,
+  endedAcquisition,
   partialRunnerRig,
   referenceChunk,
   sectorTile,
@@ -128,6 +129,56 @@ describe('PartialRunner: acquire with start null just after the edge, then the s
       err = e;
     }
     expect((err as TesseraError | null)?.code).toBe('TESSERA_ERR_LIVE_START');
+  });
+
+  it('a named start withdrawn (its detector acquisition ended first): binds at index 0 of the next one; one under way waits for the next named start', () => {
+    // named {round 1, index 16} from heartbeats that still showed round 1, which ended here before the acquire came
+    {
+      const { sent, scans, runner, base } = setUp();
+      runner.onAcquisitionStart(detector(1, 1));
+      for (let i = 0; i < 10; i++) runner.onTile(tile(1, i));
+      runner.onAcquisitionEnd(endedAcquisition(detector(1, 1), 10));
+      runner.arm(wire({ ...base, start: { shutterRound: 1, startIndex: 16 } }));
+      expect(runner.state).toBe('armed');
+      // a new camera run: round 2, which the named start does not bind
+      runner.onAcquisitionStart(detector(2, 2));
+      expect(runner.state).toBe('armed');
+      runner.onAcquisitionEnd(endedAcquisition(detector(2, 2), 0));
+      // the merger withdraws the start: start null, armed for the next detector acquisition
+      runner.arm(wire(base));
+      expect(runner.state).toBe('armed');
+      expect(scans.at(-1)).toEqual({ next: { scanPositions: N, continuous: true }, current: undefined });
+      runner.onAcquisitionStart(detector(3, 3));
+      expect(runner.state).toBe('running');
+      for (let i = 0; i < N + CHUNK; i++) runner.onTile(tile(3, i));
+      expect(sent.map((p) => [p.epoch, p.chunk])).toEqual([[0, 0], [0, 1], [0, 2], [1, 0]]);
+      for (const p of sent) expectMapped(p, 0);
+    }
+    // the next camera run is under way when the withdrawal comes: armed until the merger names a start in it
+    {
+      const { sent, runner, base } = setUp();
+      runner.arm(wire({ ...base, start: { shutterRound: 1, startIndex: 16 } }));
+      runner.onAcquisitionStart(detector(2, 2));
+      for (let i = 0; i < 4; i++) runner.onTile(tile(2, i));
+      runner.arm(wire(base));
+      expect(runner.state).toBe('armed');
+      runner.arm(wire({ ...base, start: { shutterRound: 2, startIndex: 8 } }));
+      expect(runner.state).toBe('running');
+      for (let i = 4; i < 8 + N; i++) runner.onTile(tile(2, i));
+      expect(sent.map((p) => [p.epoch, p.chunk])).toEqual([[0, 0], [0, 1], [0, 2]]);
+      for (const p of sent) expectMapped(p, 8);
+    }
+    // a run already bound keeps its mapping when a withdrawal comes late
+    {
+      const { sent, runner, base } = setUp();
+      runner.arm(wire({ ...base, start: { shutterRound: 4, startIndex: 0 } }));
+      runner.onAcquisitionStart(detector(1, 4));
+      runner.arm(wire(base));
+      expect(runner.state).toBe('running');
+      for (let i = 0; i < N; i++) runner.onTile(tile(1, i));
+      expect(sent.length).toBe(3);
+      for (const p of sent) expectMapped(p, 0);
+    }
   });
 
   it('heartbeats carry runState; the decoder refuses an unknown one', () => {

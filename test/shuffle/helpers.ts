@@ -184,7 +184,7 @@ export const valueOf = (run: number, index: number, sector: number) => (run * 21
  * valueOf(run, index, sector); `feedSelected` waits for the worker to get it, `feedUnselected`
  * expects no slice sent for it.
  */
-export async function sliceSenderRig(closers: Array<() => unknown>, o: { acquisition: string; scan: [number, number] }) {
+export async function sliceSenderRig(closers: Array<() => unknown>, o: { acquisition: string; scan: [number, number]; start?: AcquireMessage['start'] }) {
   const { slices, frames, service, registry, link } = await startShuffleWithLink(closers, { keepEpochs: 8 });
   const worker = new TestWorker(frames);
   closers.push(() => worker.close());
@@ -195,7 +195,7 @@ export async function sliceSenderRig(closers: Array<() => unknown>, o: { acquisi
   const P = o.scan[0] * o.scan[1];
   const ROWS = FRAME_HEIGHT;
   const fem = { id: 'fem', name: 'FEMUDF', params: { center: [930, 1024], radIn: 10, radOut: 400 } };
-  const acquire: AcquireMessage = { version: LIVE_PROTOCOL_VERSION, type: 'acquire', acquisition: o.acquisition, scanShape: o.scan, roi: null, udfs: [fem], chunkSize: 4, mode: 'continuous', start: null, resume: null };
+  const acquire: AcquireMessage = { version: LIVE_PROTOCOL_VERSION, type: 'acquire', acquisition: o.acquisition, scanShape: o.scan, roi: null, udfs: [fem], chunkSize: 4, mode: 'continuous', start: o.start ?? null, resume: null };
   link.start(acquire, 'continuous');
   await waitUntil(() => senders.every((x) => x.book.list.some((r) => r.acquisition === o.acquisition)), 20_000, 'every sender holds the book');
 
