@@ -3,7 +3,8 @@
  * real process: `tessera simulate --continuous` begins, and the acquisition is defined and
  * started as soon as the merger logs 'election decided' (the receivers' heartbeats, every
  * 250 ms, do not show the detector acquisition yet), and again with a new camera run ~100 ms
- * after its edge. Before the fix the receivers that took the acquire after their vote decided
+ * after its edge, and a third time just as the camera stops (the start named in its detector
+ * acquisition is withdrawn) before a new camera run. Before the fix the receivers that took the acquire after their vote decided
  * waited for a next edge that never came: 0 partials, `running` forever. Now the acquisition
  * runs: a complete epoch (after the first, which may lack the chunks before a late join) equals
  * runUdf offline over the simulator's truth (integer sums bit-exact; blocks the damage map
@@ -27,10 +28,9 @@ async function define(p: Pipeline): Promise<string> {
   return (await p.client.api.define({ scanShape: SCAN, udfs: UDFS, mode: 'continuous', chunkSize: 4 })).id;
 }
 
-/** Resolves as soon as the merger's log line of election decision number `n` comes (not polled). */
+/** Resolves as soon as the merger's log line of election decision number `n` comes (waitFor wakes at each line; its predicate is asked again over all lines each time, so it counts afresh). */
 function decision(p: Pipeline, n: number): Promise<unknown> {
-  let seen = 0;
-  return p.merger.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('election decided') && ++seen >= n, 30_000, `election decision ${n}`);
+  return p.merger.waitFor(() => decisions(p) >= n, 30_000, `election decision ${n}`);
 }
 
 /** The acquisition runs: the epoch after its first one, complete, no position lost whole, equal to offline over the truth of `seed`. */
@@ -85,7 +85,24 @@ describe('an acquisition started right after the shutter edge', () => {
     await new Promise((r) => setTimeout(r, 100));
     await p.client.api.start(b);
     const r2 = await expectRuns(p, b, 72);
+    await p.client.api.abort(b);
+
+    // 3: started the moment the receivers noticed the camera stopped: heartbeats up to 250 ms old
+    // still show its detector acquisition under way, so the start is named in it; once every
+    // sector shows it gone, that start is withdrawn, and the acquisition runs on the next camera run
+    const t4 = Date.now();
+    const c = await define(p);
     second.kill();
-    console.log(`start race: at the decision: ${startedHow(p, a)}, epoch ${r1.epoch} checked; 100 ms after: ${startedHow(p, b)}, epoch ${r2.epoch} checked; launch ${t1 - t0} ms, case 1 ${t2 - t1} ms, camera stop ${t3 - t2} ms, case 2 ${Date.now() - t3} ms`);
+    await second.exited;
+    const stops = (r: Pipeline['receivers'][number]) => r.lines.filter((l) => l.msg === 'no frame from the detector: stream stopped, acquisition ended').length;
+    await Promise.all(p.receivers.map((r) => r.waitFor(() => stops(r) >= 2, 20_000, 'the second stream stopped')));
+    await p.client.api.start(c);
+    const third = simulate(p, SCAN, ['--fps', '12', '--seed', '73', '--continuous', '--frame-id-start', '9', '--block-count-start', String(32 * 200_000)]);
+    const r3 = await expectRuns(p, c, 73);
+    third.kill();
+    const withdrawn = p.merger.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('the detector acquisition the start was named in ended') && l.acquisition === c);
+    console.log(
+      `start race: at the decision: ${startedHow(p, a)}, epoch ${r1.epoch} checked; 100 ms after: ${startedHow(p, b)}, epoch ${r2.epoch} checked; as the camera stopped: ${startedHow(p, c)}${withdrawn ? ', withdrawn' : ''}, epoch ${r3.epoch} checked; launch ${t1 - t0} ms, case 1 ${t2 - t1} ms, camera stop ${t3 - t2} ms, case 2 ${t4 - t3} ms, case 3 ${Date.now() - t4} ms`,
+    );
   }, 120_000);
 });
