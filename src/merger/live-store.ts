@@ -493,6 +493,7 @@ export class LiveStoreRegistry {
   private readonly unsubscribe = new Map<LiveStore, () => void>();
   private currentId: string | null = null;
   private readonly listeners = new Set<() => void>();
+  private readonly addListeners = new Set<(store: LiveStore) => void>();
   private readonly keepEpochs: number;
   private readonly keepAcquisitions: number;
 
@@ -507,6 +508,16 @@ export class LiveStoreRegistry {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Called with every store added, before anyone is told of it: a second producer of results
+   * for the acquisition (the whole-frame merger) declares its buffers there, so that the first
+   * snapshot of each epoch already has them.
+   */
+  onAdd(listener: (store: LiveStore) => void): () => void {
+    this.addListeners.add(listener);
+    return () => this.addListeners.delete(listener);
+  }
+
   private readonly notify = (): void => {
     for (const l of this.listeners) l();
   };
@@ -516,6 +527,7 @@ export class LiveStoreRegistry {
    * unless `makeCurrent` is false.
    */
   add(store: LiveStore, makeCurrent = true): LiveStore {
+    for (const l of this.addListeners) l(store);
     let epochs = this.acquisitions.get(store.acquisition);
     if (!epochs) {
       epochs = new Map();

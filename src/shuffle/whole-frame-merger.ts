@@ -69,6 +69,7 @@ export class WholeFrameMerger {
   /** per UDF: parameters by the acquisition-relative frame they apply from (an epoch's results use those of its first frame) */
   private readonly params: Array<Array<{ fromFrame: number; params: Record<string, unknown> }>>;
   private readonly timer: NodeJS.Timeout;
+  private readonly offAdd: () => void;
   private closed = false;
 
   constructor(private readonly o: WholeFrameMergerOptions) {
@@ -89,6 +90,13 @@ export class WholeFrameMerger {
     this.layout.push({ udfId: SHUFFLE_UDF_ID, name: 'counters', kind: 'single', dtype: 'float64', shape: [4] });
     this.timer = setInterval(() => this.publish(), o.publishMs ?? 100);
     this.timer.unref();
+    // every epoch's store (the tile merger makes them) has these buffers from its first
+    // snapshot: a page that learns an acquisition's buffers from it would otherwise miss them
+    this.offAdd = o.registry.onAdd((store) => {
+      if (store.acquisition === o.acquisition) this.define(store);
+    });
+    const latest = o.registry.get(o.acquisition, 'latest');
+    if (latest) this.define(latest);
   }
 
   private drop(reason: string, why: string): void {
@@ -265,5 +273,6 @@ export class WholeFrameMerger {
     this.publish();
     this.closed = true;
     clearInterval(this.timer);
+    this.offAdd();
   }
 }
