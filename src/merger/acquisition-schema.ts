@@ -142,6 +142,8 @@ export interface ShuffleState {
   silentMs: number | null;
   /** frames it skipped (no worker free, e.g. none left), as its last status said */
   framesSkipped: number;
+  /** frames workers had taken and never answered when their connection went (killed), as its last status said (absent: not known) */
+  framesLostInWorkers?: number;
 }
 
 export interface UdfDescription {
@@ -322,7 +324,7 @@ export const mergerStatusSchema = {
         { type: 'null' },
         {
           type: 'object',
-          properties: { state: { type: 'string' }, workers: { type: 'integer' }, pid: { type: ['integer', 'null'] }, restarts: { type: 'integer' }, silentMs: { type: ['number', 'null'] }, framesSkipped: { type: 'integer' } },
+          properties: { state: { type: 'string' }, workers: { type: 'integer' }, pid: { type: ['integer', 'null'] }, restarts: { type: 'integer' }, silentMs: { type: ['number', 'null'] }, framesSkipped: { type: 'integer' }, framesLostInWorkers: { type: 'integer' } },
         },
       ],
     },

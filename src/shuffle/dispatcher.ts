@@ -23,6 +23,8 @@ export interface WorkerState {
   dispatched: number;
   /** silent for workerTimeoutMs: not served until it speaks again (its credit is kept) */
   gone: boolean;
+  /** the frames it keeps asked for (its credit messages say), null if it never said */
+  window: number | null;
 }
 
 export interface DispatcherCounters {
@@ -57,17 +59,24 @@ export class FrameDispatcher<F extends DispatchFrame> {
     return this.queue.length;
   }
 
-  /** Credit from a worker (n = 0: only a sign of life). */
-  credit(id: string, n: number): void {
+  /** Credit from a worker (n = 0: only a sign of life); `window`: the frames it keeps asked for, if it says. */
+  credit(id: string, n: number, window?: number): void {
     let w = this.workers.get(id);
     if (!w) {
-      w = { id, credits: 0, lastSeen: 0, lastServed: 0, dispatched: 0, gone: false };
+      w = { id, credits: 0, lastSeen: 0, lastServed: 0, dispatched: 0, gone: false, window: null };
       this.workers.set(id, w);
     }
+    if (window !== undefined) w.window = window;
     w.gone = false;
     w.lastSeen = this.now();
     w.credits += n;
     this.drain();
+  }
+
+  /** Frames worker `id` has taken and not answered yet (its window less its credit left); null when it never said its window. */
+  unanswered(id: string): number | null {
+    const w = this.workers.get(id);
+    return w && w.window !== null ? Math.max(0, w.window - w.credits) : null;
   }
 
   /** A worker whose connection is gone (a send to it failed): forgotten with its credit; it joins anew if it speaks again. */

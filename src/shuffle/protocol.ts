@@ -80,6 +80,8 @@ export interface ShuffleStatus {
   decimate: number;
   /** frames per second the receivers' slices arrive at (over the last second; the pick timeout derives from it) */
   frameRate?: number;
+  /** frames workers had taken and not answered (no credit back) when their connection went: their results never come */
+  framesLostInWorkers?: number;
   sentAt: number;
 }
 
@@ -266,6 +268,7 @@ export function asStatus(m: Obj): ShuffleStatus {
     framesSkipped: int(m, 'framesSkipped'),
     decimate: int(m, 'decimate', 1),
     ...(typeof m.frameRate === 'number' && Number.isFinite(m.frameRate) && m.frameRate >= 0 ? { frameRate: m.frameRate } : {}),
+    ...(m.framesLostInWorkers === undefined ? {} : { framesLostInWorkers: int(m, 'framesLostInWorkers') }),
     sentAt: int(m, 'sentAt'),
   };
 }

@@ -120,10 +120,10 @@ export class ShuffleLink {
   /** The shuffle as /api/status shows it: `absent` (never answered), `up`, or `missing` (silent for LIVENESS_MS). */
   state(): ShuffleState {
     const s = this.status;
-    if (!s) return { state: 'absent', workers: 0, pid: null, restarts: 0, silentMs: null, framesSkipped: 0 };
+    if (!s) return { state: 'absent', workers: 0, pid: null, restarts: 0, silentMs: null, framesSkipped: 0, framesLostInWorkers: 0 };
     const silentMs = Date.now() - this.statusAt;
     const up = silentMs < LIVENESS_MS;
-    return { state: up ? 'up' : 'missing', workers: up ? s.workers : 0, pid: s.pid, restarts: this.restarts, silentMs, framesSkipped: s.framesSkipped };
+    return { state: up ? 'up' : 'missing', workers: up ? s.workers : 0, pid: s.pid, restarts: this.restarts, silentMs, framesSkipped: s.framesSkipped, framesLostInWorkers: s.framesLostInWorkers ?? 0 };
   }
 
   private checkAlive(): void {

@@ -132,6 +132,10 @@ export class ShuffleService {
   workersLost = 0;
   /** frames handed back to the dispatcher after a send to a gone worker failed */
   framesResent = 0;
+  /** frames workers had taken and not answered when their connection went (their results never come) */
+  framesLostInWorkers = 0;
+  /** per gone worker, its frames counted lost that a failed send may still hand back (not lost: sent elsewhere) */
+  private readonly lostWith = new Map<string, number>();
   private base: SelectionBase;
   private readonly sliceRouter: zmq.Router;
   private readonly frameRouter: zmq.Router;
@@ -167,7 +171,12 @@ export class ShuffleService {
           if (ok) return;
           if (isGone(err)) {
             this.workerGone(w);
-            // never reached the worker: another one (or the queue) takes it
+            // never reached the worker: not lost with it; another one (or the queue) takes it
+            const counted = this.lostWith.get(w) ?? 0;
+            if (counted > 0) {
+              this.lostWith.set(w, counted - 1);
+              this.framesLostInWorkers--;
+            }
             if (this.acquisition?.acquisition === f.header.acquisition) {
               this.framesResent++;
               this.dispatcher.requeue(f);
@@ -575,7 +584,8 @@ export class ShuffleService {
             for (const p of this.paramsLog) this.toWorker(id, p);
           }
         }
-        this.dispatcher.credit(id, n);
+        this.lostWith.delete(id);
+        this.dispatcher.credit(id, n, c.window);
       } catch (err) {
         this.drop((err as TesseraError).code ?? 'error', err);
       }
@@ -585,9 +595,14 @@ export class ShuffleService {
   /** A worker whose connection is gone: forgotten at once (its frames go to the others), not after workerTimeoutMs of silence. */
   private workerGone(id: string): void {
     this.pingable.delete(id);
+    // the frames it had and never answered: their results never come (the merger shows those
+    // positions not valid); the ones a failed send hands back are taken off again
+    const lost = this.dispatcher.unanswered(id) ?? 0;
     if (!this.dispatcher.remove(id)) return;
     this.workersLost++;
-    this.o.log?.warn({ worker: id, workers: this.dispatcher.live }, 'shuffle: worker gone (disconnected)');
+    this.framesLostInWorkers += lost;
+    this.lostWith.set(id, lost);
+    this.o.log?.warn({ worker: id, workers: this.dispatcher.live, framesUnanswered: lost }, 'shuffle: worker gone (disconnected)');
   }
 
   private pingWorkers(): void {
@@ -628,6 +643,7 @@ export class ShuffleService {
       framesSkipped: this.dispatcher.counters.skipped,
       decimate: this.rate.decimate,
       frameRate: this.rateWindow.fps,
+      framesLostInWorkers: this.framesLostInWorkers,
       sentAt: Date.now(),
     };
   }

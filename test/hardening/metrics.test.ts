@@ -200,7 +200,7 @@ describe('/metrics', () => {
   });
 });
 
-const SHUFFLE_NAMES = ['tessera_shuffle_up', 'tessera_shuffle_workers', 'tessera_shuffle_restarts_total', 'tessera_shuffle_frames_skipped_total'];
+const SHUFFLE_NAMES = ['tessera_shuffle_up', 'tessera_shuffle_workers', 'tessera_shuffle_restarts_total', 'tessera_shuffle_frames_skipped_total', 'tessera_shuffle_frames_lost_in_workers_total'];
 
 /** The shuffle's series of a scrape, checked against the status the merger gave right after it. */
 function expectShuffleSeries(text: string, shuffle: NonNullable<MergerStatus['shuffle']>): void {
@@ -209,28 +209,32 @@ function expectShuffleSeries(text: string, shuffle: NonNullable<MergerStatus['sh
   expect(types.get('tessera_shuffle_workers')).toBe('gauge');
   expect(types.get('tessera_shuffle_restarts_total')).toBe('counter');
   expect(types.get('tessera_shuffle_frames_skipped_total')).toBe('counter');
+  expect(types.get('tessera_shuffle_frames_lost_in_workers_total')).toBe('counter');
   for (const name of SHUFFLE_NAMES) expect(text, `HELP of ${name}`).toMatch(new RegExp(`^# HELP ${name} \\S`, 'm'));
   expect(value(samples, 'tessera_shuffle_up')).toBe(shuffle.state === 'up' ? 1 : 0);
   expect(value(samples, 'tessera_shuffle_workers')).toBe(shuffle.workers);
   expect(value(samples, 'tessera_shuffle_restarts_total')).toBe(shuffle.restarts);
   expect(value(samples, 'tessera_shuffle_frames_skipped_total')).toBe(shuffle.framesSkipped);
+  expect(value(samples, 'tessera_shuffle_frames_lost_in_workers_total')).toBe(shuffle.framesLostInWorkers);
 }
 
 describe('/metrics: the shuffle', () => {
   it('renders the figures of a status with known values; nothing when the shuffle is absent', async () => {
-    const status: MergerStatus = { acquisition: null, sectors: [], shuffle: { state: 'missing', workers: 0, pid: 4321, restarts: 3, silentMs: 12_345, framesSkipped: 1234 } };
+    const status: MergerStatus = { acquisition: null, sectors: [], shuffle: { state: 'missing', workers: 0, pid: 4321, restarts: 3, silentMs: 12_345, framesSkipped: 1234, framesLostInWorkers: 6 } };
     const metrics = new MergerMetrics({ status: () => status }, null);
     const { samples } = parsePrometheus(await metrics.scrape());
     expect(value(samples, 'tessera_shuffle_up')).toBe(0);
     expect(value(samples, 'tessera_shuffle_workers')).toBe(0);
     expect(value(samples, 'tessera_shuffle_restarts_total')).toBe(3);
     expect(value(samples, 'tessera_shuffle_frames_skipped_total')).toBe(1234);
-    status.shuffle = { state: 'up', workers: 5, pid: 4322, restarts: 4, silentMs: 100, framesSkipped: 7 };
+    expect(value(samples, 'tessera_shuffle_frames_lost_in_workers_total')).toBe(6);
+    status.shuffle = { state: 'up', workers: 5, pid: 4322, restarts: 4, silentMs: 100, framesSkipped: 7, framesLostInWorkers: 2 };
     const up = parsePrometheus(await metrics.scrape()).samples;
     expect(value(up, 'tessera_shuffle_up')).toBe(1);
     expect(value(up, 'tessera_shuffle_workers')).toBe(5);
     expect(value(up, 'tessera_shuffle_restarts_total')).toBe(4);
     expect(value(up, 'tessera_shuffle_frames_skipped_total')).toBe(7);
+    expect(value(up, 'tessera_shuffle_frames_lost_in_workers_total')).toBe(2);
     // never answered, or no shuffle link at all: no series (and no HELP/TYPE) for it
     for (const shuffle of [{ state: 'absent' as const, workers: 0, pid: null, restarts: 0, silentMs: null, framesSkipped: 0 }, null, undefined]) {
       status.shuffle = shuffle;

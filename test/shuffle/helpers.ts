@@ -102,15 +102,33 @@ export interface ReceivedFrame {
   data: Uint16Array;
 }
 
-/** A worker made of a real DEALER: asks for frames by credit and keeps what it gets. */
+const isPing = (raw: Buffer): boolean => {
+  try {
+    return decodeShuffle(raw).type === 'ping';
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * A worker made of a real DEALER: asks for frames by credit and keeps what it gets. With
+ * `sayWindow` its credits carry the window (as FrameWorker's do: the shuffle then pings it);
+ * `answering` false keeps the frames it gets without giving their credit back (a worker busy
+ * with them).
+ */
 export class TestWorker {
   readonly frames: ReceivedFrame[] = [];
   acquire: AcquireMessage | null = null;
+  answering = true;
   private readonly dealer: zmq.Dealer;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
-  constructor(endpoint: string, credits = 64) {
+  constructor(
+    endpoint: string,
+    private readonly credits = 64,
+    private readonly o: { sayWindow?: boolean } = {},
+  ) {
     this.dealer = new zmq.Dealer({ routingId: `test-worker-${process.pid}`, linger: 0 });
     this.dealer.connect(endpoint);
     this.credit(credits);
@@ -119,7 +137,8 @@ export class TestWorker {
   }
 
   private credit(n: number): void {
-    if (!this.closed) void this.dealer.send(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: process.pid, n })).catch(() => {});
+    const window = this.o.sayWindow ? { window: this.credits } : {};
+    if (!this.closed) void this.dealer.send(encodeShuffle({ version: SHUFFLE_PROTOCOL_VERSION, type: 'credit', pid: process.pid, n, ...window })).catch(() => {});
   }
 
   private async loop(): Promise<void> {
@@ -134,8 +153,10 @@ export class TestWorker {
         const data = new Uint16Array(FRAME_HEIGHT * FRAME_WIDTH);
         new Uint8Array(data.buffer).set(m[1]!);
         this.frames.push({ header: asFrameHeader(decodeShuffle(m[0]!)), data });
-        this.credit(1);
+        if (this.answering) this.credit(1);
       } else {
+        // the shuffle's ping (to workers that say their window): nothing to do
+        if (this.o.sayWindow && isPing(m[0]!)) continue;
         const c = decodeMergerMessage(m[0]!);
         if (c.type === 'acquire') this.acquire = c;
       }
@@ -184,9 +205,9 @@ export const valueOf = (run: number, index: number, sector: number) => (run * 21
  * valueOf(run, index, sector); `feedSelected` waits for the worker to get it, `feedUnselected`
  * expects no slice sent for it.
  */
-export async function sliceSenderRig(closers: Array<() => unknown>, o: { acquisition: string; scan: [number, number]; start?: AcquireMessage['start'] }) {
+export async function sliceSenderRig(closers: Array<() => unknown>, o: { acquisition: string; scan: [number, number]; start?: AcquireMessage['start']; worker?: { credits: number; sayWindow: boolean } }) {
   const { slices, frames, service, registry, link } = await startShuffleWithLink(closers, { keepEpochs: 8 });
-  const worker = new TestWorker(frames);
+  const worker = new TestWorker(frames, o.worker?.credits, { sayWindow: o.worker?.sayWindow });
   closers.push(() => worker.close());
   const senders = Array.from({ length: 8 }, (_, sector) => new SliceSender({ sector, endpoint: slices }));
   closers.push(() => Promise.all(senders.map((x) => x.close())));

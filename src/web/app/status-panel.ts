@@ -85,11 +85,12 @@ export class SectorTable {
 
 /** What the shuffle line says, and whether it is bad news (no whole frames reach a worker). */
 export function describeShuffle(s: ShuffleState): { text: string; bad: boolean; title: string } {
-  const skipped = s.framesSkipped > 0 ? `, ${fmt(s.framesSkipped)} frames skipped` : '';
+  const lost = (s.framesLostInWorkers ?? 0) > 0 ? `, ${fmt(s.framesLostInWorkers)} lost with a worker` : '';
+  const skipped = (s.framesSkipped > 0 ? `, ${fmt(s.framesSkipped)} frames skipped` : '') + lost;
   const restarts = s.restarts > 0 ? `, restarted ${fmt(s.restarts)}×` : '';
   const title =
     `the shuffle service of the whole-frame UDFs (pid ${s.pid ?? '–'}), from /api/status: ` +
-    `${s.restarts} restarts, ${s.framesSkipped} frames skipped (no worker free) as its last status said`;
+    `${s.restarts} restarts, ${s.framesSkipped} frames skipped (no worker free), ${s.framesLostInWorkers ?? 0} frames lost with a worker that went (taken, never answered) as its last status said`;
   if (s.state === 'missing') {
     return { text: `shuffle missing ${fmtDuration((s.silentMs ?? 0) / 1000)}${skipped}${restarts}`, bad: true, title };
   }
