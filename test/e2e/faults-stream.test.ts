@@ -14,11 +14,21 @@
  * "detector stream stopped at scan position N" (status and stream state), every position never
  * received marked missing in the damage map, the merged ones equal to the offline result.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { waitUntil } from '../merger/live-helpers.js';
-import { cleanUp, defineAndStart, follow, launch, lossesFromMirror, offline, simulate, UDFS } from './pipeline-helpers.js';
+import { cleanUp, defineAndStart, follow, launch, lossesFromMirror, offline, simulate, UDFS, type Pipeline } from './pipeline-helpers.js';
 
-afterEach(cleanUp, 30_000);
+/**
+ * One pipeline for the three cases, one merger acquisition each (launching nine processes took
+ * 5-8 s a case). receiver.streamIdleMs 5 s: above the pause between the two camera runs of the
+ * restart cases, so that the restart itself must end the first acquisition (with
+ * receiver.restartSilenceMs disabled the restart cases fail: position 8 on holds the second scan).
+ * Launched by the first case that runs (launch() ties the failure logs to a test).
+ */
+let shared: Promise<Pipeline> | null = null;
+const pipeline = () => (shared ??= launch({ merger: { chunkTimeoutMs: 4000 }, receiver: { streamIdleMs: 5000 } }));
+
+afterAll(cleanUp, 30_000);
 
 interface Checked {
   fromA: number;
@@ -62,7 +72,7 @@ describe('the camera dies mid-scan and nothing follows', () => {
   it('the acquisition ends done with "detector stream stopped at scan position N", the rest of the scan marked missing', async () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
-    const p = await launch({ merger: { chunkTimeoutMs: 4000 }, receiver: { streamIdleMs: 2000 } });
+    const p = await pipeline();
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4 });
     // slow enough that the kill lands mid-scan even when the test's polling lags on a loaded machine
     const cam = simulate(p, scan, ['--fps', '4', '--seed', '81']);
@@ -70,7 +80,7 @@ describe('the camera dies mid-scan and nothing follows', () => {
     cam.kill();
     await cam.exited;
     const killedAt = Date.now();
-    // bound: streamIdleMs (2 s here; 10 s by default) + the merger's grace (chunkTimeoutMs 4 s) + heartbeats, with
+    // bound: streamIdleMs (5 s here; 10 s by default) + the merger's grace (chunkTimeoutMs 4 s) + heartbeats, with
     // plenty of room for a loaded machine
     await waitUntil(async () => (await p.client.api.get(id)).state !== 'running', 30_000, 'the acquisition ended');
     const endedMs = Date.now() - killedAt;
@@ -97,6 +107,9 @@ describe('the camera dies mid-scan and nothing follows', () => {
   }, 240_000);
 });
 
+/** offline over the second scan (no loss): the same for both restart cases, computed once */
+let secondScanOffline: ReturnType<typeof offline> | null = null;
+
 describe('the camera dies mid-scan and a new detector acquisition starts', () => {
   // the second run: another scene, frame_id from scratch, and block_count either running on (one
   // hardware counter) or restarting at exactly the first run's values, so that its keys are
@@ -108,10 +121,8 @@ describe('the camera dies mid-scan and a new detector acquisition starts', () =>
   ])('the merged acquisition holds frames of the first scan only, never of the second (%s)', async (_what, secondArgs) => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
-    // streamIdleMs above the pause between the runs: the restart itself must end the first
-    // acquisition (with receiver.restartSilenceMs disabled the second case fails: position 8 on
-    // holds the second scan)
-    const p = await launch({ merger: { chunkTimeoutMs: 4000 }, receiver: { streamIdleMs: 5000 } });
+    // (the shared pipeline's streamIdleMs is above the pause between the runs: see pipeline())
+    const p = await pipeline();
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4 });
     const first = simulate(p, scan, ['--fps', '5', '--seed', '71']);
     // part of the scan, then kill -9
@@ -130,7 +141,7 @@ describe('the camera dies mid-scan and a new detector acquisition starts', () =>
     const mirror = await follow(p, id, (m) => (m.get('_damage', 'sectorBlocks')?.data.length ?? 0) === n * 8 && m.state?.state === 'done', 30_000);
     const losses = lossesFromMirror(mirror, n);
     const truthA = (await offline(scan, 71, losses))[2]!.intensity!.data as ArrayLike<number>;
-    const truthB = (await offline(scan, 72))[2]!.intensity!.data as ArrayLike<number>;
+    const truthB = (await (secondScanOffline ??= offline(scan, 72)))[2]!.intensity!.data as ArrayLike<number>;
     const got = mirror.get('masks', 'intensity')!.data as ArrayLike<number>;
     const r = check(got, mirror.get('_damage', 'sectorBlocks')!.data as Uint32Array, mirror.get('_damage', 'sectorsComplete')!.data as Uint8Array, mirror.get('_damage', 'blocksMissing')!.data as Uint16Array, n, truthA, truthB);
     console.log(`stream fault: "${ended.message}", ${r.fromA} positions from the first scan, ${r.missing} reported missing, ${n - r.merged} never merged`);
