@@ -15,7 +15,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { WebSocket } from 'ws';
 import { TesseraClient, type WebSocketConstructor } from '../../src/client/tessera-client.js';
 import { BLOCK_COLS, BLOCK_ROWS, FRAME_HEIGHT, FRAME_WIDTH, SECTOR_WIDTH } from '../../src/k2is/constants.js';
@@ -116,9 +116,11 @@ class Rig {
     return (await this.status()).shuffle ?? null;
   }
 
-  /** Start the camera (continuous) and a continuous acquisition joining it. */
+  private camera: RoleProcess | null = null;
+
+  /** Start the camera (continuous) unless it already runs, and a continuous acquisition joining it. */
   async start(): Promise<string> {
-    this.spawn('simulator', ['simulate', '-c', this.config, '--scan', `${SCAN[0]}x${SCAN[1]}`, '--frames-before', '8', '--fps', FPS, '--seed', String(SEED), '--continuous']);
+    this.camera ??= this.spawn('simulator', ['simulate', '-c', this.config, '--scan', `${SCAN[0]}x${SCAN[1]}`, '--frames-before', '8', '--fps', FPS, '--seed', String(SEED), '--continuous']);
     // the receivers follow the detector's continuous scan; the acquisition joins it at the next
     // repetition (defined within a fraction of a second of the detector acquisition's start, the
     // receivers were seen to wait for another one: as in live-receiver-kill, define well after)
@@ -275,17 +277,31 @@ function expectKept(before: EpochCopy, after: EpochCopy, min = 1): void {
   expect(kept).toBeGreaterThanOrEqual(min);
 }
 
+/**
+ * One rig for both cases (launching its eleven processes took 5-8 s a case): the worker case
+ * first, on two workers; it leaves the shuffle up with one worker (the restarted one) and the
+ * camera running, which is where the shuffle case starts: a new acquisition joining the
+ * continuous scan. Launched by the first case that runs (launch() ties the failure logs to a test).
+ */
 let rig: Rig | null = null;
+let launched: Promise<Rig> | null = null;
+function sharedRig(): Promise<Rig> {
+  return (launched ??= (async () => {
+    rig = new Rig();
+    await rig.launch(2);
+    return rig;
+  })());
+}
 
-afterEach(async () => {
+afterAll(async () => {
   await rig?.stopAll();
   rig = null;
 }, 30_000);
 
 describe('shuffle and frame workers killed and restarted mid-acquisition', () => {
   it('a killed worker: the other keeps getting frames; the only worker killed and restarted: the new one gets the acquisition and results flow again', async () => {
-    rig = new Rig();
-    await rig.launch(2);
+    const rig = await sharedRig();
+    expect((await rig.shuffleState())?.workers).toBe(2);
     const id = await rig.start();
     const first = await rig.epochWithWholeFrames(id, 0, N, 40_000, 'an epoch wholly through the two workers');
 
@@ -296,7 +312,7 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
     let epochAtKill = await rig.newestEpoch(id);
     const beforeKill = await rig.epoch(id, epochAtKill);
     // the shuffle notices the closed connection at its next ping, not after 10 s of silence
-    await poll(async () => (await rig!.shuffleState())?.workers === 1, 8000, 'one worker in /api/status');
+    await poll(async () => (await rig.shuffleState())?.workers === 1, 8000, 'one worker in /api/status');
     const alone = await rig.epochWithWholeFrames(id, epochAtKill + 1, N, 30_000, 'an epoch wholly through the remaining worker');
     const survivor = rig.workers[1]!;
     expect((survivor.lines.filter((l) => l.msg === 'worker stats').pop()?.frames as number) ?? 0).toBeGreaterThan(0);
@@ -306,22 +322,22 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
     await survivor.exited;
     epochAtKill = await rig.newestEpoch(id);
     await poll(async () => {
-      const s = await rig!.shuffleState();
+      const s = await rig.shuffleState();
       return s?.state === 'up' && s.workers === 0;
     }, 8000, 'shuffle up with no worker in /api/status');
     // an epoch wholly while no worker was there (the shuffle's queue of MAX_QUEUED frames, which the
     // next worker gets, lies in the epoch of the kill or the next; the receivers' view may trail the shuffle's by a chunk)
     const gapEpoch = epochAtKill + 2;
-    await poll(async () => (await rig!.newestEpoch(id)) >= gapEpoch + 1, 30_000, 'an epoch without workers');
+    await poll(async () => (await rig.newestEpoch(id)) >= gapEpoch + 1, 30_000, 'an epoch without workers');
     // restarted: it joins the shuffle, gets the acquisition without any step, results flow again
     const restarted = rig.spawnWorker();
     await restarted.waitFor((l) => l.msg === 'worker: acquisition' && l.acquisition === id, 20_000, 'the acquisition at the new worker');
-    await poll(async () => (await rig!.shuffleState())?.workers === 1, 15_000, 'the new worker in /api/status');
+    await poll(async () => (await rig.shuffleState())?.workers === 1, 15_000, 'the new worker in /api/status');
     const restartEpoch = await rig.newestEpoch(id);
     const after = await rig.epochWithWholeFrames(id, restartEpoch + 1, N, 30_000, 'an epoch wholly through the restarted worker');
 
     await rig.client.api.stop(id);
-    await poll(async () => (await rig!.client.api.get(id)).state !== 'running' && (await rig!.client.api.get(id)).state !== 'stopping', 30_000, 'the acquisition stopped');
+    await poll(async () => (await rig.client.api.get(id)).state !== 'running' && (await rig.client.api.get(id)).state !== 'stopping', 30_000, 'the acquisition stopped');
     const epochs = await checkAllEpochs(rig, id);
     expectKept(first, epochs.get(first.epoch)!);
     expectKept(beforeKill, epochs.get(beforeKill.epoch)!, 0);
@@ -342,8 +358,16 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
   }, 150_000);
 
   it('the shuffle killed: receivers and merger go on exactly; restarted, it gets the acquisition and rule book again and whole-frame results flow again', async () => {
-    rig = new Rig();
-    await rig.launch(1);
+    const rig = await sharedRig();
+    // one worker: the restarted one of the worker case, or a fresh one when this case runs alone
+    const live = rig.workers.filter((w) => w.running);
+    for (const w of live.slice(1)) {
+      w.kill();
+      await w.exited;
+    }
+    if (live.length === 0) rig.spawnWorker();
+    await poll(async () => (await rig.shuffleState())?.workers === 1, 30_000, 'the shuffle with 1 worker in /api/status');
+    const worker = rig.workers.find((w) => w.running)!;
     const id = await rig.start();
     const first = await rig.epochWithWholeFrames(id, 0, N, 40_000, 'an epoch wholly through the worker');
 
@@ -352,11 +376,11 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
     await old.exited;
     const epochAtKill = await rig.newestEpoch(id);
     const beforeKill = await rig.epoch(id, epochAtKill);
-    await poll(async () => (await rig!.shuffleState())?.state === 'missing', 10_000, 'shuffle missing in /api/status');
+    await poll(async () => (await rig.shuffleState())?.state === 'missing', 10_000, 'shuffle missing in /api/status');
     expect((await rig.shuffleState())!.workers).toBe(0);
     // the receivers and the merger go on: whole epochs merged while the shuffle is away
     const gapEpoch = epochAtKill + 2;
-    await poll(async () => (await rig!.newestEpoch(id)) >= gapEpoch + 1, 30_000, 'an epoch without the shuffle');
+    await poll(async () => (await rig.newestEpoch(id)) >= gapEpoch + 1, 30_000, 'an epoch without the shuffle');
     const status = await rig.status();
     expect(status.sectors.every((s) => s.state === 'alive')).toBe(true);
     expect(status.acquisition?.state).toBe('running');
@@ -365,7 +389,7 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
     const restarted = rig.spawnShuffle();
     await restarted.waitFor((l) => l.msg === 'shuffle: acquisition' && l.acquisition === id, 20_000, 'the acquisition at the new shuffle');
     await poll(async () => {
-      const s = await rig!.shuffleState();
+      const s = await rig.shuffleState();
       return s?.state === 'up' && s.workers === 1;
     }, 20_000, 'shuffle up with its worker in /api/status');
     expect((await rig.shuffleState())!.restarts).toBeGreaterThanOrEqual(1);
@@ -373,7 +397,7 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
     const after = await rig.epochWithWholeFrames(id, restartEpoch + 1, N, 40_000, 'an epoch wholly through the restarted shuffle');
 
     await rig.client.api.stop(id);
-    await poll(async () => !['running', 'stopping'].includes((await rig!.client.api.get(id)).state), 30_000, 'the acquisition stopped');
+    await poll(async () => !['running', 'stopping'].includes((await rig.client.api.get(id)).state), 30_000, 'the acquisition stopped');
     const epochs = await checkAllEpochs(rig, id);
     expectKept(first, epochs.get(first.epoch)!);
     expectKept(beforeKill, epochs.get(beforeKill.epoch)!, 0);
@@ -381,6 +405,6 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
     const gap = epochs.get(gapEpoch)!;
     expect(gap.framesMerged).toBe(N);
     expect(validCount(gap)).toBe(0);
-    expect(rig.merger.running && rig.receivers.every((r) => r.running) && rig.workers.every((w) => w.running)).toBe(true);
+    expect(rig.merger.running && rig.receivers.every((r) => r.running) && worker.running).toBe(true);
   }, 150_000);
 });
