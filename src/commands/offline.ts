@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config.js';
 import { TesseraError } from '../errors.js';
 import { FRAME_PIXELS } from '../k2is/constants.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, flushLog, type Logger } from '../log.js';
 import { type NamedUdfResults, ReducedFileWriter, REDUCED_FORMAT, toJson } from '../io/reduced-file.js';
 import { K2ISDataSet } from '../udf/k2is-dataset.js';
 import { loadConfiguredPlugins } from '../udf/plugins.js';
@@ -284,7 +284,7 @@ export async function runOffline(raw: RawOfflineOptions, argv: readonly string[]
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
     dataset.close();
-    await new Promise<void>((r) => log.flush(() => r()));
+    await flushLog(log);
   }
 }
 
