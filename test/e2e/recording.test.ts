@@ -7,7 +7,7 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { readReducedFile } from '../../src/io/reduced-file.js';
 import { waitUntil } from '../merger/live-helpers.js';
 import {
@@ -18,6 +18,7 @@ import {
   hasH5py,
   launch,
   offline,
+  type Pipeline,
   Processes,
   sha256,
   setRecording,
@@ -27,13 +28,20 @@ import {
 } from './recording.helpers.js';
 
 const ps = new Processes();
-afterEach(() => ps.cleanup(), 30_000);
+/**
+ * One pipeline for the three scans, one acquisition (and recording path) each: launching nine
+ * processes took 5-8 s a case. Launched by the first case that runs (launch() ties the failure
+ * logs to a test).
+ */
+let shared: Promise<Pipeline> | null = null;
+const pipeline = () => (shared ??= launch(ps));
+afterAll(() => ps.cleanup(), 30_000);
 
 describe('recording a live acquisition', () => {
   it('a single scan: the file (h5wasm and h5py) equals the live results and offline over the same frames', async () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
-    const p = await launch(ps);
+    const p = await pipeline();
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', record: true, recordPath: 'runs/first.h5' });
     const sim = simulate(ps, p, scan, ['--fps', '40', '--seed', '21']);
     await p.client.connect();
@@ -115,9 +123,12 @@ describe('recording a live acquisition', () => {
   it('switched off and on again mid-run: enabled false while off, the second file holds the whole scan with the merge times', async () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
-    const p = await launch(ps);
+    const p = await pipeline();
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4, record: true });
-    const sim = simulate(ps, p, scan, ['--fps', '10', '--seed', '23']);
+    // 6 fps: room for the two switches between the second chunk merged and the end of the scan
+    // (at 10 fps a merger lagging on a loaded machine saw the scan end first: "cannot start
+    // recording: acquisition is done")
+    const sim = simulate(ps, p, scan, ['--fps', '6', '--seed', '23']);
     await waitUntil(async () => (await p.client.api.get(id)).progress.framesMerged >= 8, 60_000, 'two chunks');
     const off = await setRecording(p, id, false);
     expect(off.record).toMatchObject({ enabled: false, state: 'closed', path: join(p.dataDir, `${id}.h5`) });
@@ -151,7 +162,7 @@ describe('recording a live acquisition', () => {
 
   it('an unwritable recording path: the error is in the status and the stream info, the live results go on', async () => {
     const scan: [number, number] = [4, 8];
-    const p = await launch(ps);
+    const p = await pipeline();
     // a file where the recording's directory should be
     writeFileSync(join(p.dataDir, 'blocked'), 'not a directory');
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', record: true, recordPath: 'blocked/run.h5' });
