@@ -201,6 +201,9 @@ async function reference(): Promise<{ data: Uint16Array; sumsig: ArrayLike<numbe
   return { data, sumsig: s!.intensity!.data as unknown as ArrayLike<number>, fem: f!.intensity!.data as unknown as ArrayLike<number> };
 }
 
+/** reference() is the same for both cases: computed once */
+let referenceOnce: ReturnType<typeof reference> | null = null;
+
 /** SumSigUDF offline over the truth with the blocks the merger's damage map says were lost zeroed. */
 async function sumsigWithLosses(truth: Uint16Array, c: EpochCopy): Promise<ArrayLike<number>> {
   const bits = c.buffers.get('_damage/sectorBlocks')!;
@@ -224,7 +227,7 @@ async function sumsigWithLosses(truth: Uint16Array, c: EpochCopy): Promise<Array
  * of positions through a worker.
  */
 async function checkAllEpochs(rig: Rig, id: string): Promise<Map<number, EpochCopy>> {
-  const ref = await reference();
+  const ref = await (referenceOnce ??= reference());
   const summary = await rig.client.api.get(id);
   const epochs = new Map<number, EpochCopy>();
   for (const e of summary.epochs) epochs.set(e, await rig.epoch(id, e));
