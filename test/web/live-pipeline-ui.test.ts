@@ -33,12 +33,9 @@ type Disk = { type: 'disk'; cy: number; cx: number; r: number };
 
 const roles: RoleProcess[] = [];
 let browser: Browser | null = null;
-/** chromium starting (closed in afterAll even when the test failed before it was awaited) */
-let launching: Promise<Browser> | null = null;
 let client: TesseraClient | null = null;
 
 afterAll(async () => {
-  browser = (await launching?.catch(() => null)) ?? browser;
   await browser?.close().catch(() => {});
   await client?.close().catch(() => {});
   // the camera first, then the receivers, then the merger; SIGKILL whatever lingers
@@ -123,9 +120,6 @@ const step = (what: string) => console.log(`live-pipeline-ui +${((Date.now() - t
 describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on the real pipeline', () => {
   it('starts from the UI, shows the merged maps, moves a detector, stops', async () => {
     execFileSync(process.execPath, [join(PROJECT_ROOT, 'scripts/build-web.mjs')], { stdio: 'pipe' });
-    // chromium starts while the pipeline does
-    launching = chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
-    launching.catch(() => {}); // (a failed launch is thrown where it is awaited)
     const base = await freeUdpPorts(8);
     // more epochs kept than by default: on a loaded machine the page may be a pass behind when the second client asks for its epoch
     const { path } = await liveConfig({
@@ -145,7 +139,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('live view on th
     await waitUntil(async () => (await client!.api.status()).shuffle?.workers === 2, 30_000, 'the shuffle up with two workers');
 
     step('pipeline up, eight receivers alive');
-    browser = await launching;
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
     const page = await browser.newPage({ viewport: { width: 1500, height: 1300 } });
     // a loaded 2-core machine runs eight receivers, the simulator, the merger and chromium: be patient
     page.setDefaultTimeout(90_000);

@@ -29,11 +29,8 @@ const NEIGHBOURHOOD = new Set(['divergence', 'curl']);
 
 const ps = new Processes();
 let browser: Browser | null = null;
-/** chromium starting (closed in afterAll even when the test failed before it was awaited) */
-let launching: Promise<Browser> | null = null;
 
 afterAll(async () => {
-  browser = (await launching?.catch(() => null)) ?? browser;
   for (const p of browser?.contexts().flatMap((c) => c.pages()) ?? []) await p.close().catch(() => {});
   await browser?.close().catch(() => {});
   await ps.cleanup();
@@ -62,12 +59,9 @@ function readNav(page: Page) {
 describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('recording and replay in the browser', () => {
   it('records from the UI, reads the file back, replays it with a time slider', async () => {
     execFileSync(process.execPath, [join(PROJECT_ROOT, 'scripts/build-web.mjs')], { stdio: 'pipe' });
-    // chromium starts while the pipeline does
-    launching = chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
-    launching.catch(() => {}); // (a failed launch is thrown where it is awaited)
     const p = await launch(ps);
     step('pipeline up');
-    browser = await launching;
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
     const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });
     page.setDefaultTimeout(60_000);
     const pageErrors: string[] = [];

@@ -24,12 +24,9 @@ const OUTPUT = join(PROJECT_ROOT, 'test-output');
 let start: RoleProcess | null = null;
 let pids: number[] = [];
 let browser: Browser | null = null;
-/** chromium starting (closed in afterAll even when the test failed before it was awaited) */
-let launching: Promise<Browser> | null = null;
 let client: TesseraClient | null = null;
 
 afterAll(async () => {
-  browser = (await launching?.catch(() => null)) ?? browser;
   await browser?.close().catch(() => {});
   await client?.close().catch(() => {});
   await start?.stop(15_000).catch(() => start?.kill());
@@ -45,9 +42,6 @@ afterAll(async () => {
 describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('the page after npm start', () => {
   it('follows the default acquisition: form, maps equal to the merger, screenshot', async () => {
     execFileSync(process.execPath, [join(PROJECT_ROOT, 'scripts/build-web.mjs')], { stdio: 'pipe' });
-    // chromium starts while the pipeline does
-    launching = chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
-    launching.catch(() => {}); // (a failed launch is thrown where it is awaited)
     const base = await freeUdpPorts(8);
     const { path } = await liveConfig({ detector: { udp: { host: '127.0.0.1', basePort: base } }, merger: { chunkTimeoutMs: 5000, keepEpochs: 8 } });
     start = spawnCli('start', ['start', '--config', path, '--scan', `${SCAN[0]}x${SCAN[1]}`, '--fps', '20']);
@@ -61,7 +55,7 @@ describe.skipIf(!existsSync(CHROMIUM) || !existsSync(CLI_PATH))('the page after 
     pids = start.lines.filter((l) => l.msg === 'started' && typeof l.pid === 'number').map((l) => l.pid as number);
     await start.waitForMsg('default acquisition started: open the URL in a browser', left());
 
-    browser = await launching;
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
     const page = await browser.newPage({ viewport: { width: 1500, height: 1250 } });
     // a loaded 2-core machine runs eight receivers, the simulator, the merger and chromium: be patient
     page.setDefaultTimeout(90_000);
