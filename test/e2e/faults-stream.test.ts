@@ -17,6 +17,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { waitUntil } from '../merger/live-helpers.js';
 import { cleanUp, defineAndStart, follow, launch, lossesFromMirror, offline, simulate, UDFS, type Pipeline } from './pipeline-helpers.js';
+import { stopLeftover } from './shared-pipeline.js';
 
 /**
  * One pipeline for the three cases, one merger acquisition each (launching nine processes took
@@ -73,6 +74,7 @@ describe('the camera dies mid-scan and nothing follows', () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
     const p = await pipeline();
+    await stopLeftover(p.client);
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4 });
     // slow enough that the kill lands mid-scan even when the test's polling lags on a loaded machine
     const cam = simulate(p, scan, ['--fps', '4', '--seed', '81']);
@@ -123,6 +125,7 @@ describe('the camera dies mid-scan and a new detector acquisition starts', () =>
     const n = scan[0] * scan[1];
     // (the shared pipeline's streamIdleMs is above the pause between the runs: see pipeline())
     const p = await pipeline();
+    await stopLeftover(p.client);
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4 });
     const first = simulate(p, scan, ['--fps', '5', '--seed', '71']);
     // part of the scan, then kill -9

@@ -15,6 +15,7 @@ import type { FaultRecord } from '../../src/k2is/simulator/index.js';
 import { decodeMessage, encodeMessage, WS_PROTOCOL_VERSION } from '../../src/protocol/ws-messages.js';
 import { waitUntil } from '../merger/live-helpers.js';
 import { cleanUp, defineAndStart, expectDamageConsistent, expectResults, follow, FRAMES_BEFORE, launch, lossesFromMirror, lossesOf, offline, popcount, simulate, UDFS, type Pipeline } from './pipeline-helpers.js';
+import { stopLeftover } from './shared-pipeline.js';
 
 /**
  * One pipeline for both scans, one acquisition each (launching nine processes took 5-8 s a
@@ -31,6 +32,7 @@ describe('simulator -> 8 receiver processes -> merger process -> WebSocket clien
   it('with 5% datagram loss: the damage map is exactly the fault log, results equal offline over the zero-filled truth', async () => {
     const scan: [number, number] = [4, 8];
     const p = await pipeline();
+    await stopLeftover(p.client);
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single' });
     const faultLog = join(mkdtempSync(join(tmpdir(), 'tessera-e2e-')), 'faults.jsonl');
     const sim = simulate(p, scan, ['--fps', '50', '--seed', '12', '--drop', '0.05', '--fault-log', faultLog]);
@@ -72,6 +74,7 @@ describe('simulator -> 8 receiver processes -> merger process -> WebSocket clien
   it('a single scan: final results equal offline over the ground truth; garbage on the WebSocket gets an error, the stream goes on', async () => {
     const scan: [number, number] = [4, 8];
     const p = await pipeline();
+    await stopLeftover(p.client);
     // (errors the merger logs during this case only: the pipeline may have run another before)
     const logFrom = p.merger.lines.length;
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single' });

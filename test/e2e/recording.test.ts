@@ -26,6 +26,7 @@ import {
   truthFrames,
   UDFS,
 } from './recording.helpers.js';
+import { stopLeftover } from './shared-pipeline.js';
 
 const ps = new Processes();
 /**
@@ -42,6 +43,7 @@ describe('recording a live acquisition', () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
     const p = await pipeline();
+    await stopLeftover(p.client);
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', record: true, recordPath: 'runs/first.h5' });
     const sim = simulate(ps, p, scan, ['--fps', '40', '--seed', '21']);
     await p.client.connect();
@@ -124,6 +126,7 @@ describe('recording a live acquisition', () => {
     const scan: [number, number] = [4, 8];
     const n = scan[0] * scan[1];
     const p = await pipeline();
+    await stopLeftover(p.client);
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', chunkSize: 4, record: true });
     // 6 fps: room for the two switches between the second chunk merged and the end of the scan
     // (at 10 fps a merger lagging on a loaded machine saw the scan end first: "cannot start
@@ -163,6 +166,7 @@ describe('recording a live acquisition', () => {
   it('an unwritable recording path: the error is in the status and the stream info, the live results go on', async () => {
     const scan: [number, number] = [4, 8];
     const p = await pipeline();
+    await stopLeftover(p.client);
     // a file where the recording's directory should be
     writeFileSync(join(p.dataDir, 'blocked'), 'not a directory');
     const id = await defineAndStart(p, { scanShape: scan, udfs: UDFS, mode: 'single', record: true, recordPath: 'blocked/run.h5' });
