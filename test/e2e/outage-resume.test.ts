@@ -53,10 +53,12 @@ describe('a link outage under a continuous acquisition: the camera streams on, n
     expectResults(m0, losses0.size === 0 ? truth : await offline(scan, 93, losses0));
     const before0 = snapshot(m0);
 
-    await waitUntil(async () => /resumes at epoch/.test((await p.client.api.get(id)).message ?? ''), 30_000, 'the resume decided');
-    const waiting = await p.client.api.get(id);
+    // the merger's log, not /api/status: the waiting state lasts only from the stop (streamIdleMs
+    // and the chunk timeout after the outage began) to the link back, about 2 s, which polling
+    // missed when a loaded machine made the checks of epoch 0 above take longer
+    const waiting = await p.merger.waitFor((l) => l.msg === 'acquisition state' && l.acquisition === id && /resumes at epoch/.test(String(l.message)), 30_000, 'the resume decided');
     expect(waiting.state).toBe('running');
-    const m = /^detector stream stopped at scan position (\d+) of epoch (\d+); resumes at epoch (\d+) with the next detector acquisition$/.exec(waiting.message ?? '');
+    const m = /^detector stream stopped at scan position (\d+) of epoch (\d+); resumes at epoch (\d+) with the next detector acquisition$/.exec(String(waiting.message));
     expect(m, `message: ${waiting.message}`).not.toBeNull();
     const [at, stoppedEpoch, R] = [Number(m![1]), Number(m![2]), Number(m![3])];
     // the last frames before the outage may have been lost to a loaded kernel, never later ones
