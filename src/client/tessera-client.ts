@@ -250,6 +250,17 @@ export class TesseraClient {
   connect(): Promise<HelloMessage> {
     // browsers cannot set headers on a WebSocket: the token goes in the query (RFC 6750 §2.3)
     const query = this.token ? `?access_token=${encodeURIComponent(this.token)}` : '';
+    // one connection at a time: connect() again closes the one before, whose updates would
+    // otherwise keep coming into this mirror between the new socket's
+    const old = this.socket;
+    if (old) {
+      old.onmessage = null;
+      old.onerror = null;
+      old.onclose = null;
+      if (old.readyState < 2) old.close(1000, 'client reconnecting');
+    }
+    this.hello = null;
+    this.lastSubscribe = null;
     const socket = new this.WebSocketCtor(this.baseUrl.replace(/^http/, 'ws') + this.wsPath + query);
     socket.binaryType = 'arraybuffer';
     this.socket = socket;

@@ -12,6 +12,7 @@ import { LiveStore, LiveStoreRegistry } from '../../src/merger/live-store.js';
 import { buildMergerServer, type MergerServer } from '../../src/merger/server.js';
 import { decodeMessage, DTYPES, encodeMessage, WS_PROTOCOL_VERSION, type DType, type UpdateMessage } from '../../src/protocol/ws-messages.js';
 import { InMemoryController } from '../merger/in-memory-controller.js';
+import { waitUntil } from '../merger/live-helpers.js';
 
 const logger = createLogger('test-client', { level: 'silent' });
 
@@ -159,6 +160,32 @@ describe('TesseraClient against a real server', () => {
     expect(c.mirror.get('v', 'i')).toBeUndefined();
     expect(Array.from(seen.get('v', 'i')!.data)).toEqual([5, 6, 7, 8]);
     expect(seen.epoch).toBe(0);
+    await c.close();
+  });
+
+  it('connect() again closes the connection before: only the new one feeds the mirror, no sync error', async () => {
+    const a = registry.create({ acquisition: 'first', scanShape: [4] }, false);
+    a.defineBuffer({ udfId: 'v', name: 'i', kind: 'nav', dtype: 'float32', shape: [4] });
+    const b = registry.create({ acquisition: 'second', scanShape: [4] }, false);
+    b.defineBuffer({ udfId: 'v', name: 'i', kind: 'nav', dtype: 'float32', shape: [4] });
+    const c = client();
+    const errors: unknown[] = [];
+    c.on('error', (e) => errors.push(e));
+    await c.connect();
+    c.subscribe({ acquisition: 'first' });
+    await c.waitFor((m) => m.acquisition === 'first');
+    await c.connect();
+    c.subscribe({ acquisition: 'second' });
+    await c.waitFor((m) => m.acquisition === 'second');
+    // updates of the first keep coming on the old socket if it is still open: they must not land here
+    for (let k = 1; k <= 5; k++) a.updateNavRange('v', 'i', 0, 4, [k, k, k, k]);
+    b.updateNavRange('v', 'i', 0, 4, [9, 8, 7, 6]);
+    await c.waitFor((m) => m.get('v', 'i')?.data[0] === 9);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(c.mirror.acquisition).toBe('second');
+    expect(Array.from(c.mirror.get('v', 'i')!.data)).toEqual([9, 8, 7, 6]);
+    expect(errors).toEqual([]);
+    await waitUntil(() => server.stream.stats().clients === 1, 5000, 'the old connection closed at the server');
     await c.close();
   });
 
