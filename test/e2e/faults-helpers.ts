@@ -1,5 +1,5 @@
 /** Shared by the fault, load and resume end-to-end tests (test/e2e/faults*.test.ts, outage-resume*.test.ts). */
-import type { LiveMirror, TesseraClient } from '../../src/client/tessera-client.js';
+import type { LiveMirror } from '../../src/client/tessera-client.js';
 import { waitUntil } from '../merger/live-helpers.js';
 import type { Pipeline } from './pipeline-helpers.js';
 
@@ -22,18 +22,12 @@ export function metric(text: string, name: string): number {
   return Number(m[1]);
 }
 
-/** The stream of each client, opened once (see epochMirror). */
-const streams = new WeakMap<TesseraClient, Promise<unknown>>();
-
 /** The mirror of one epoch of the acquisition, once every position of it is merged. */
 export async function epochMirror(p: Pipeline, id: string, epoch: number, positions: number): Promise<LiveMirror> {
   // (subscribing to an epoch that does not exist yet is an error)
   await waitUntil(async () => (await p.client.api.get(id)).epochs.includes(epoch), 30_000, `epoch ${epoch} begun`);
-  // one stream per client, each epoch a new subscription on it: connect() again opened a second
-  // socket while the first still streamed, and a mirror resync on the first then sent its
-  // subscribe on the one still connecting ("WebSocket is not open: readyState 0", unhandled)
-  if (!streams.has(p.client)) streams.set(p.client, p.client.connect());
-  await streams.get(p.client);
+  // a fresh connection per epoch (connect() closes the one before)
+  await p.client.connect();
   p.client.subscribe({ acquisition: id, epoch });
   return p.client.waitFor((m) => m.acquisition === id && m.epoch === epoch && completeEpoch(m, positions), 30_000);
 }
