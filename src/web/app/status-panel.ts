@@ -85,17 +85,19 @@ export class SectorTable {
 
 /** What the shuffle line says, and whether it is bad news (no whole frames reach a worker). */
 export function describeShuffle(s: ShuffleState): { text: string; bad: boolean; title: string } {
+  // what became of frames: skipped for want of a free worker, lost with a worker that went
+  const skipped = s.framesSkipped > 0 ? `, ${fmt(s.framesSkipped)} frames skipped` : '';
   const lost = (s.framesLostInWorkers ?? 0) > 0 ? `, ${fmt(s.framesLostInWorkers)} lost with a worker` : '';
-  const skipped = (s.framesSkipped > 0 ? `, ${fmt(s.framesSkipped)} frames skipped` : '') + lost;
+  const frames = skipped + lost;
   const restarts = s.restarts > 0 ? `, restarted ${fmt(s.restarts)}×` : '';
   const title =
     `the shuffle service of the whole-frame UDFs (pid ${s.pid ?? '–'}), from /api/status: ` +
     `${s.restarts} restarts, ${s.framesSkipped} frames skipped (no worker free), ${s.framesLostInWorkers ?? 0} frames lost with a worker that went (taken, never answered) as its last status said`;
   if (s.state === 'missing') {
-    return { text: `shuffle missing ${fmtDuration((s.silentMs ?? 0) / 1000)}${skipped}${restarts}`, bad: true, title };
+    return { text: `shuffle missing ${fmtDuration((s.silentMs ?? 0) / 1000)}${frames}${restarts}`, bad: true, title };
   }
-  if (s.workers === 0) return { text: `shuffle: up, no worker${skipped}${restarts}`, bad: true, title };
-  return { text: `shuffle: up, ${fmt(s.workers)} worker${s.workers === 1 ? '' : 's'}${skipped}${restarts}`, bad: false, title };
+  if (s.workers === 0) return { text: `shuffle: up, no worker${frames}${restarts}`, bad: true, title };
+  return { text: `shuffle: up, ${fmt(s.workers)} worker${s.workers === 1 ? '' : 's'}${frames}${restarts}`, bad: false, title };
 }
 
 /**
