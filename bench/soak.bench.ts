@@ -26,6 +26,15 @@ export interface SoakOptions {
   warmupMs?: number;
   scan?: [number, number];
   fps?: number;
+  /**
+   * scan positions per partial result. Default: the whole scan, one chunk per epoch. The small
+   * scan compresses epochs, not chunks: with the default of one scan row (4 frames of a 2x4 scan
+   * at 25 fps) every sector sent 6 partials a second, each carrying a 30 MB sum image for the
+   * merger to add, 4x the chunk rate of a 256-wide scan at the K2's 400 fps; the merger then ran
+   * 3-7 s behind even alone (RSS 1.3-1.9 GB, the receivers' send queues full), and what the soak
+   * measured was that backlog rather than the steady state.
+   */
+  chunkSize?: number;
   log?: (line: string) => void;
   /**
    * environment of the role processes. Default: glibc's mmap threshold fixed at 128 KiB, as in
@@ -54,7 +63,7 @@ export interface SoakFigures {
   framesMerged: number;
   roles: RoleFigures[];
   /** the merger's own view (/metrics) after warm-up: V8 heap and buffers outside it, MB, with the epoch of each sample */
-  merger: { epoch: number[]; heapMB: number[]; externalMB: number[] };
+  merger: { epoch: number[]; heapMB: number[]; externalMB: number[]; mergeLatencyP90: number[] };
 }
 
 function rssMB(pid: number): number {
@@ -127,7 +136,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakFigures> {
     start('simulator', ['simulate', '--scan', `${scan[0]}x${scan[1]}`, '--fps', String(o.fps ?? 100), '--continuous', '--seed', '3']);
     await until('the receivers following the scan', async () => (await client.api.status()).sectors.every((s) => s.datagramsPerSecond > 0), 60_000);
     await new Promise((r) => setTimeout(r, 1500));
-    const { id } = await client.api.define({ scanShape: scan, udfs: [{ id: 'sum', name: 'SumUDF' }, { id: 'sumsig', name: 'SumSigUDF' }, { id: 'masks', name: 'ApplyMasksUDF', params: { masks: [{ type: 'disk', cy: 930, cx: 1024, r: 60 }] } }, { id: 'com', name: 'CoMUDF', params: { cy: 930, cx: 1024, r: 80 } }], mode: 'continuous' });
+    const { id } = await client.api.define({ scanShape: scan, udfs: [{ id: 'sum', name: 'SumUDF' }, { id: 'sumsig', name: 'SumSigUDF' }, { id: 'masks', name: 'ApplyMasksUDF', params: { masks: [{ type: 'disk', cy: 930, cx: 1024, r: 60 }] } }, { id: 'com', name: 'CoMUDF', params: { cy: 930, cx: 1024, r: 80 } }], mode: 'continuous', chunkSize: o.chunkSize ?? scan[0] * scan[1] });
     await client.api.start(id);
     await client.connect();
     client.subscribe({ acquisition: 'current', maxRate: 10 });
@@ -136,7 +145,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakFigures> {
     const t0 = Date.now();
     const samples = children.map(() => ({ t: [] as number[], rss: [] as number[], fds: [] as number[] }));
     let nextLog = t0 + 60_000;
-    const merger = { epoch: [] as number[], heapMB: [] as number[], externalMB: [] as number[] };
+    const merger = { epoch: [] as number[], heapMB: [] as number[], externalMB: [] as number[], mergeLatencyP90: [] as number[] };
     const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     while (Date.now() - t0 < o.durationMs) {
       await new Promise((r) => setTimeout(r, sampleMs));
@@ -153,6 +162,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakFigures> {
         merger.epoch.push(metric(text, 'tessera_acquisition_epoch'));
         merger.heapMB.push(metric(text, 'nodejs_heap_used_bytes') / 1e6);
         merger.externalMB.push(metric(text, 'nodejs_external_memory_bytes') / 1e6);
+        merger.mergeLatencyP90.push(metric(text, 'tessera_merge_latency_seconds\\{quantile="0.9"\\}'));
       }
       if (Date.now() > nextLog) {
         nextLog += 60_000;
