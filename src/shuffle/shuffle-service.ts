@@ -49,6 +49,11 @@ export interface ShuffleServiceOptions {
   /** never decimate (tests that need every frame) */
   fixedRate?: boolean;
   workerTimeoutMs?: number;
+  /**
+   * a worker connection that answers no ZMTP heartbeat for this long is closed (default
+   * WORKER_HEARTBEAT_TIMEOUT_MS): a frozen or powered-off worker host then counts as gone
+   */
+  workerHeartbeatTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -58,6 +63,16 @@ const RECENT_FRAMES = 4;
 const MAX_PICKS = 64;
 /** how often every worker is pinged: a send to one whose connection is gone fails at once */
 const PING_MS = 1000;
+
+/**
+ * ZMTP heartbeats on the workers' connections. libzmq's I/O thread answers them, not the
+ * worker's event loop, so a worker busy with a long frame answers and one whose host froze,
+ * lost power or dropped off the network (no TCP reset) does not: its connection is closed, and
+ * the next ping finds it gone and counts the frames it had (a worker only busy keeps them).
+ */
+const WORKER_HEARTBEAT_MS = 1000;
+const WORKER_HEARTBEAT_TIMEOUT_MS = 5000;
+const workerHeartbeats = (timeoutMs: number) => ({ heartbeatInterval: Math.min(WORKER_HEARTBEAT_MS, Math.ceil(timeoutMs / 2)), heartbeatTimeout: timeoutMs });
 
 /** a send to a ROUTER peer that is not connected (mandatory): the worker is gone */
 const isGone = (err: unknown): boolean => (err as { code?: string } | undefined)?.code === 'EHOSTUNREACH';
@@ -159,7 +174,7 @@ export class ShuffleService {
     const common = { linger: 0, maxMessageSize: MAX_LIVE_MESSAGE_BYTES, mandatory: true, handover: true, sendTimeout: 2000 };
     // per receiver: a few slices queued in ZeroMQ at most (8 x 1 MB x 8 sectors), the rest waits at the senders or is dropped there
     this.sliceRouter = new zmq.Router({ ...common, receiveHighWaterMark: 8 });
-    this.frameRouter = new zmq.Router({ ...common, sendHighWaterMark: 16 });
+    this.frameRouter = new zmq.Router({ ...common, sendHighWaterMark: 16, ...workerHeartbeats(o.workerHeartbeatTimeoutMs ?? WORKER_HEARTBEAT_TIMEOUT_MS) });
     this.sliceOut = new SerialSender(this.sliceRouter, 1024);
     this.frameOut = new SerialSender(this.frameRouter, 64);
     this.assembler = new WholeFrameAssembler({ frameTimeoutMs: o.frameTimeoutMs ?? 2000, maxFrames: o.maxFrames ?? 16, onFrame: (f) => this.onFrame(f), allocate: () => this.spare.pop() ?? null });

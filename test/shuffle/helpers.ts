@@ -183,10 +183,10 @@ export function closeAfterEach(): Array<() => unknown> {
 }
 
 /** A ShuffleService on free loopback ports and the merger's ShuffleLink to it, both closed by `closers`. */
-export async function startShuffleWithLink(closers: Array<() => unknown>, o: { keepEpochs: number; registry?: LiveStoreRegistry }) {
+export async function startShuffleWithLink(closers: Array<() => unknown>, o: { keepEpochs: number; registry?: LiveStoreRegistry; workerHeartbeatTimeoutMs?: number }) {
   const slices = `tcp://127.0.0.1:${await freeTcpPort()}`;
   const frames = `tcp://127.0.0.1:${await freeTcpPort()}`;
-  const service = await ShuffleService.start({ slices, frames, fixedRate: true });
+  const service = await ShuffleService.start({ slices, frames, fixedRate: true, workerHeartbeatTimeoutMs: o.workerHeartbeatTimeoutMs });
   closers.push(() => service.close());
   const registry = o.registry ?? new LiveStoreRegistry();
   const link = new ShuffleLink({ endpoint: slices, registry, keepEpochs: o.keepEpochs });
@@ -205,9 +205,20 @@ export const valueOf = (run: number, index: number, sector: number) => (run * 21
  * valueOf(run, index, sector); `feedSelected` waits for the worker to get it, `feedUnselected`
  * expects no slice sent for it.
  */
-export async function sliceSenderRig(closers: Array<() => unknown>, o: { acquisition: string; scan: [number, number]; start?: AcquireMessage['start']; worker?: { credits: number; sayWindow: boolean } }) {
-  const { slices, frames, service, registry, link } = await startShuffleWithLink(closers, { keepEpochs: 8 });
-  const worker = new TestWorker(frames, o.worker?.credits, { sayWindow: o.worker?.sayWindow });
+export async function sliceSenderRig(
+  closers: Array<() => unknown>,
+  o: {
+    acquisition: string;
+    scan: [number, number];
+    start?: AcquireMessage['start'];
+    worker?: { credits: number; sayWindow: boolean };
+    /** the endpoint the worker connects to in place of the shuffle's frames endpoint (a relay to it) */
+    workerVia?: (frames: string) => Promise<string>;
+    workerHeartbeatTimeoutMs?: number;
+  },
+) {
+  const { slices, frames, service, registry, link } = await startShuffleWithLink(closers, { keepEpochs: 8, workerHeartbeatTimeoutMs: o.workerHeartbeatTimeoutMs });
+  const worker = new TestWorker(o.workerVia ? await o.workerVia(frames) : frames, o.worker?.credits, { sayWindow: o.worker?.sayWindow });
   closers.push(() => worker.close());
   const senders = Array.from({ length: 8 }, (_, sector) => new SliceSender({ sector, endpoint: slices }));
   closers.push(() => Promise.all(senders.map((x) => x.close())));
