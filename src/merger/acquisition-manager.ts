@@ -108,12 +108,20 @@ interface Acquisition {
   unboundSince: number | null;
   /** a named start whose detector acquisition every sector has left unbound: since when (withdrawStaleStart) */
   staleStartSince: number | null;
+  /** when the merger last logged that it merges behind the receivers (rate limit) */
+  lagWarnedAt: number;
 }
 
 /** how long nameStart waits for sectors whose vote may still bind them at index 0 before it names a start anyway */
 const NAME_START_GRACE_MS = 4 * HEARTBEAT_MS;
 /** how long every sector must show a named start's detector acquisition gone before the start is withdrawn (a few heartbeats: not one stale one) */
 const STALE_START_GRACE_MS = 3 * HEARTBEAT_MS;
+
+/** the newest merged chunk's latency is reported as the merge lag this long after it was merged */
+const MERGE_LAG_FRESH_MS = 10_000;
+/** a merge lag above this is logged (at most every MERGE_LAG_WARN_EVERY_MS): the live view is that far behind */
+const MERGE_LAG_WARN_MS = 5000;
+const MERGE_LAG_WARN_EVERY_MS = 10_000;
 
 const TERMINAL: AcquisitionState[] = ['done', 'aborted', 'failed'];
 
@@ -593,6 +601,7 @@ export class AcquisitionManager implements AcquisitionController {
       resume: null,
       unboundSince: null,
       staleStartSince: null,
+      lagWarnedAt: 0,
     };
     feed.setSectors(this.monitor.statuses());
     return a;
@@ -788,6 +797,11 @@ export class AcquisitionManager implements AcquisitionController {
       this.setState(a, 'running', rejoined ? `${r.stopped}; resumed at epoch ${c.epoch.epoch} on the same detector acquisition (link back; epochs ${r.epoch} to ${c.epoch.epoch - 1} passed without frames)` : `${r.stopped}; resumed at epoch ${r.epoch}`);
     }
     const t = Date.now();
+    const lag = a.feed.lastLatency;
+    if (lag && t - lag.at < 1000 && lag.ms > MERGE_LAG_WARN_MS && t - a.lagWarnedAt >= MERGE_LAG_WARN_EVERY_MS) {
+      a.lagWarnedAt = t;
+      this.o.log?.warn({ acquisition: a.id, epoch: c.epoch.epoch, chunk: c.chunk, lagMs: lag.ms }, 'merging behind the receivers: the live results lag the detector (merger short of CPU, or partials queued)');
+    }
     if (t - a.rate.t >= 1000) {
       a.rate = { t, frames: a.merger.framesMerged, fps: ((a.merger.framesMerged - a.rate.frames) * 1000) / (t - a.rate.t) };
     }
@@ -873,7 +887,15 @@ export class AcquisitionManager implements AcquisitionController {
         framesPerSecond: fps,
         etaSeconds: framesTotal !== null && fps > 0 ? Math.max(0, framesTotal - framesMerged) / fps : null,
       },
+      mergeLagMs: this.mergeLag(a),
     };
+  }
+
+  /** How far the merged results lag behind the receivers (AcquisitionSummary.mergeLagMs). */
+  private mergeLag(a: Acquisition): number | null {
+    const lag = a.feed.lastLatency;
+    if ((a.state !== 'running' && a.state !== 'stopping') || !lag || Date.now() - lag.at > MERGE_LAG_FRESH_MS) return null;
+    return lag.ms;
   }
 
   private get recorderSettings(): RecorderSettings {

@@ -71,6 +71,12 @@ export interface AcquisitionSummary {
   /** selected scan positions, or null without ROI */
   roi: { selected: number } | null;
   progress: Progress;
+  /**
+   * how far the merged results lag behind the receivers while running: the newest merged
+   * chunk's latency (its partials sent to it merged), ms; null when no chunk was merged in the
+   * last MERGE_LAG_FRESH_MS (nothing streaming) or the acquisition is not running
+   */
+  mergeLagMs?: number | null;
 }
 
 export interface RecordingSummary {
@@ -311,6 +317,7 @@ export const acquisitionSummarySchema = {
     udfs: { type: 'array', items: udfInstance },
     roi: { anyOf: [{ type: 'null' }, { type: 'object', properties: { selected: { type: 'integer' } } }] },
     progress: progressSchema,
+    mergeLagMs: { type: ['number', 'null'] },
   },
 } as const;
 

@@ -52,6 +52,8 @@ export class LiveFeed {
   private readonly log: Logger;
   /** merged-chunk latencies (ms, from the partial's sentAt) since the last read */
   latencies: number[] = [];
+  /** the newest merged chunk's latency (ms) and when it was merged: how far the live view lags */
+  lastLatency: { ms: number; at: number } | null = null;
 
   constructor(private readonly o: LiveFeedOptions & { info: Record<string, unknown> }) {
     this.log = o.log ?? createLogger('live-feed');
@@ -99,6 +101,7 @@ export class LiveFeed {
     store.setDamage(c.navStart, c.navEnd, c.sectorsComplete, c.blocksMissing);
     store.setProgress({ framesMerged: c.epoch.framesMerged });
     if (c.sentAt > 0) {
+      this.lastLatency = { ms: t - c.sentAt, at: t };
       this.latencies.push(t - c.sentAt);
       if (this.latencies.length > 10_000) this.latencies.splice(0, 5000);
     }

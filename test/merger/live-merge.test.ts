@@ -215,6 +215,29 @@ describe('merger with fake receivers over real ZeroMQ sockets', () => {
     expect(summary).toMatchObject({ state: 'done', progress: { framesMerged: N, framesTotal: N } });
   }, 60_000);
 
+  it('reports how far merging lags behind the receivers: the newest merged chunk, from its partials sent to merged', async () => {
+    const { receivers: rx, client } = await setUp();
+    const id = await defineAndStart(client);
+    await acquireOf(rx, id);
+    expect((await client.api.get(id)).mergeLagMs).toBeNull();
+    // chunk 0 as if its partials had queued for 4 s on the way
+    const queuedMs = 4000;
+    const old = Date.now() - queuedMs;
+    for (let s = 0; s < 8; s++) await rx[s]!.sendPartial({ ...partialOf(id, s, 0), sentAt: old });
+    await waitUntil(async () => (await client.api.get(id)).progress.framesMerged >= CHUNK, 20_000, 'chunk 0 merged');
+    const behind = (await client.api.get(id)).mergeLagMs!;
+    expect(behind).toBeGreaterThanOrEqual(queuedMs);
+    expect(behind).toBeLessThan(queuedMs + 5000);
+    // chunk 1 sent now: the lag is that of the newest chunk, back to how long sending and merging took
+    const sentAt = Date.now();
+    for (let s = 0; s < 8; s++) await rx[s]!.sendPartial({ ...partialOf(id, s, 1), sentAt });
+    await waitUntil(async () => (await client.api.get(id)).progress.framesMerged >= 2 * CHUNK, 20_000, 'chunk 1 merged');
+    const caughtUp = (await client.api.get(id)).mergeLagMs!;
+    expect(caughtUp).toBeGreaterThanOrEqual(0);
+    expect(caughtUp).toBeLessThanOrEqual(Date.now() - sentAt);
+    expect((await client.api.status()).acquisition!.mergeLagMs).toBe(caughtUp);
+  }, 60_000);
+
   it('reports a silent sector missing within LIVENESS_MS and completes the scan with its slice zero-filled and marked', async () => {
     const { receivers: rx, client } = await setUp({}, LIVENESS_MS);
     const silentAt = Date.now();

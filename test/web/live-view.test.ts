@@ -369,6 +369,21 @@ function expectPixels(map: MapReadback, merged: number): void {
     expect(controller.status().acquisition!.record).toMatchObject({ enabled: false, state: 'closed' });
   });
 
+  it('says how far behind the detector the merger merges, once that is over a second; nothing otherwise', async () => {
+    const lag = () => page.evaluate(() => document.querySelector('#acq-state #merge-lag')?.textContent ?? null);
+    // the page polls the status every second
+    const until = (want: string | null) => page.waitForFunction((w) => (document.querySelector('#acq-state #merge-lag')?.textContent ?? null) === w, want, { timeout: 10_000 });
+    controller.mergeLagMs = 7340;
+    await until(' · merging 7.3 s behind the detector');
+    expect(await page.evaluate(() => getComputedStyle(document.querySelector('#merge-lag')!).color)).toBe('rgb(255, 224, 130)');
+    controller.mergeLagMs = 400;
+    await until(null);
+    controller.mergeLagMs = null;
+    await page.waitForTimeout(1200);
+    expect(await lag()).toBeNull();
+    expect(await page.textContent('#acq-state')).toContain('running');
+  });
+
   it('shows the shuffle under the sectors as /api/status has it; nothing when it is absent', async () => {
     const line = '#shuffle-status';
     /** the line as the page shows it, once it reflects `state` (the page polls the status every second) */

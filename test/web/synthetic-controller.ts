@@ -129,6 +129,8 @@ export class SyntheticController implements AcquisitionController {
   readonly patches: PatchRecord[] = [];
   /** refuse parameter changes that change a UDF's result shapes, as the live merger does */
   refuseShapeChange = false;
+  /** what the running acquisition's summary says of the merge lag (ms) */
+  mergeLagMs: number | null = null;
   /** what /api/status says of the shuffle (null: no shuffle link, as without whole-frame UDFs) */
   shuffle: ShuffleState | null = null;
   private readonly acquisitions = new Map<string, Acquisition>();
@@ -415,6 +417,7 @@ export class SyntheticController implements AcquisitionController {
       udfs: d.udfs.map((u): UdfInstance => ({ ...u, params: { ...u.params } })),
       roi: roiSummary(d.roi),
       progress: a.store.getProgress(),
+      mergeLagMs: a.state === 'running' ? this.mergeLagMs : null,
     };
   }
 }

@@ -215,10 +215,13 @@ export class AcquisitionPanel {
       return;
     }
     this.stateLine.dataset.state = summary.state;
+    // the merger's own lag: what the page shows is that old when it came (a second is normal)
+    const lagMs = summary.mergeLagMs ?? 0;
     fill(
       this.stateLine,
       h('span', { class: `badge ${summary.state}` }, summary.state),
       ` ${summary.id} · ${summary.scanShape.join(' × ')} · ${summary.mode}${summary.mode === 'continuous' ? `, epoch ${summary.epoch}` : ''}`,
+      lagMs > 1000 ? h('span', { class: 'merge-lag', id: 'merge-lag', title: 'the newest merged results were sent by the receivers this long before the merger merged them: the merger is short of CPU or partial results queue up' }, ` · merging ${(lagMs / 1000).toFixed(1)} s behind the detector`) : null,
       summary.message ? h('div', { class: 'muted' }, summary.message) : null,
     );
   }
