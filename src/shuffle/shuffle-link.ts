@@ -189,10 +189,7 @@ export class ShuffleLink {
    * resumed acquisition from then on.
    */
   resume(message: AcquireMessage): void {
-    const a = this.acquisitions.get(message.acquisition);
-    if (!a || a.ended || !message.resume) return;
-    a.message = { ...message, udfs: a.message.udfs };
-    this.send(a.message);
+    if (!message.resume || !this.reissue(message)) return;
     this.o.log?.info({ acquisition: message.acquisition, resume: message.resume, start: message.start }, 'whole-frame UDFs resume with the next detector acquisition');
   }
 
@@ -202,11 +199,21 @@ export class ShuffleLink {
    * next detector acquisition from index 0, as the receivers do.
    */
   withdrawStart(message: AcquireMessage): void {
+    if (message.start !== null || message.resume || !this.reissue(message)) return;
+    this.o.log?.info({ acquisition: message.acquisition }, 'whole-frame UDFs: the named start was withdrawn, the next detector acquisition is the acquisition\'s');
+  }
+
+  /**
+   * The merger's new acquire for a running acquisition (its start or resume changed): sent to the
+   * shuffle with the acquisition's whole-frame UDFs (the merger's lists the receivers' UDFs); false when
+   * the acquisition is unknown here or ended.
+   */
+  private reissue(message: AcquireMessage): boolean {
     const a = this.acquisitions.get(message.acquisition);
-    if (!a || a.ended || message.start !== null || message.resume) return;
+    if (!a || a.ended) return false;
     a.message = { ...message, udfs: a.message.udfs };
     this.send(a.message);
-    this.o.log?.info({ acquisition: message.acquisition }, 'whole-frame UDFs: the named start was withdrawn, the next detector acquisition is the acquisition\'s');
+    return true;
   }
 
   /** New parameters for a whole-frame UDF, for chunks from acquisition-relative frame `fromFrame` on (the workers apply them as the receivers do). */
