@@ -374,8 +374,10 @@ function expectPixels(map: MapReadback, merged: number): void {
     // the page polls the status every second
     const until = (want: string | null) => page.waitForFunction((w) => (document.querySelector('#acq-state #merge-lag')?.textContent ?? null) === w, want, { timeout: 10_000 });
     controller.mergeLagMs = 7340;
-    await until(' · merging 7.3 s behind the detector');
+    const chunk = controller.status().acquisition!.chunkSize;
+    await until(` · merging 7.3 s behind the detector (chunks of ${chunk} frames: a larger chunk helps)`);
     expect(await page.evaluate(() => getComputedStyle(document.querySelector('#merge-lag')!).color)).toBe('rgb(255, 224, 130)');
+    await (await page.$('#acq-state'))!.screenshot({ path: join(OUTPUT, 'ui-merge-lag.png') });
     controller.mergeLagMs = 400;
     await until(null);
     controller.mergeLagMs = null;

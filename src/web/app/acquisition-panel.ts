@@ -221,7 +221,13 @@ export class AcquisitionPanel {
       this.stateLine,
       h('span', { class: `badge ${summary.state}` }, summary.state),
       ` ${summary.id} · ${summary.scanShape.join(' × ')} · ${summary.mode}${summary.mode === 'continuous' ? `, epoch ${summary.epoch}` : ''}`,
-      lagMs > 1000 ? h('span', { class: 'merge-lag', id: 'merge-lag', title: 'the newest merged results were sent by the receivers this long before the merger merged them: the merger is short of CPU or partial results queue up' }, ` · merging ${(lagMs / 1000).toFixed(1)} s behind the detector`) : null,
+      lagMs > 1000
+        ? h(
+            'span',
+            { class: 'merge-lag', id: 'merge-lag', title: `the newest merged results were sent by the receivers this long before the merger merged them: the merger is short of CPU or partial results queue up. Each chunk costs the merger a sum of every signal-sized result, so fewer, larger chunks (the "chunk" field, frames per partial result) help` },
+            ` · merging ${(lagMs / 1000).toFixed(1)} s behind the detector (chunks of ${summary.chunkSize} frames: a larger chunk helps)`,
+          )
+        : null,
       summary.message ? h('div', { class: 'muted' }, summary.message) : null,
     );
   }
