@@ -321,8 +321,9 @@ export class AcquisitionManager implements AcquisitionController {
       'the detector acquisition the start was named in ended before the receivers reached it: the acquisition starts with the next detector acquisition',
     );
     for (let s = 0; s < this.sectors; s++) a.acquireSent.set(s, t);
-    this.broadcast(this.acquireMessage(a));
-    this.o.shuffle?.withdrawStart(this.acquireMessage(a));
+    const withdrawn = this.acquireMessage(a);
+    this.broadcast(withdrawn);
+    this.o.shuffle?.withdrawStart(withdrawn);
   }
 
   /**
@@ -797,10 +798,10 @@ export class AcquisitionManager implements AcquisitionController {
       this.setState(a, 'running', rejoined ? `${r.stopped}; resumed at epoch ${c.epoch.epoch} on the same detector acquisition (link back; epochs ${r.epoch} to ${c.epoch.epoch - 1} passed without frames)` : `${r.stopped}; resumed at epoch ${r.epoch}`);
     }
     const t = Date.now();
-    const lag = a.feed.lastLatency;
-    if (lag && t - lag.at < 1000 && lag.ms > MERGE_LAG_WARN_MS && t - a.lagWarnedAt >= MERGE_LAG_WARN_EVERY_MS) {
+    const lagMs = c.sentAt > 0 ? t - c.sentAt : 0;
+    if (lagMs > MERGE_LAG_WARN_MS && t - a.lagWarnedAt >= MERGE_LAG_WARN_EVERY_MS) {
       a.lagWarnedAt = t;
-      this.o.log?.warn({ acquisition: a.id, epoch: c.epoch.epoch, chunk: c.chunk, lagMs: lag.ms }, 'merging behind the receivers: the live results lag the detector (merger short of CPU, or partials queued)');
+      this.o.log?.warn({ acquisition: a.id, epoch: c.epoch.epoch, chunk: c.chunk, lagMs }, 'merging behind the receivers: the live results lag the detector (merger short of CPU, or partials queued)');
     }
     if (t - a.rate.t >= 1000) {
       a.rate = { t, frames: a.merger.framesMerged, fps: ((a.merger.framesMerged - a.rate.frames) * 1000) / (t - a.rate.t) };
