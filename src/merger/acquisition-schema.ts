@@ -148,7 +148,7 @@ export interface ShuffleState {
   silentMs: number | null;
   /** frames it skipped (no worker free, e.g. none left), as its last status said */
   framesSkipped: number;
-  /** frames workers had taken and never answered when their connection went (killed), as its last status said (absent: not known) */
+  /** frames workers had taken and never answered when their connection went (killed, or its host stopped answering heartbeats), as its last status said (absent: not known) */
   framesLostInWorkers?: number;
 }
 

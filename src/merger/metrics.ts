@@ -151,7 +151,7 @@ export class MergerMetrics {
       family('tessera_shuffle_workers', 'gauge', 'Frame workers the shuffle serves (0 while it is missing)').add(num(sh.workers));
       family('tessera_shuffle_restarts_total', 'counter', 'Times another shuffle process answered the merger (restarts)').add(num(sh.restarts));
       family('tessera_shuffle_frames_skipped_total', 'counter', 'Frames the shuffle skipped for want of a free worker, as its last status said (starts over with a new shuffle process)').add(num(sh.framesSkipped));
-      family('tessera_shuffle_frames_lost_in_workers_total', 'counter', 'Frames workers had taken and never answered when their connection went (a killed worker), as the shuffle\'s last status said').add(num(sh.framesLostInWorkers));
+      family('tessera_shuffle_frames_lost_in_workers_total', 'counter', 'Frames workers had taken and never answered when their connection went (a killed worker, or one whose host stopped answering heartbeats), as the shuffle\'s last status said').add(num(sh.framesLostInWorkers));
     }
 
     // merging
