@@ -27,6 +27,7 @@ import { createUdf } from '../../src/udf/registry.js';
 import { runUdf } from '../../src/udf/runner.js';
 import { freeTcpPort, liveConfig, SIG } from '../merger/live-helpers.js';
 import { freeUdpPorts, spawnCli, type RoleProcess } from '../receivers/process-helpers.js';
+import { stopLeftover } from './shared-pipeline.js';
 
 const FRAME = FRAME_HEIGHT * FRAME_WIDTH;
 const SCAN: [number, number] = [4, 4];
@@ -367,11 +368,7 @@ describe('shuffle and frame workers killed and restarted mid-acquisition', () =>
   it('the shuffle killed: receivers and merger go on exactly; restarted, it gets the acquisition and rule book again and whole-frame results flow again', async () => {
     const rig = await sharedRig();
     // the worker case, had it failed part-way, may have left its acquisition running
-    const left = (await rig.status()).acquisition;
-    if (left && ['running', 'stopping'].includes(left.state)) {
-      if (left.state === 'running') await rig.client.api.stop(left.id);
-      await poll(async () => !['running', 'stopping'].includes((await rig.client.api.get(left.id)).state), 30_000, 'the worker case\'s acquisition stopped');
-    }
+    await stopLeftover(rig.client);
     // one worker: the restarted one of the worker case, or a fresh one when this case runs alone
     const live = rig.workers.filter((w) => w.running);
     for (const w of live.slice(1)) {
